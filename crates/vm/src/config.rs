@@ -1,0 +1,84 @@
+//! The engine's typed settings for one program. `kvmjs` maps tinykvm.json onto this; the
+//! names and defaults follow libvmod-tinykvm's tenant keys.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+/// A file or directory the guest may open read-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedPath {
+    /// Path the guest uses (absolute).
+    pub virtual_path: String,
+    /// Host path it maps to.
+    pub real: PathBuf,
+    /// Whether everything below it is allowed too.
+    pub prefix: bool,
+}
+
+impl AllowedPath {
+    /// The same path inside and outside; a directory allows everything below it.
+    pub fn same(path: impl Into<PathBuf>) -> Self {
+        let real: PathBuf = path.into();
+        AllowedPath {
+            virtual_path: real.to_string_lossy().into_owned(),
+            prefix: real.is_dir(),
+            real,
+        }
+    }
+}
+
+/// Settings for one program's VMs.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Program name (for logs).
+    pub name: String,
+    /// Size of guest memory, the identity-mapped address space (bytes).
+    pub address_space: u64,
+    /// Limit on heap and mappings (bytes).
+    pub max_memory: u64,
+    /// Limit on memory a single request may add (bytes).
+    pub max_request_memory: u64,
+    /// Largest request body the host passes in (bytes).
+    pub max_request_body: u64,
+    /// Largest response body the host accepts (bytes).
+    pub max_response_body: u64,
+    /// Time allowed from start to the first pause.
+    pub max_boot_time: Duration,
+    /// Time allowed per request.
+    pub max_request_time: Duration,
+    /// Reset to the snapshot after every request.
+    pub ephemeral: bool,
+    /// Back guest memory with huge pages (MAP_HUGETLB).
+    pub hugepages: bool,
+    /// argv[1..].
+    pub main_arguments: Vec<String>,
+    /// Extra environment ("KEY=value").
+    pub environment: Vec<String>,
+    /// Files the guest may open.
+    pub allowed_paths: Vec<AllowedPath>,
+    /// Guest working directory.
+    pub current_working_directory: String,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            name: "program".into(),
+            address_space: 256 * MIB,
+            max_memory: 256 * MIB,
+            max_request_memory: 64 * MIB,
+            max_request_body: 16 * MIB,
+            max_response_body: 64 * MIB,
+            max_boot_time: Duration::from_secs(16),
+            max_request_time: Duration::from_secs(8),
+            ephemeral: true,
+            hugepages: false,
+            main_arguments: Vec::new(),
+            environment: Vec::new(),
+            allowed_paths: Vec::new(),
+            current_working_directory: "/".into(),
+        }
+    }
+}

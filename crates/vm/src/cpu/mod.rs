@@ -1,0 +1,330 @@
+//! x86-64 CPU state for a kernel-less guest: descriptor tables, page tables, register
+//! values, MSRs, CPUID and XCR0. Guest code runs in ring 3 (ring 0 is emulated, ~4000x
+//! slower, on PVM hosts); ring 0 only ever runs the exception stubs.
+
+pub mod paging;
+pub mod stubs;
+
+use crate::layout::{self, sel, PAGE_SIZE};
+use crate::memory::GuestMemory;
+use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs, CpuId, Msrs, kvm_msr_entry};
+use paging::{PageTables, PagingError, NX, P, RW, US};
+
+const CR0_PE: u64 = 1;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_AM: u64 = 1 << 18;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const EFER_SCE: u64 = 1;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+const MSR_SFMASK: u32 = 0xc000_0084;
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+/// Vectors that push an error code.
+pub const fn has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// Permissions of a guest page range, from an ELF segment.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    /// Start (any alignment).
+    pub start: u64,
+    /// End (exclusive).
+    pub end: u64,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+}
+
+/// Writes the GDT, TSS, IDT, stubs and page tables; returns CR3.
+pub fn write_system_area(
+    mem: &mut GuestMemory,
+    address_space: u64,
+    image: &[Region],
+) -> Result<u64, PagingError> {
+    // GDT: accessed bits preset so the CPU never writes the (read-only) table.
+    let gdt: [u64; 8] = [
+        0,
+        0,
+        0x00af_9b00_0000_ffff, // 0x10 kernel code64
+        0x00cf_9300_0000_ffff, // 0x18 kernel data
+        0x00cf_fb00_0000_ffff, // 0x20 user code32 (SYSRET base; unused)
+        0x00cf_f300_0000_ffff, // 0x28 user data
+        0x00af_fb00_0000_ffff, // 0x30 user code64
+        0,
+    ];
+    for (i, d) in gdt.iter().enumerate() {
+        mem.write_u64(layout::GDT_ADDR + i as u64 * 8, *d)?;
+    }
+    let (lo, hi) = tss_descriptor(layout::TSS_ADDR, 103);
+    mem.write_u64(layout::GDT_ADDR + u64::from(sel::TSS), lo)?;
+    mem.write_u64(layout::GDT_ADDR + u64::from(sel::TSS) + 8, hi)?;
+    // TSS: rsp0 at offset 4, ist1 at 36, I/O map base at 102 (past the limit: no bitmap).
+    let mut tss = [0u8; 104];
+    tss[4..12].copy_from_slice(&layout::EXCEPTION_STACK_TOP.to_le_bytes());
+    tss[36..44].copy_from_slice(&layout::DF_STACK_TOP.to_le_bytes());
+    tss[102..104].copy_from_slice(&104u16.to_le_bytes());
+    mem.write(layout::TSS_ADDR, &tss)?;
+
+    for v in 0..32u8 {
+        let handler = layout::EXCEPTION_STUBS + u64::from(v) * stubs::EXCEPTION_STUB_SIZE;
+        let ist = if matches!(v, 2 | 8 | 18) { 1 } else { 0 };
+        let (lo, hi) = interrupt_gate(handler, ist);
+        mem.write_u64(layout::IDT_ADDR + u64::from(v) * 16, lo)?;
+        mem.write_u64(layout::IDT_ADDR + u64::from(v) * 16 + 8, hi)?;
+        mem.write(handler, &stubs::exception_stub(v))?;
+    }
+    mem.write(layout::USER_STUBS + stubs::SYSCALL_ENTRY, &stubs::syscall_entry())?;
+    mem.write(layout::USER_STUBS + stubs::RESUME_ENTRY, &stubs::resume_entry())?;
+
+    let mut pt = PageTables::new(mem)?;
+    let sys = [
+        (layout::GDT_ADDR, P),
+        (layout::IDT_ADDR, P),
+        (layout::EXCEPTION_STUBS, P),
+        (layout::USER_STUBS, P | US),
+        (layout::RESUME_SLOTS, P | US | NX),
+        (layout::XSAVE_IMAGE, P | US | NX),
+        (layout::EXCEPTION_STACK_TOP - 3 * PAGE_SIZE, P | RW | NX),
+        (layout::EXCEPTION_STACK_TOP - 2 * PAGE_SIZE, P | RW | NX),
+        (layout::EXCEPTION_STACK_TOP - PAGE_SIZE, P | RW | NX),
+        (layout::DF_STACK_TOP - PAGE_SIZE, P | RW | NX),
+    ];
+    for (va, flags) in sys {
+        pt.map_4k(va, va, flags)?;
+    }
+    pt.map_4k(layout::TRAP_VA, layout::trap_gpa(address_space), P | RW | US | NX)?;
+
+    let guard = layout::stack_guard(address_space);
+    let mut va = layout::HUGE_PAGE;
+    while va < address_space {
+        let end = va + layout::HUGE_PAGE;
+        let touches_image = image.iter().any(|r| r.start < end && r.end > va);
+        if touches_image || (guard >= va && guard < end) || end > address_space {
+            let mut p = va;
+            while p < end.min(address_space) {
+                let flags = if p == guard { 0 } else { page_flags(image, p) };
+                pt.map_4k(p, p, flags)?;
+                p += PAGE_SIZE;
+            }
+        } else {
+            pt.map_2m(va, va, P | RW | US | NX)?;
+        }
+        va = end;
+    }
+    Ok(pt.root())
+}
+
+fn page_flags(image: &[Region], page: u64) -> u64 {
+    let mut covered = false;
+    let (mut write, mut exec) = (false, false);
+    for r in image.iter().filter(|r| r.start < page + PAGE_SIZE && r.end > page) {
+        covered = true;
+        write |= r.write;
+        exec |= r.exec;
+    }
+    if !covered {
+        return P | RW | US | NX;
+    }
+    P | US | if write { RW } else { 0 } | if exec { 0 } else { NX }
+}
+
+fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {
+    let lo = (limit & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | (0x8b << 40) // present, busy 64-bit TSS
+        | (((limit >> 16) & 0xf) << 48)
+        | (((base >> 24) & 0xff) << 56);
+    (lo, base >> 32)
+}
+
+fn interrupt_gate(handler: u64, ist: u64) -> (u64, u64) {
+    let lo = (handler & 0xffff)
+        | (u64::from(sel::KERNEL_CS) << 16)
+        | (ist << 32)
+        | (0x8e << 40) // present, DPL 0, 64-bit interrupt gate
+        | (((handler >> 16) & 0xffff) << 48);
+    (lo, handler >> 32)
+}
+
+fn segment(selector: u16, code: bool) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_: if code { 0xb } else { 0x3 },
+        present: 1,
+        dpl: (selector & 3) as u8,
+        db: u8::from(!code),
+        s: 1,
+        l: u8::from(code),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// System registers for ring-3 execution in long mode, with FS base `fs_base`.
+pub fn user_sregs(base: &kvm_sregs, cr3: u64, fs_base: u64) -> kvm_sregs {
+    let mut s = *base;
+    s.cs = segment(sel::USER_CS, true);
+    let data = segment(sel::USER_DS, false);
+    s.ss = data;
+    s.ds = data;
+    s.es = data;
+    s.fs = kvm_segment {
+        selector: 0,
+        base: fs_base,
+        ..data
+    };
+    s.gs = kvm_segment {
+        selector: 0,
+        ..data
+    };
+    s.tr = kvm_segment {
+        base: layout::TSS_ADDR,
+        limit: 103,
+        selector: sel::TSS,
+        type_: 0xb,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 0,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    s.ldt = kvm_segment {
+        selector: 0,
+        type_: 2,
+        present: 1,
+        unusable: 1,
+        ..s.tr
+    };
+    s.gdt = kvm_dtable {
+        base: layout::GDT_ADDR,
+        limit: 0x4f,
+        padding: [0; 3],
+    };
+    s.idt = kvm_dtable {
+        base: layout::IDT_ADDR,
+        limit: 32 * 16 - 1,
+        padding: [0; 3],
+    };
+    s.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
+    s.cr3 = cr3;
+    s.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE;
+    s.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+    s
+}
+
+/// General registers at the ELF entry point.
+pub fn entry_regs(entry: u64, sp: u64) -> kvm_regs {
+    kvm_regs {
+        rip: entry,
+        rsp: sp,
+        // IF plus IOPL 3, so upstream's ring-3 `out` API works on VMX/SVM hosts.
+        rflags: 0x3202,
+        ..Default::default()
+    }
+}
+
+/// SYSCALL MSRs: LSTAR points at the user-page entry stub.
+pub fn syscall_msrs() -> Msrs {
+    let e = |index, data| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    };
+    Msrs::from_entries(&[
+        e(
+            MSR_STAR,
+            (u64::from(sel::USER_BASE) << 48) | (u64::from(sel::KERNEL_CS) << 32),
+        ),
+        e(MSR_LSTAR, layout::USER_STUBS + stubs::SYSCALL_ENTRY),
+        e(MSR_CSTAR, 0),
+        // RFLAGS is left as it was: the entry runs no code that cares.
+        e(MSR_SFMASK, 0),
+        e(MSR_KERNEL_GS_BASE, 0),
+    ])
+    .expect("five MSR entries fit")
+}
+
+/// XCR0 to enable: x87, SSE, AVX, and AVX-512 when the CPU has all of it.
+pub fn xcr0(cpuid: &CpuId) -> u64 {
+    let supported = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0xd && e.index == 0)
+        .map(|e| u64::from(e.eax))
+        .unwrap_or(0x3);
+    let mut x = supported & 0x7;
+    if supported & 0xe0 == 0xe0 {
+        x |= 0xe0;
+    }
+    x | 0x3
+}
+
+/// CPUID leaf 1 EDX, for AT_HWCAP.
+pub fn hwcap(cpuid: &CpuId) -> u64 {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 1)
+        .map(|e| u64::from(e.edx))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_encode_like_the_sdm_says() {
+        let (lo, hi) = tss_descriptor(0x1080, 103);
+        assert_eq!(lo & 0xffff, 103);
+        assert_eq!((lo >> 16) & 0xff_ffff, 0x1080);
+        assert_eq!((lo >> 40) & 0xff, 0x8b);
+        assert_eq!(hi, 0);
+        let (lo, _) = interrupt_gate(0x3040, 1);
+        assert_eq!(lo & 0xffff, 0x3040);
+        assert_eq!((lo >> 16) & 0xffff, 0x10);
+        assert_eq!((lo >> 32) & 7, 1);
+    }
+
+    #[test]
+    fn image_pages_get_segment_permissions() {
+        let img = [
+            Region { start: 0x40_0000, end: 0x40_1800, write: false, exec: true },
+            Region { start: 0x40_1800, end: 0x40_3000, write: true, exec: false },
+        ];
+        assert_eq!(page_flags(&img, 0x40_0000), P | US);
+        // A page shared by both segments gets the union.
+        assert_eq!(page_flags(&img, 0x40_1000), P | US | RW);
+        assert_eq!(page_flags(&img, 0x40_2000), P | US | RW | NX);
+        assert_eq!(page_flags(&img, 0x50_0000), P | US | RW | NX);
+    }
+
+    #[test]
+    fn error_code_vectors() {
+        assert!(has_error_code(14) && has_error_code(13) && has_error_code(8));
+        assert!(!has_error_code(6) && !has_error_code(0) && !has_error_code(3));
+    }
+}

@@ -1,0 +1,22 @@
+//! kvmjs host engine: boots a static x86-64 Linux ELF in a KVM micro-VM with no guest
+//! kernel, emulates the system calls it makes, implements the libvmod-tinykvm guest API,
+//! snapshots at the guest's first `wait_for_requests_paused` and resets to that snapshot
+//! after every request. Nothing here knows about HTTP or JavaScript.
+
+pub mod api;
+pub mod config;
+pub mod cpu;
+pub mod fault;
+pub mod layout;
+pub mod limits;
+pub mod loader;
+pub mod memory;
+pub mod process;
+pub mod request;
+pub mod syscalls;
+pub mod vcpu;
+pub mod vm;
+
+pub use config::{AllowedPath, VmConfig};
+pub use request::{Request, RequestStats, Response};
+pub use vm::{flavour, Flavour, RequestError, Vm, VmError};

@@ -1,0 +1,250 @@
+//! Linux system-call emulation: a table of small handlers, one module per family.
+//! Unknown calls get -ENOSYS and one log line naming the call.
+
+mod files;
+mod memory;
+mod process;
+pub(crate) use process::fill_random;
+mod signals;
+mod time;
+
+use crate::config::VmConfig;
+use crate::memory::GuestMemory;
+use crate::process::Process;
+use crate::request::Response;
+use std::collections::HashSet;
+use std::sync::LazyLock;
+use std::time::Instant;
+
+/// Arguments in Linux syscall order (RDI, RSI, RDX, R10, R8, R9).
+pub type Args = [u64; 6];
+
+/// Why the guest stopped running.
+#[derive(Debug)]
+pub enum Stop {
+    /// `wait_for_requests_paused(req)`.
+    Paused {
+        /// Where the guest wants the request struct.
+        req_ptr: u64,
+    },
+    /// `backend_response(...)`.
+    Responded(Response),
+    /// exit/exit_group.
+    Exited(i32),
+    /// The guest asked for something that ends the request (bad response arguments,
+    /// a fatal signal to itself, an unsupported mode).
+    Fatal(String),
+}
+
+/// What a handler wants next.
+#[derive(Debug)]
+pub enum Flow {
+    /// Put this in RAX and continue.
+    Return(u64),
+    /// Stop running the guest.
+    Stop(Stop),
+}
+
+impl Flow {
+    /// A negative errno.
+    pub fn err(errno: i32) -> Flow {
+        Flow::Return((-i64::from(errno)) as u64)
+    }
+
+    /// A non-negative result.
+    pub fn ok(v: u64) -> Flow {
+        Flow::Return(v)
+    }
+}
+
+/// Per-request header state the guest API reads and changes.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// Request method.
+    pub method: String,
+    /// Request header fields.
+    pub req_headers: Vec<String>,
+    /// Response header fields set through http_append/http_set.
+    pub resp_headers: Vec<String>,
+}
+
+/// Everything a handler may touch.
+pub struct Ctx<'a> {
+    /// Guest memory.
+    pub mem: &'a mut GuestMemory,
+    /// Process state.
+    pub proc: &'a mut Process,
+    /// Program settings.
+    pub cfg: &'a VmConfig,
+    /// Current request's headers.
+    pub exchange: &'a mut Exchange,
+    /// Deadline of the current run, for sleeps.
+    pub deadline: Option<Instant>,
+    /// Guest output.
+    pub log: &'a mut GuestLog,
+}
+
+/// Guest stdout/stderr: logged line by line; the last few KiB are kept for error reports.
+#[derive(Debug, Default)]
+pub struct GuestLog {
+    /// Output not yet logged (a partial line).
+    pub partial: Vec<u8>,
+    /// The most recent output.
+    pub tail: std::collections::VecDeque<u8>,
+}
+
+/// Bytes of recent output kept in [`GuestLog::tail`].
+const TAIL: usize = 4096;
+
+impl GuestLog {
+    /// Records `bytes` and logs complete lines under `program`.
+    pub fn write(&mut self, program: &str, bytes: &[u8]) {
+        self.tail.extend(bytes.iter().rev().take(TAIL).rev());
+        while self.tail.len() > TAIL {
+            self.tail.pop_front();
+        }
+        self.partial.extend_from_slice(bytes);
+        while let Some(n) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=n).collect();
+            tracing::info!(program, "{}", String::from_utf8_lossy(&line[..n]));
+        }
+        if self.partial.len() > TAIL {
+            let line = std::mem::take(&mut self.partial);
+            tracing::info!(program, "{}", String::from_utf8_lossy(&line));
+        }
+    }
+
+    /// The recent output as text.
+    pub fn recent(&self) -> String {
+        let v: Vec<u8> = self.tail.iter().copied().collect();
+        String::from_utf8_lossy(&v).into_owned()
+    }
+}
+
+impl Ctx<'_> {
+    /// Writes guest output to the host log.
+    pub fn guest_output(&mut self, bytes: &[u8]) {
+        self.log.write(&self.cfg.name, bytes);
+    }
+}
+
+/// A system-call handler.
+pub type Handler = fn(&mut Ctx<'_>, &Args) -> Flow;
+
+/// One table row.
+pub struct Entry {
+    /// Linux x86-64 number.
+    pub nr: usize,
+    /// Handler.
+    pub handler: Handler,
+}
+
+/// Linux errno values used by the handlers.
+pub mod errno {
+    pub use libc::{
+        EACCES, EAGAIN, EBADF, EFAULT, EINVAL, EISDIR, ENOENT, ENOMEM, ENOSYS, ENOTDIR,
+        ENOTTY, EPERM, ERANGE, ESPIPE,
+    };
+}
+
+const TABLE_SIZE: usize = 512;
+
+static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
+    let mut t: Vec<Option<Handler>> = vec![None; TABLE_SIZE];
+    for family in [
+        files::HANDLERS,
+        memory::HANDLERS,
+        process::HANDLERS,
+        signals::HANDLERS,
+        time::HANDLERS,
+    ] {
+        for e in family {
+            assert!(t[e.nr].is_none(), "syscall {} has two handlers", e.nr);
+            t[e.nr] = Some(e.handler);
+        }
+    }
+    t
+});
+
+static WARNED: LazyLock<std::sync::Mutex<HashSet<u64>>> = LazyLock::new(Default::default);
+
+/// Runs Linux system call `nr`.
+pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> Flow {
+    if let Some(h) = usize::try_from(nr).ok().and_then(|n| TABLE.get(n)).and_then(|h| *h) {
+        return h(ctx, args);
+    }
+    let first = WARNED.lock().map(|mut w| w.insert(nr)).unwrap_or(false);
+    if first {
+        let name = syscalls::Sysno::new(nr as usize).map_or("unknown", |s| s.name());
+        tracing::warn!(program = %ctx.cfg.name, "guest made unsupported system call {nr} ({name}); returning ENOSYS");
+    }
+    Flow::err(errno::ENOSYS)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A context over fresh memory and process state, for handler tests.
+    pub struct Fixture {
+        pub mem: GuestMemory,
+        pub proc: Process,
+        pub cfg: VmConfig,
+        pub exchange: Exchange,
+        pub log: GuestLog,
+    }
+
+    impl Fixture {
+        pub fn new() -> Self {
+            let cfg = VmConfig {
+                address_space: 64 << 20,
+                max_memory: 16 << 20,
+                ..Default::default()
+            };
+            Fixture {
+                mem: GuestMemory::new(cfg.address_space, false).unwrap(),
+                proc: Process::new(0x60_0000, cfg.address_space, cfg.max_memory, 1 << 20),
+                cfg,
+                exchange: Exchange::default(),
+                log: GuestLog::default(),
+            }
+        }
+
+        pub fn call(&mut self, nr: syscalls::Sysno, args: Args) -> i64 {
+            match dispatch(&mut self.ctx(), nr.id() as u64, &args) {
+                Flow::Return(v) => v as i64,
+                Flow::Stop(s) => panic!("unexpected stop {s:?}"),
+            }
+        }
+
+        pub fn ctx(&mut self) -> Ctx<'_> {
+            Ctx {
+                mem: &mut self.mem,
+                proc: &mut self.proc,
+                cfg: &self.cfg,
+                exchange: &mut self.exchange,
+                deadline: None,
+                log: &mut self.log,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Fixture;
+    use super::*;
+
+    #[test]
+    fn unknown_and_out_of_range_numbers_are_enosys() {
+        let mut f = Fixture::new();
+        assert_eq!(f.call(syscalls::Sysno::io_uring_setup, [0; 6]), -i64::from(errno::ENOSYS));
+        let r = dispatch(&mut f.ctx(), u64::MAX, &[0; 6]);
+        assert!(matches!(r, Flow::Return(v) if v as i64 == -i64::from(errno::ENOSYS)));
+    }
+
+    #[test]
+    fn table_builds_without_duplicates() {
+        assert!(TABLE.iter().filter(|h| h.is_some()).count() > 40);
+    }
+}

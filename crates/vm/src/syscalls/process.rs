@@ -1,0 +1,244 @@
+//! Process identity and limits, TLS, randomness, futexes on a single thread, and the
+//! calls that end the guest or would start another task.
+
+use super::{errno, Args, Ctx, Entry, Flow, Stop};
+use syscalls::Sysno;
+
+pub(super) const HANDLERS: &[Entry] = &[
+    Entry { nr: Sysno::exit as usize, handler: exit },
+    Entry { nr: Sysno::exit_group as usize, handler: exit },
+    Entry { nr: Sysno::getpid as usize, handler: one },
+    Entry { nr: Sysno::gettid as usize, handler: one },
+    Entry { nr: Sysno::getppid as usize, handler: zero },
+    Entry { nr: Sysno::getuid as usize, handler: zero },
+    Entry { nr: Sysno::geteuid as usize, handler: zero },
+    Entry { nr: Sysno::getgid as usize, handler: zero },
+    Entry { nr: Sysno::getegid as usize, handler: zero },
+    Entry { nr: Sysno::set_tid_address as usize, handler: set_tid_address },
+    Entry { nr: Sysno::set_robust_list as usize, handler: zero },
+    Entry { nr: Sysno::rseq as usize, handler: enosys },
+    Entry { nr: Sysno::arch_prctl as usize, handler: arch_prctl },
+    Entry { nr: Sysno::prlimit64 as usize, handler: prlimit64 },
+    Entry { nr: Sysno::getrlimit as usize, handler: getrlimit },
+    Entry { nr: Sysno::setrlimit as usize, handler: zero },
+    Entry { nr: Sysno::uname as usize, handler: uname },
+    Entry { nr: Sysno::sched_getaffinity as usize, handler: sched_getaffinity },
+    Entry { nr: Sysno::sched_yield as usize, handler: zero },
+    Entry { nr: Sysno::getrandom as usize, handler: getrandom },
+    Entry { nr: Sysno::futex as usize, handler: futex },
+    Entry { nr: Sysno::sysinfo as usize, handler: sysinfo },
+    Entry { nr: Sysno::clone as usize, handler: no_tasks },
+    Entry { nr: Sysno::clone3 as usize, handler: no_tasks },
+    Entry { nr: Sysno::fork as usize, handler: no_tasks },
+    Entry { nr: Sysno::vfork as usize, handler: no_tasks },
+    Entry { nr: Sysno::execve as usize, handler: no_tasks },
+];
+
+const ARCH_SET_GS: u64 = 0x1001;
+const ARCH_SET_FS: u64 = 0x1002;
+const ARCH_GET_FS: u64 = 0x1003;
+const ARCH_GET_GS: u64 = 0x1004;
+const RLIM_INFINITY: u64 = u64::MAX;
+
+fn zero(_: &mut Ctx<'_>, _: &Args) -> Flow {
+    Flow::ok(0)
+}
+
+fn one(_: &mut Ctx<'_>, _: &Args) -> Flow {
+    Flow::ok(1)
+}
+
+/// rseq is optional: glibc turns it off when the kernel says ENOSYS.
+fn enosys(_: &mut Ctx<'_>, _: &Args) -> Flow {
+    Flow::err(errno::ENOSYS)
+}
+
+/// One vCPU, one task: threads and processes cannot be created.
+fn no_tasks(_: &mut Ctx<'_>, _: &Args) -> Flow {
+    Flow::err(errno::EAGAIN)
+}
+
+fn exit(_: &mut Ctx<'_>, a: &Args) -> Flow {
+    Flow::Stop(Stop::Exited(a[0] as i32))
+}
+
+fn set_tid_address(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    ctx.proc.tid_address = a[0];
+    ctx.proc.changed = true;
+    Flow::ok(1)
+}
+
+fn arch_prctl(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    match a[0] {
+        ARCH_SET_FS => {
+            if a[1] >= 1 << 47 {
+                return Flow::err(errno::EPERM);
+            }
+            ctx.proc.fs_base = a[1];
+            ctx.proc.changed = true;
+            ctx.proc.sregs_changed = true;
+            Flow::ok(0)
+        }
+        ARCH_GET_FS => match ctx.mem.write_u64(a[1], ctx.proc.fs_base) {
+            Ok(()) => Flow::ok(0),
+            Err(_) => Flow::err(errno::EFAULT),
+        },
+        ARCH_GET_GS => match ctx.mem.write_u64(a[1], 0) {
+            Ok(()) => Flow::ok(0),
+            Err(_) => Flow::err(errno::EFAULT),
+        },
+        ARCH_SET_GS => Flow::err(errno::EPERM),
+        _ => Flow::err(errno::EINVAL),
+    }
+}
+
+fn rlimit_of(ctx: &Ctx<'_>, resource: u64) -> u64 {
+    match resource as u32 {
+        libc::RLIMIT_STACK => crate::layout::STACK_SIZE,
+        libc::RLIMIT_NOFILE => crate::process::MAX_FDS as u64,
+        libc::RLIMIT_AS | libc::RLIMIT_DATA => ctx.proc.max_memory,
+        libc::RLIMIT_NPROC => 1,
+        _ => RLIM_INFINITY,
+    }
+}
+
+fn put_rlimit(ctx: &mut Ctx<'_>, at: u64, resource: u64) -> Flow {
+    if at == 0 {
+        return Flow::ok(0);
+    }
+    let v = rlimit_of(ctx, resource);
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&v.to_le_bytes());
+    b[8..].copy_from_slice(&v.to_le_bytes());
+    match ctx.mem.write(at, &b) {
+        Ok(()) => Flow::ok(0),
+        Err(_) => Flow::err(errno::EFAULT),
+    }
+}
+
+fn prlimit64(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    if a[0] != 0 && a[0] != 1 {
+        return Flow::err(libc::ESRCH);
+    }
+    put_rlimit(ctx, a[3], a[1])
+}
+
+fn getrlimit(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    put_rlimit(ctx, a[1], a[0])
+}
+
+fn uname(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    let mut u = [0u8; 65 * 6];
+    for (i, s) in ["Linux", "kvmjs", "6.1.0-kvmjs", "#1", "x86_64", "(none)"].iter().enumerate() {
+        u[i * 65..i * 65 + s.len()].copy_from_slice(s.as_bytes());
+    }
+    match ctx.mem.write(a[0], &u) {
+        Ok(()) => Flow::ok(0),
+        Err(_) => Flow::err(errno::EFAULT),
+    }
+}
+
+fn sched_getaffinity(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    if a[1] < 8 {
+        return Flow::err(errno::EINVAL);
+    }
+    match ctx.mem.write_u64(a[2], 1) {
+        Ok(()) => Flow::ok(8),
+        Err(_) => Flow::err(errno::EFAULT),
+    }
+}
+
+fn getrandom(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    let len = a[1].min(1 << 20);
+    let Ok(buf) = ctx.mem.slice_mut(a[0], len) else {
+        return Flow::err(errno::EFAULT);
+    };
+    fill_random(buf);
+    Flow::ok(len)
+}
+
+/// Fills `buf` from the host's CSPRNG.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
+        if n <= 0 {
+            continue; // EINTR; the host CSPRNG does not otherwise fail
+        }
+        done += n as usize;
+    }
+}
+
+fn futex(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    const WAIT: u64 = 0;
+    const WAKE: u64 = 1;
+    const WAIT_BITSET: u64 = 9;
+    const WAKE_BITSET: u64 = 10;
+    match a[1] & 0x7f {
+        WAIT | WAIT_BITSET => {
+            let Ok(cur) = ctx.mem.read_u32(a[0]) else {
+                return Flow::err(errno::EFAULT);
+            };
+            if cur != a[2] as u32 {
+                return Flow::err(errno::EAGAIN);
+            }
+            if a[3] != 0 {
+                return Flow::err(libc::ETIMEDOUT);
+            }
+            // No other thread exists that could ever wake this one.
+            Flow::Stop(Stop::Fatal(format!("guest deadlocked: futex wait at {:#x} with no other thread", a[0])))
+        }
+        WAKE | WAKE_BITSET => Flow::ok(0),
+        _ => Flow::err(errno::ENOSYS),
+    }
+}
+
+fn sysinfo(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    let mut s = [0u8; 112];
+    let total = ctx.proc.max_memory;
+    let free = total.saturating_sub(ctx.proc.memory_used());
+    s[32..40].copy_from_slice(&total.to_le_bytes());
+    s[40..48].copy_from_slice(&free.to_le_bytes());
+    s[80..82].copy_from_slice(&1u16.to_le_bytes()); // procs
+    s[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
+    match ctx.mem.write(a[0], &s) {
+        Ok(()) => Flow::ok(0),
+        Err(_) => Flow::err(errno::EFAULT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Fixture;
+    use super::*;
+
+    #[test]
+    fn arch_prctl_sets_fs_and_flags_sregs() {
+        let mut f = Fixture::new();
+        assert_eq!(f.call(Sysno::arch_prctl, [ARCH_SET_FS, 0x7000, 0, 0, 0, 0]), 0);
+        assert!(f.proc.sregs_changed);
+        assert_eq!(f.call(Sysno::arch_prctl, [ARCH_GET_FS, 0x70_0000, 0, 0, 0, 0]), 0);
+        assert_eq!(f.mem.read_u64(0x70_0000).unwrap(), 0x7000);
+        assert_eq!(f.call(Sysno::arch_prctl, [ARCH_SET_FS, 1 << 60, 0, 0, 0, 0]), -i64::from(libc::EPERM));
+    }
+
+    #[test]
+    fn getrandom_is_fresh_and_bounds_checked() {
+        let mut f = Fixture::new();
+        assert_eq!(f.call(Sysno::getrandom, [0x70_0000, 32, 0, 0, 0, 0]), 32);
+        let a = f.mem.slice(0x70_0000, 32).unwrap().to_vec();
+        f.call(Sysno::getrandom, [0x70_0000, 32, 0, 0, 0, 0]);
+        assert_ne!(a, f.mem.slice(0x70_0000, 32).unwrap());
+        assert_eq!(f.call(Sysno::getrandom, [u64::MAX - 8, 32, 0, 0, 0, 0]), -i64::from(libc::EFAULT));
+    }
+
+    #[test]
+    fn clone_fails_and_futex_wake_is_harmless() {
+        let mut f = Fixture::new();
+        assert_eq!(f.call(Sysno::clone, [0; 6]), -i64::from(libc::EAGAIN));
+        assert_eq!(f.call(Sysno::futex, [0x70_0000, 1, 1, 0, 0, 0]), 0);
+        f.mem.write(0x70_0000, &5u32.to_le_bytes()).unwrap();
+        assert_eq!(f.call(Sysno::futex, [0x70_0000, 0, 4, 0, 0, 0]), -i64::from(libc::EAGAIN));
+    }
+}

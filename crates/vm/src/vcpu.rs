@@ -1,0 +1,242 @@
+//! The KVM side: the process-wide `/dev/kvm` handle, one VM with one memslot, one vCPU,
+//! and decoding of exits into [`Exit`]. General registers travel through
+//! KVM_CAP_SYNC_REGS (no GET/SET_REGS ioctl per exit: each costs ~5 µs on PVM).
+
+use crate::cpu;
+use crate::layout::{self, TRAP_EXCEPTION, TRAP_PROBE, TRAP_SYSCALL};
+use crate::memory::GuestMemory;
+use kvm_bindings::{kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, CpuId, KVM_MEM_LOG_DIRTY_PAGES};
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
+use std::sync::OnceLock;
+
+/// Errors from KVM.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    /// /dev/kvm could not be opened.
+    #[error("cannot open /dev/kvm: {0}; KVM must be available and this user needs read-write access to /dev/kvm (e.g. membership of group kvm)")]
+    Open(kvm_ioctls::Error),
+    /// A required capability is missing.
+    #[error("KVM lacks {0}; kvmjs needs a Linux 5.x+ KVM (VMX, SVM or PVM)")]
+    MissingCap(&'static str),
+    /// An ioctl failed.
+    #[error("KVM {op} failed: {source}")]
+    Ioctl {
+        /// Which operation.
+        op: &'static str,
+        /// The error.
+        source: kvm_ioctls::Error,
+    },
+}
+
+fn ioctl<T>(op: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, KvmError> {
+    r.map_err(|source| KvmError::Ioctl { op, source })
+}
+
+/// `/dev/kvm` and facts about it, opened once per process.
+pub struct Hypervisor {
+    kvm: Kvm,
+    cpuid: CpuId,
+}
+
+static HYPERVISOR: OnceLock<Result<Hypervisor, String>> = OnceLock::new();
+
+impl Hypervisor {
+    /// The process-wide handle.
+    pub fn get() -> Result<&'static Hypervisor, String> {
+        HYPERVISOR
+            .get_or_init(|| Self::open().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn open() -> Result<Self, KvmError> {
+        let kvm = Kvm::new().map_err(KvmError::Open)?;
+        for (cap, name) in [
+            (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
+            (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+            (Cap::Xsave, "KVM_CAP_XSAVE"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(KvmError::MissingCap(name));
+            }
+        }
+        let cpuid = ioctl("GET_SUPPORTED_CPUID", kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES))?;
+        Ok(Hypervisor { kvm, cpuid })
+    }
+
+    /// CPUID leaves the guest sees.
+    pub fn cpuid(&self) -> &CpuId {
+        &self.cpuid
+    }
+}
+
+/// Why KVM_RUN returned.
+#[derive(Debug)]
+pub enum Exit {
+    /// The syscall entry stub reported system call (or API call) `nr`.
+    Syscall(u64),
+    /// Upstream's ring-3 `out` to `port` with EAX = `value` (VMX/SVM hosts).
+    Out {
+        /// Port.
+        port: u16,
+        /// EAX.
+        value: u64,
+    },
+    /// An exception stub reported `vector`.
+    Exception(u8),
+    /// The probe write.
+    Probe,
+    /// Triple fault.
+    Shutdown,
+    /// `hlt` reached the host.
+    Hlt,
+    /// A signal (the watchdog) interrupted KVM_RUN.
+    Interrupted,
+    /// Anything else.
+    Other(String),
+}
+
+/// One VM with its single vCPU.
+pub struct Machine {
+    /// The VM.
+    pub vm: VmFd,
+    /// The vCPU.
+    pub vcpu: VcpuFd,
+    trap_gpa: u64,
+    mem_size: u64,
+}
+
+impl Machine {
+    /// Creates the VM, registers `mem` as slot 0 with dirty logging, and creates the vCPU.
+    pub fn new(hv: &Hypervisor, mem: &GuestMemory) -> Result<Self, KvmError> {
+        let vm = ioctl("CREATE_VM", hv.kvm.create_vm())?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: KVM_MEM_LOG_DIRTY_PAGES,
+            guest_phys_addr: 0,
+            memory_size: mem.size(),
+            userspace_addr: mem.host_base(),
+        };
+        // SAFETY: the region is `mem`'s mapping, which outlives the VM: `Vm` declares
+        // the machine before the memory, so the VM is dropped first.
+        ioctl("SET_USER_MEMORY_REGION", unsafe { vm.set_user_memory_region(region) })?;
+        let mut vcpu = ioctl("CREATE_VCPU", vm.create_vcpu(0))?;
+        ioctl("SET_CPUID2", vcpu.set_cpuid2(&hv.cpuid))?;
+        ioctl("SET_MSRS", vcpu.set_msrs(&cpu::syscall_msrs()))?;
+        let mut xcrs = kvm_xcrs::default();
+        xcrs.nr_xcrs = 1;
+        xcrs.xcrs[0].xcr = 0;
+        xcrs.xcrs[0].value = cpu::xcr0(&hv.cpuid);
+        ioctl("SET_XCRS", vcpu.set_xcrs(&xcrs))?;
+        vcpu.set_sync_valid_reg(SyncReg::Register);
+        Ok(Machine {
+            vm,
+            vcpu,
+            trap_gpa: layout::trap_gpa(mem.size()),
+            mem_size: mem.size(),
+        })
+    }
+
+    /// Current system registers (an ioctl).
+    pub fn sregs(&self) -> Result<kvm_sregs, KvmError> {
+        ioctl("GET_SREGS", self.vcpu.get_sregs())
+    }
+
+    /// Sets system registers (an ioctl).
+    pub fn set_sregs(&self, s: &kvm_sregs) -> Result<(), KvmError> {
+        ioctl("SET_SREGS", self.vcpu.set_sregs(s))
+    }
+
+    /// General registers as of the last exit (no ioctl).
+    pub fn regs(&self) -> kvm_regs {
+        self.vcpu.sync_regs().regs
+    }
+
+    /// Replaces the general registers before the next run (no ioctl).
+    pub fn set_regs(&mut self, r: &kvm_regs) {
+        self.vcpu.sync_regs_mut().regs = *r;
+        self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    /// Sets RAX before the next run (no ioctl).
+    pub fn set_rax(&mut self, v: u64) {
+        self.vcpu.sync_regs_mut().regs.rax = v;
+        self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    /// Pointer to the shared `kvm_run`, for the watchdog.
+    pub fn kvm_run_ptr(&mut self) -> *mut kvm_bindings::kvm_run {
+        self.vcpu.get_kvm_run()
+    }
+
+    /// Dirty-page bitmap of guest memory since the last call.
+    pub fn dirty_log(&self) -> Result<Vec<u64>, KvmError> {
+        ioctl("GET_DIRTY_LOG", self.vm.get_dirty_log(0, self.mem_size as usize))
+    }
+
+    /// Runs the vCPU until the next exit.
+    pub fn run(&mut self) -> Result<Exit, KvmError> {
+        let trap = self.trap_gpa;
+        let exit = match self.vcpu.run() {
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                let mut b = [0u8; 8];
+                let n = data.len().min(8);
+                b[..n].copy_from_slice(&data[..n]);
+                let v = u64::from_le_bytes(b);
+                match addr.wrapping_sub(trap) {
+                    TRAP_SYSCALL => Exit::Syscall(v & 0xffff_ffff),
+                    TRAP_EXCEPTION => Exit::Exception(v as u8),
+                    TRAP_PROBE => Exit::Probe,
+                    _ => Exit::Other(format!("write to unbacked address {addr:#x}")),
+                }
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                data.fill(0);
+                Exit::Other(format!("read of unbacked address {addr:#x}"))
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let mut b = [0u8; 8];
+                let n = data.len().min(8);
+                b[..n].copy_from_slice(&data[..n]);
+                Exit::Out {
+                    port,
+                    value: u64::from_le_bytes(b),
+                }
+            }
+            Ok(VcpuExit::IoIn(port, data)) => {
+                data.fill(0xff);
+                Exit::Other(format!("in from port {port:#x}"))
+            }
+            Ok(VcpuExit::Hlt) => Exit::Hlt,
+            Ok(VcpuExit::Shutdown) => Exit::Shutdown,
+            Ok(VcpuExit::FailEntry(reason, _)) => Exit::Other(format!("VM entry failed (reason {reason:#x})")),
+            Ok(other) => Exit::Other(format!("unexpected exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR => {
+                self.vcpu.set_kvm_immediate_exit(0);
+                Exit::Interrupted
+            }
+            Err(e) => return Err(KvmError::Ioctl { op: "RUN", source: e }),
+        };
+        Ok(exit)
+    }
+
+    /// Clears a leftover kick before running.
+    pub fn clear_kick(&mut self) {
+        self.vcpu.set_kvm_immediate_exit(0);
+    }
+
+    /// Clears pending exceptions and makes the vCPU runnable (after a fault).
+    pub fn clear_events(&self) -> Result<(), KvmError> {
+        ioctl("SET_VCPU_EVENTS", self.vcpu.set_vcpu_events(&Default::default()))?;
+        let mp = kvm_bindings::kvm_mp_state {
+            mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+        };
+        ioctl("SET_MP_STATE", self.vcpu.set_mp_state(mp))
+    }
+
+    /// The vCPU's XSAVE area in the standard (non-compacted) format.
+    pub fn xsave_image(&self) -> Result<Vec<u8>, KvmError> {
+        let x = ioctl("GET_XSAVE", self.vcpu.get_xsave())?;
+        Ok(x.region.iter().flat_map(|w| w.to_le_bytes()).collect())
+    }
+}

@@ -1,0 +1,537 @@
+//! One program instance: boot to the first `wait_for_requests_paused`, snapshot there,
+//! then serve requests, resetting to the snapshot after each one (ephemeral mode) or
+//! after a failure.
+//!
+//! Trap paths (why each exists is in the README's architecture section):
+//! - `syscall` from ring 3 lands in the LSTAR stub, which writes the number to the trap
+//!   page (one MMIO exit) and returns with `jmp *%rcx` (PVM: the stub runs in ring 3) or
+//!   `sysretq` (VMX/SVM: ring 0). Which one is detected at the first trap.
+//! - upstream's ring-3 `out` reaches the host directly on VMX/SVM; on PVM it raises #GP,
+//!   which the host recognises and emulates (slower, but upstream guests still run).
+//! - CPU exceptions go through the IDT to ring-0 stubs that report the vector.
+
+use crate::api;
+use crate::config::VmConfig;
+use crate::cpu::{self, stubs, stubs::SyscallReturn};
+use crate::fault;
+use crate::layout::{self, PAGE_SIZE};
+use crate::limits::{self, LimitsError};
+use crate::loader::{self, LoaderError};
+use crate::memory::{GuestMemory, MemoryError, MemorySnapshot};
+use crate::process::Process;
+use crate::request::{place, PlaceError, Request, RequestStats, Response};
+use crate::syscalls::{self, Ctx, Exchange, Flow, GuestLog, Stop};
+use crate::vcpu::{Exit, Hypervisor, KvmError, Machine};
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Errors creating or booting a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// KVM is unavailable.
+    #[error("{0}")]
+    Hypervisor(String),
+    /// A KVM call failed.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// Guest memory could not be set up.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The program could not be loaded.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Page tables could not be built.
+    #[error(transparent)]
+    Paging(#[from] cpu::paging::PagingError),
+    /// The guest did not reach its pause.
+    #[error("program {name:?} failed to boot: {reason}{}", fmt_output(output))]
+    Boot {
+        /// Program name.
+        name: String,
+        /// What went wrong.
+        reason: String,
+        /// The guest's last output.
+        output: String,
+    },
+}
+
+fn fmt_output(o: &str) -> String {
+    if o.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- guest output ---\n{}", o.trim_end())
+    }
+}
+
+/// Errors serving one request. After any of them the VM has been reset and serves on,
+/// except [`RequestError::Broken`].
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// max_request_time passed.
+    #[error("request timed out after {0:?} (max_request_time)")]
+    Timeout(Duration),
+    /// A CPU exception in the guest.
+    #[error("{0}")]
+    Fault(String),
+    /// The guest exited.
+    #[error("guest exited with status {0} while handling the request")]
+    Exited(i32),
+    /// The guest misused the API or raised a fatal signal.
+    #[error("{0}")]
+    Guest(String),
+    /// The request does not fit.
+    #[error(transparent)]
+    Place(#[from] PlaceError),
+    /// A KVM call failed.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// The watchdog could not be armed.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// The VM could not be reset and must be discarded.
+    #[error("VM is unusable ({0}); discard it and boot a new one")]
+    Broken(String),
+}
+
+/// How the guest trapped: decides how to resume it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    Syscall,
+    Out,
+    GpOut,
+}
+
+/// A trap and the ring-3 registers to continue with.
+#[derive(Clone, Copy, Debug)]
+struct Trap {
+    via: Via,
+    cont: kvm_regs,
+}
+
+#[derive(Debug)]
+enum Position {
+    Booting,
+    /// At the pause: naturally (`trap` set) or armed from the snapshot (`None`).
+    AtPause { req_ptr: u64, trap: Option<Trap> },
+    AfterResponse(Trap),
+    Broken(String),
+}
+
+struct Snapshot {
+    memory: MemorySnapshot,
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    proc: Process,
+    req_ptr: u64,
+}
+
+/// What was learned about this host's KVM at the first trap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flavour {
+    /// Privilege level the SYSCALL entry ran at (3 on PVM, 0 on VMX/SVM).
+    pub syscall_cpl: u8,
+    /// Whether RIP had already moved past the trapping write at the MMIO exit.
+    pub rip_past_trap: bool,
+}
+
+static FLAVOUR: OnceLock<Flavour> = OnceLock::new();
+
+/// The detected KVM flavour, once any VM has trapped.
+pub fn flavour() -> Option<Flavour> {
+    FLAVOUR.get().copied()
+}
+
+/// A booted program.
+pub struct Vm {
+    machine: Machine, // declared before `mem`: the VM must go before its memory
+    mem: GuestMemory,
+    cfg: Arc<VmConfig>,
+    proc: Process,
+    exchange: Exchange,
+    log: GuestLog,
+    cr3: u64,
+    base_sregs: kvm_sregs,
+    syscall_return: Option<SyscallReturn>,
+    /// FS base the vCPU has now (so a change costs one SET_SREGS, once).
+    fs_applied: u64,
+    snapshot: Option<Snapshot>,
+    pos: Position,
+    last: RequestStats,
+    boot_stats: RequestStats,
+}
+
+const MIB: u64 = 1 << 20;
+
+impl Vm {
+    /// Loads `elf`, runs it until it pauses (within max_boot_time) and snapshots there.
+    pub fn boot(cfg: Arc<VmConfig>, elf: &[u8]) -> Result<Vm, VmError> {
+        let t0 = Instant::now();
+        let space = layout::align_up(cfg.address_space, layout::HUGE_PAGE);
+        if !(layout::MIN_ADDRESS_SPACE..=layout::MAX_ADDRESS_SPACE).contains(&space) {
+            return Err(VmError::Config(format!(
+                "address_space {} MB must be between {} and {} MB",
+                cfg.address_space / MIB,
+                layout::MIN_ADDRESS_SPACE / MIB,
+                layout::MAX_ADDRESS_SPACE / MIB
+            )));
+        }
+        let hv = Hypervisor::get().map_err(VmError::Hypervisor)?;
+        let mut mem = GuestMemory::new(space, cfg.hugepages)?;
+        let image = loader::load_elf(&mut mem, elf, space)?;
+        let cr3 = cpu::write_system_area(&mut mem, space, &image.regions)?;
+        let mut argv = vec![cfg.name.clone()];
+        argv.extend(cfg.main_arguments.iter().cloned());
+        let mut env: Vec<String> = vec![
+            "LC_ALL=C".into(),
+            "USER=root".into(),
+            format!("KVM_NAME={}", cfg.name),
+            "KVM_TYPE=request".into(),
+            "KVM_DEBUG=0".into(),
+            format!("{}=1", kvmjs_abi::KVMJS_HOST_ENV),
+        ];
+        env.extend(cfg.environment.iter().cloned());
+        let mut random = [0u8; 16];
+        crate::syscalls::fill_random(&mut random);
+        let hwcap = cpu::hwcap(hv.cpuid());
+        let sp = loader::build_stack(&mut mem, layout::stack_top(space), &image, &argv, &env, hwcap, random)?;
+        let machine = Machine::new(hv, &mem)?;
+        let base_sregs = machine.sregs()?;
+        machine.set_sregs(&cpu::user_sregs(&base_sregs, cr3, 0))?;
+        machine
+            .vcpu
+            .set_regs(&cpu::entry_regs(image.entry, sp))
+            .map_err(|source| KvmError::Ioctl { op: "SET_REGS", source })?;
+        let proc = Process::new(image.image_end, space, cfg.max_memory, cfg.max_request_body);
+        let mut vm = Vm {
+            machine,
+            mem,
+            cfg,
+            proc,
+            exchange: Exchange::default(),
+            log: GuestLog::default(),
+            cr3,
+            base_sregs,
+            syscall_return: None,
+            fs_applied: 0,
+            snapshot: None,
+            pos: Position::Booting,
+            last: RequestStats::default(),
+            boot_stats: RequestStats::default(),
+        };
+        let deadline = t0 + vm.cfg.max_boot_time;
+        let mut stats = RequestStats::default();
+        let fail = |vm: &Vm, reason: String| VmError::Boot {
+            name: vm.cfg.name.clone(),
+            reason,
+            output: vm.log.recent(),
+        };
+        let (stop, trap) = match vm.run(deadline, &mut stats) {
+            Ok(r) => r,
+            Err(RequestError::Timeout(_)) => {
+                return Err(fail(&vm, format!("it did not pause within max_boot_time ({:?})", vm.cfg.max_boot_time)))
+            }
+            Err(e) => return Err(fail(&vm, e.to_string())),
+        };
+        match stop {
+            Stop::Paused { req_ptr } => vm.take_snapshot(req_ptr, trap)?,
+            Stop::Exited(code) => return Err(fail(&vm, format!("it exited with status {code} before calling wait_for_requests_paused"))),
+            Stop::Responded(_) => return Err(fail(&vm, "it sent a response before waiting for a request".into())),
+            Stop::Fatal(m) => return Err(fail(&vm, m)),
+        }
+        stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
+        vm.boot_stats = stats;
+        Ok(vm)
+    }
+
+    /// Settings of this VM.
+    pub fn config(&self) -> &VmConfig {
+        &self.cfg
+    }
+
+    /// Counters of the last request.
+    pub fn last_stats(&self) -> RequestStats {
+        self.last
+    }
+
+    /// Counters of the boot (exits, system calls, total µs).
+    pub fn boot_stats(&self) -> RequestStats {
+        self.boot_stats
+    }
+
+    /// Pages captured in the snapshot.
+    pub fn snapshot_pages(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, |s| s.memory.present_pages())
+    }
+
+    /// Serves one request.
+    pub fn handle(&mut self, req: &Request) -> Result<Response, RequestError> {
+        let t0 = Instant::now();
+        let mut stats = RequestStats::default();
+        let out = self.serve(req, t0 + self.cfg.max_request_time, &mut stats);
+        let reset = match &out {
+            Ok(_) => self.cfg.ephemeral,
+            // Nothing ran: a non-ephemeral guest keeps its state.
+            Err(RequestError::Place(_)) => self.cfg.ephemeral,
+            Err(RequestError::Broken(_)) => false,
+            Err(_) => true,
+        };
+        if reset {
+            let r0 = Instant::now();
+            match self.reset(out.is_err()) {
+                Ok(pages) => stats.dirty_pages = pages,
+                Err(e) => self.pos = Position::Broken(e.to_string()),
+            }
+            stats.reset_us = r0.elapsed().as_secs_f64() * 1e6;
+        }
+        stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
+        self.last = stats;
+        if let Err(e) = &out {
+            tracing::debug!(program = %self.cfg.name, "request failed: {e}");
+        }
+        out
+    }
+
+    fn serve(&mut self, req: &Request, deadline: Instant, stats: &mut RequestStats) -> Result<Response, RequestError> {
+        let (req_ptr, trap) = match self.pos {
+            Position::AtPause { req_ptr, trap } => (req_ptr, trap),
+            Position::AfterResponse(trap) => {
+                self.resume(trap, 0)?;
+                match self.run(deadline, stats)? {
+                    (Stop::Paused { req_ptr }, t) => (req_ptr, Some(t)),
+                    (stop, _) => return Err(unexpected(stop, "while returning to wait_for_requests_paused")),
+                }
+            }
+            Position::Booting => return Err(RequestError::Broken("it has not booted".into())),
+            Position::Broken(ref m) => return Err(RequestError::Broken(m.clone())),
+        };
+        self.pos = Position::AtPause { req_ptr, trap };
+        let mut prng = [0u8; 16];
+        crate::syscalls::fill_random(&mut prng);
+        let prng = [
+            u64::from_le_bytes(prng[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(prng[8..].try_into().expect("8 bytes")),
+        ];
+        place(&mut self.mem, self.proc.request_area, req_ptr, req, prng)?;
+        self.exchange = Exchange {
+            method: req.method.clone(),
+            req_headers: req.headers.clone(),
+            resp_headers: Vec::new(),
+        };
+        if let Some(t) = trap {
+            self.resume(t, 0)?;
+        }
+        match self.run(deadline, stats)? {
+            (Stop::Responded(r), t) => {
+                self.pos = Position::AfterResponse(t);
+                Ok(r)
+            }
+            (stop, _) => Err(unexpected(stop, "before sending a response")),
+        }
+    }
+
+    /// Runs the guest until it stops, handling system calls on the way.
+    fn run(&mut self, deadline: Instant, stats: &mut RequestStats) -> Result<(Stop, Trap), RequestError> {
+        self.machine.clear_kick();
+        let left = deadline.saturating_duration_since(Instant::now());
+        limits::arm(self.machine.kvm_run_ptr(), left)?;
+        let r = self.run_loop(deadline, stats);
+        limits::disarm();
+        r
+    }
+
+    fn run_loop(&mut self, deadline: Instant, stats: &mut RequestStats) -> Result<(Stop, Trap), RequestError> {
+        loop {
+            let exit = self.machine.run()?;
+            stats.exits += 1;
+            let (nr, args, trap) = match exit {
+                Exit::Syscall(nr) => {
+                    if self.syscall_return.is_none() {
+                        self.detect_syscall_return()?;
+                    }
+                    let r = self.machine.regs();
+                    let cont = kvm_regs { rip: r.rcx, rflags: r.r11, ..r };
+                    (nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9], Trap { via: Via::Syscall, cont })
+                }
+                Exit::Out { port: 0, value } => {
+                    let r = self.machine.regs();
+                    let at_out = self.mem.slice(r.rip, 2).is_ok_and(|b| b == [0xe7, 0x00]);
+                    let cont = kvm_regs { rip: r.rip + if at_out { 2 } else { 0 }, ..r };
+                    (value & 0xffff_ffff, [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9], Trap { via: Via::Out, cont })
+                }
+                Exit::Exception(vector) => match self.gp_out_call(vector) {
+                    Some(t) => t,
+                    None => return Err(RequestError::Fault(self.describe_fault(vector)?)),
+                },
+                Exit::Interrupted if Instant::now() >= deadline => {
+                    return Err(RequestError::Timeout(self.cfg.max_request_time))
+                }
+                Exit::Interrupted => continue,
+                Exit::Shutdown => return Err(RequestError::Fault("guest triple fault (exception while handling an exception)".into())),
+                Exit::Hlt => return Err(RequestError::Fault("guest halted".into())),
+                Exit::Probe => continue,
+                Exit::Out { port, .. } => return Err(RequestError::Fault(format!("guest wrote to I/O port {port:#x}"))),
+                Exit::Other(m) => return Err(RequestError::Fault(format!("guest {m}"))),
+            };
+            let mut ctx = Ctx {
+                mem: &mut self.mem,
+                proc: &mut self.proc,
+                cfg: &self.cfg,
+                exchange: &mut self.exchange,
+                deadline: Some(deadline),
+                log: &mut self.log,
+            };
+            let flow = if nr >= kvmjs_abi::nr::FIRST_API_CALL {
+                api::dispatch(&mut ctx, nr, &args)
+            } else {
+                stats.syscalls += 1;
+                syscalls::dispatch(&mut ctx, nr, &args)
+            };
+            match flow {
+                Flow::Return(v) => self.resume(trap, v)?,
+                Flow::Stop(s) => return Ok((s, trap)),
+            }
+        }
+    }
+
+    /// Continues the guest after a trap with `v` as the call's result.
+    fn resume(&mut self, trap: Trap, v: u64) -> Result<(), KvmError> {
+        match trap.via {
+            Via::Syscall | Via::Out => {
+                self.machine.set_rax(v);
+                if self.proc.fs_base != self.fs_applied {
+                    // arch_prctl(SET_FS): the guest continues with the new FS base.
+                    let mut s = self.machine.sregs()?;
+                    s.fs.base = self.proc.fs_base;
+                    self.machine.set_sregs(&s)?;
+                    self.fs_applied = self.proc.fs_base;
+                }
+            }
+            Via::GpOut => {
+                self.machine.set_regs(&kvm_regs { rax: v, ..trap.cont });
+                self.machine.set_sregs(&cpu::user_sregs(&self.base_sregs, self.cr3, self.proc.fs_base))?;
+                self.fs_applied = self.proc.fs_base;
+            }
+        }
+        Ok(())
+    }
+
+    /// At the first trap: which return the syscall entry needs, and where RIP was.
+    fn detect_syscall_return(&mut self) -> Result<(), KvmError> {
+        let cpl = (self.machine.sregs()?.cs.selector & 3) as u8;
+        let kind = if cpl == 3 { SyscallReturn::JumpRcx } else { SyscallReturn::Sysret };
+        let rip = self.machine.regs().rip;
+        let tail = layout::USER_STUBS + stubs::SYSCALL_TAIL;
+        let fl = Flavour {
+            syscall_cpl: cpl,
+            rip_past_trap: rip == tail,
+        };
+        if FLAVOUR.set(fl).is_ok() {
+            tracing::info!("KVM flavour: SYSCALL entry runs at CPL {cpl} ({kind:?}); RIP at the MMIO exit is {} the trap write", if fl.rip_past_trap { "past" } else { "at" });
+        }
+        self.mem
+            .write(tail, kind.bytes())
+            .expect("the stub page is inside guest memory");
+        self.syscall_return = Some(kind);
+        Ok(())
+    }
+
+    /// Upstream's ring-3 `out` API faults with #GP under PVM: recognise and emulate it.
+    fn gp_out_call(&mut self, vector: u8) -> Option<(u64, [u64; 6], Trap)> {
+        if vector != 13 {
+            return None;
+        }
+        let frame = fault::read_frame(&self.mem, vector)?;
+        if frame.cs & 3 != 3 || self.mem.slice(frame.rip, 2).ok()? != [0xe7, 0x00] {
+            return None;
+        }
+        let r = self.machine.regs();
+        let cont = kvm_regs {
+            rip: frame.rip + 2,
+            rsp: frame.rsp,
+            rflags: frame.rflags,
+            ..r
+        };
+        Some((r.rax & 0xffff_ffff, [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9], Trap { via: Via::GpOut, cont }))
+    }
+
+    fn describe_fault(&self, vector: u8) -> Result<String, KvmError> {
+        let frame = fault::read_frame(&self.mem, vector).unwrap_or_default();
+        let cr2 = if vector == 14 { self.machine.sregs()?.cr2 } else { 0 };
+        Ok(fault::describe(vector, &frame, cr2, self.mem.size()))
+    }
+
+    fn take_snapshot(&mut self, req_ptr: u64, trap: Trap) -> Result<(), VmError> {
+        let cont = trap.cont;
+        self.mem.write_u64(stubs::SLOT_RIP, cont.rip)?;
+        self.mem.write_u64(stubs::SLOT_RAX, 0)?;
+        self.mem.write_u64(stubs::SLOT_RDX, cont.rdx)?;
+        let xsave = self.machine.xsave_image()?;
+        let n = xsave.len().min(PAGE_SIZE as usize);
+        self.mem.write(layout::XSAVE_IMAGE, &xsave[..n])?;
+        let regs = kvm_regs {
+            rip: layout::USER_STUBS + stubs::RESUME_ENTRY,
+            rax: 0,
+            ..cont
+        };
+        let sregs = cpu::user_sregs(&self.base_sregs, self.cr3, self.proc.fs_base);
+        self.proc.changed = false;
+        self.proc.sregs_changed = false;
+        self.proc.request_memory_base = Some((self.proc.memory_used(), self.cfg.max_request_memory));
+        let memory = MemorySnapshot::capture(&self.mem)?;
+        self.machine.dirty_log()?;
+        self.mem.clear_host_dirty();
+        self.machine.set_regs(&regs);
+        self.machine.set_sregs(&sregs)?;
+        self.fs_applied = sregs.fs.base;
+        self.snapshot = Some(Snapshot {
+            memory,
+            regs,
+            sregs,
+            proc: self.proc.clone(),
+            req_ptr,
+        });
+        self.pos = Position::AtPause { req_ptr, trap: None };
+        Ok(())
+    }
+
+    /// Restores memory, process state and registers to the snapshot; returns the number
+    /// of pages restored. `full` also restores system registers and clears CPU events.
+    fn reset(&mut self, full: bool) -> Result<u64, RequestError> {
+        let snap = self
+            .snapshot
+            .as_ref()
+            .ok_or_else(|| RequestError::Broken("no snapshot".into()))?;
+        let dirty = self.machine.dirty_log()?;
+        let st = snap.memory.restore(&mut self.mem, &dirty);
+        let sregs_changed = self.proc.sregs_changed;
+        if self.proc.changed || full {
+            self.proc = snap.proc.clone();
+        }
+        if full || sregs_changed || self.fs_applied != snap.sregs.fs.base {
+            self.machine.set_sregs(&snap.sregs)?;
+            self.fs_applied = snap.sregs.fs.base;
+        }
+        if full {
+            self.machine.clear_events()?;
+        }
+        self.machine.set_regs(&snap.regs);
+        self.pos = Position::AtPause {
+            req_ptr: snap.req_ptr,
+            trap: None,
+        };
+        Ok(st.dirty_pages)
+    }
+}
+
+fn unexpected(stop: Stop, when: &str) -> RequestError {
+    match stop {
+        Stop::Exited(c) => RequestError::Exited(c),
+        Stop::Fatal(m) => RequestError::Guest(m),
+        Stop::Paused { .. } => RequestError::Guest(format!("guest waited for the next request {when}")),
+        Stop::Responded(_) => RequestError::Guest(format!("guest sent a second response {when}")),
+    }
+}
