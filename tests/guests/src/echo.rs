@@ -1,1 +1,162 @@
-fn main(){}
+//! Echo test guest: answers with the method, URL, headers and a request counter (which
+//! proves reset: it is 1 on every request in ephemeral mode). Some paths misbehave on
+//! purpose so the host's fault handling can be tested.
+
+use kvmjs_abi::guest::{self, CallMode};
+use kvmjs_abi::{nr, KvmRequest};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Data a previous request stored; a reset must make it disappear.
+static STORED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+fn bytes(ptr: u64, len: u64) -> &'static [u8] {
+    // SAFETY: the host wrote the current request at these addresses.
+    unsafe { guest::request_bytes(ptr, len) }
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)] // the point: overflow the stack
+fn recurse(n: u64) -> u64 {
+    let frame = black_box([n; 32]);
+    recurse(n + 1).wrapping_add(frame[3])
+}
+
+fn echo(req: &KvmRequest, count: u64) -> Vec<u8> {
+    let mut out = format!(
+        "method={} url={} counter={count}\n",
+        String::from_utf8_lossy(bytes(req.method, u64::from(req.method_len))),
+        String::from_utf8_lossy(bytes(req.url, u64::from(req.url_len))),
+    )
+    .into_bytes();
+    for i in 0..u64::from(req.num_headers) {
+        // SAFETY: the host wrote `num_headers` 16-byte entries at `headers`.
+        let h = unsafe { &*((req.headers + i * 16) as *const kvmjs_abi::KvmRequestHeader) };
+        out.extend_from_slice(bytes(h.field, u64::from(h.field_len)));
+        out.push(b'\n');
+    }
+    out.extend_from_slice(format!("body={}\n", req.content_len).as_bytes());
+    out.extend_from_slice(bytes(req.content, req.content_len));
+    out
+}
+
+fn respond(status: u16, body: &[u8], count: u64) {
+    let h = format!("X-Counter: {count}");
+    guest::backend_response(status, b"text/plain", body, &[h.as_bytes()]);
+}
+
+fn main() {
+    if std::env::var_os(kvmjs_abi::KVMJS_HOST_ENV).is_some() {
+        guest::set_call_mode(CallMode::Syscall);
+    }
+    match std::env::args().nth(1).as_deref() {
+        Some("--never-pause") => loop {
+            std::hint::spin_loop();
+        },
+        Some("--exit-at-boot") => {
+            eprintln!("echo guest: exiting at boot as asked");
+            std::process::exit(2);
+        }
+        Some("--respond-at-boot") => respond(200, b"too early", 0),
+        _ => {}
+    }
+    println!("echo guest booting");
+    let mut req = KvmRequest::zeroed();
+    loop {
+        guest::wait_for_requests_paused(&mut req);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+        let url = bytes(req.url, u64::from(req.url_len));
+        let path = url.split(|&b| b == b'?').next().unwrap_or(b"");
+        let (status, body): (u16, Vec<u8>) = match path {
+            b"/loop" => loop {
+                std::hint::spin_loop();
+            },
+            // SAFETY: deliberately invalid: the host must turn it into a request error.
+            b"/null" => unsafe {
+                black_box(std::ptr::read_volatile(black_box(0usize) as *const u64));
+                (500, b"survived".to_vec())
+            },
+            // SAFETY: deliberately invalid, as above.
+            b"/ud2" => unsafe {
+                std::arch::asm!("ud2");
+                (500, b"survived".to_vec())
+            },
+            b"/recurse" => {
+                black_box(recurse(0));
+                (500, b"survived".to_vec())
+            }
+            b"/oom" => {
+                let mut hog = Vec::new();
+                loop {
+                    hog.push(vec![1u8; 1 << 20]);
+                }
+            }
+            b"/write-code" => {
+                let code = main as *const () as *mut u8;
+                // SAFETY: deliberately invalid: text is mapped read-only.
+                unsafe { std::ptr::write_volatile(code, 0xcc) };
+                (500, b"survived".to_vec())
+            }
+            b"/exit" => std::process::exit(3),
+            b"/abort" => std::process::abort(),
+            b"/bad-body" => {
+                // SAFETY: deliberately bad pointers; the host must reject them.
+                unsafe { guest::call6(nr::BACKEND_RESPONSE, [200, 0, 0, 0xdead_0000_0000, 100, 0]) };
+                (500, b"survived".to_vec())
+            }
+            b"/bad-ctype" => {
+                // SAFETY: as above.
+                unsafe { guest::call6(nr::BACKEND_RESPONSE, [200, u64::MAX - 4, 10, 0, 0, 0]) };
+                (500, b"survived".to_vec())
+            }
+            b"/bad-headers" => {
+                // SAFETY: as above: the extra-headers struct is not in guest memory.
+                unsafe { guest::call6(nr::BACKEND_RESPONSE, [200, 0, 0, 0, 0, 0xffff_ffff_0000]) };
+                (500, b"survived".to_vec())
+            }
+            b"/bad-status" => {
+                // SAFETY: valid pointers, invalid status.
+                unsafe { guest::call6(nr::BACKEND_RESPONSE, [7, 0, 0, 0, 0, 0]) };
+                (500, b"survived".to_vec())
+            }
+            b"/time" => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                (200, format!("time={t}").into_bytes())
+            }
+            b"/store" => {
+                // Keeps this request's body and returns what an earlier request kept.
+                let body = bytes(req.content, req.content_len).to_vec();
+                let prev = std::mem::replace(&mut *STORED.lock().unwrap(), body);
+                (200, prev)
+            }
+            b"/read" => {
+                // GET /read?/path/to/file: the file's bytes, or the error.
+                let p = String::from_utf8_lossy(url.splitn(2, |&b| b == b'?').nth(1).unwrap_or(b""));
+                match std::fs::read(p.as_ref()) {
+                    Ok(data) => (200, data),
+                    Err(e) => (403, e.to_string().into_bytes()),
+                }
+            }
+            b"/out-method" => {
+                // Upstream's `out` call form: on PVM hosts it goes through the #GP path.
+                guest::set_call_mode(CallMode::Out);
+                let mut m = [0u8; 16];
+                let n = guest::http_method(&mut m);
+                guest::set_call_mode(CallMode::Syscall);
+                (200, m[..n].to_vec())
+            }
+            b"/log" => {
+                guest::sys_log(b"hello from sys_log");
+                eprintln!("hello from stderr");
+                (200, b"logged".to_vec())
+            }
+            _ => (200, echo(&req, count)),
+        };
+        respond(status, &body, count);
+    }
+}

@@ -18,7 +18,6 @@ pub(super) const HANDLERS: &[Entry] = &[
     Entry { nr: Sysno::munlock as usize, handler: accept },
 ];
 
-const MAP_SHARED: u64 = 0x01;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
@@ -53,17 +52,16 @@ fn brk(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 }
 
 fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let (addr, len, flags, fd) = (a[0], a[1], a[3], a[4] as i64);
+    let (addr, len, flags) = (a[0], a[1], a[3]);
     if len == 0 || addr % PAGE_SIZE != 0 {
         return Flow::err(errno::EINVAL);
     }
-    if flags & MAP_ANONYMOUS == 0 || fd != -1 {
-        // File mappings would need page-cache semantics; guests read files instead.
+    // Linux ignores the fd of an anonymous mapping. File mappings would need page-cache
+    // semantics; guests read files instead.
+    if flags & MAP_ANONYMOUS == 0 {
         return Flow::err(errno::ENOSYS);
     }
-    if flags & MAP_SHARED != 0 && flags & MAP_ANONYMOUS == 0 {
-        return Flow::err(errno::EINVAL);
-    }
+    // A shared anonymous mapping acts as private: there is no other process to share with.
     let len = match len.checked_add(PAGE_SIZE - 1) {
         Some(l) => l & !(PAGE_SIZE - 1),
         None => return Flow::err(errno::ENOMEM),
