@@ -235,7 +235,12 @@ mod tests {
         assert_eq!(nr::WAIT_FOR_REQUESTS_PAUSED, 0x10002);
         assert_eq!(nr::BACKEND_RESPONSE, 0x10010);
         assert_eq!(
-            [nr::HTTP_APPEND, nr::HTTP_SET, nr::HTTP_FIND, nr::HTTP_METHOD],
+            [
+                nr::HTTP_APPEND,
+                nr::HTTP_SET,
+                nr::HTTP_FIND,
+                nr::HTTP_METHOD
+            ],
             [0x10020, 0x10021, 0x10022, 0x10023]
         );
         assert_eq!(nr::GET_MEMINFO, 0x10A00);

@@ -1,1 +1,46 @@
-fn main(){}
+//! `kvmjs`: run JavaScript request handlers in per-request KVM micro-VMs.
+
+mod run;
+mod summary;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "kvmjs",
+    version,
+    about = "Per-request isolated request handlers in KVM micro-VMs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a guest program, send it synthetic requests and print the responses and the
+    /// per-request counters (p50/p99 of µs, VM exits, dirty pages, reset time).
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvmjs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

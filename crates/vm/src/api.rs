@@ -48,10 +48,19 @@ pub fn valid_field(f: &[u8]) -> Result<usize, String> {
     let name = &f[..colon];
     let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     if name.is_empty() || !name.iter().all(tchar) {
-        return Err(format!("header name {:?} is not a token", String::from_utf8_lossy(name)));
+        return Err(format!(
+            "header name {:?} is not a token",
+            String::from_utf8_lossy(name)
+        ));
     }
-    if f[colon + 1..].iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(format!("header {:?} has control characters in its value", String::from_utf8_lossy(name)));
+    if f[colon + 1..]
+        .iter()
+        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        return Err(format!(
+            "header {:?} has control characters in its value",
+            String::from_utf8_lossy(name)
+        ));
     }
     Ok(colon)
 }
@@ -62,9 +71,16 @@ fn backend_response(ctx: &mut Ctx<'_>, a: &Args) -> Result<Response, String> {
         return Err(format!("status {status} is outside 100..=599"));
     }
     if a[2] >= MAX_CONTENT_TYPE_LEN as u64 {
-        return Err(format!("content-type length {} is not below {MAX_CONTENT_TYPE_LEN}", a[2]));
+        return Err(format!(
+            "content-type length {} is not below {MAX_CONTENT_TYPE_LEN}",
+            a[2]
+        ));
     }
-    let content_type = ctx.mem.slice(a[1], a[2]).map_err(|e| format!("content-type: {e}"))?.to_vec();
+    let content_type = ctx
+        .mem
+        .slice(a[1], a[2])
+        .map_err(|e| format!("content-type: {e}"))?
+        .to_vec();
     if content_type.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err("content-type has control characters".into());
     }
@@ -77,23 +93,49 @@ fn backend_response(ctx: &mut Ctx<'_>, a: &Args) -> Result<Response, String> {
     let body = if a[4] == 0 {
         Vec::new()
     } else {
-        ctx.mem.slice(a[3], a[4]).map_err(|e| format!("body: {e}"))?.to_vec()
+        ctx.mem
+            .slice(a[3], a[4])
+            .map_err(|e| format!("body: {e}"))?
+            .to_vec()
     };
-    let mut headers: Vec<Vec<u8>> = ctx.exchange.resp_headers.iter().map(|h| h.as_bytes().to_vec()).collect();
+    let mut headers: Vec<Vec<u8>> = ctx
+        .exchange
+        .resp_headers
+        .iter()
+        .map(|h| h.as_bytes().to_vec())
+        .collect();
     if a[5] != 0 {
         let ptr = ctx.mem.read_u64(a[5]).map_err(|e| format!("extra: {e}"))?;
-        let n = ctx.mem.read_u16(a[5] + 8).map_err(|e| format!("extra: {e}"))? as usize;
+        let n = ctx
+            .mem
+            .read_u16(a[5] + 8)
+            .map_err(|e| format!("extra: {e}"))? as usize;
         if n > MAX_RESPONSE_HEADERS {
-            return Err(format!("{n} extra headers; at most {MAX_RESPONSE_HEADERS} are allowed"));
+            return Err(format!(
+                "{n} extra headers; at most {MAX_RESPONSE_HEADERS} are allowed"
+            ));
         }
         for i in 0..n as u64 {
-            let at = ptr.checked_add(i * 16).ok_or("header table address overflows")?;
-            let field = ctx.mem.read_u64(at).map_err(|e| format!("header {i}: {e}"))?;
-            let len = ctx.mem.read_u64(at + 8).map_err(|e| format!("header {i}: {e}"))?;
+            let at = ptr
+                .checked_add(i * 16)
+                .ok_or("header table address overflows")?;
+            let field = ctx
+                .mem
+                .read_u64(at)
+                .map_err(|e| format!("header {i}: {e}"))?;
+            let len = ctx
+                .mem
+                .read_u64(at + 8)
+                .map_err(|e| format!("header {i}: {e}"))?;
             if len > MAX_FIELD {
-                return Err(format!("header {i} is {len} bytes; the limit is {MAX_FIELD}"));
+                return Err(format!(
+                    "header {i} is {len} bytes; the limit is {MAX_FIELD}"
+                ));
             }
-            let f = ctx.mem.slice(field, len).map_err(|e| format!("header {i}: {e}"))?;
+            let f = ctx
+                .mem
+                .slice(field, len)
+                .map_err(|e| format!("header {i}: {e}"))?;
             valid_field(f)?;
             headers.push(f.to_vec());
         }
@@ -154,7 +196,10 @@ fn http_append(ctx: &mut Ctx<'_>, a: &Args, set: bool) -> Flow {
         Err(_) => return Flow::err(errno::EINVAL),
     };
     if set {
-        if let Some(i) = list.iter().position(|h| name_eq(h, &field.as_bytes()[..colon])) {
+        if let Some(i) = list
+            .iter()
+            .position(|h| name_eq(h, &field.as_bytes()[..colon]))
+        {
             list[i] = field;
             return Flow::ok(i as u64);
         }
@@ -213,7 +258,15 @@ fn get_meminfo(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         reqmem_current: used.saturating_sub(base),
     };
     let mut b = [0u8; 32];
-    for (i, v) in [info.max_memory, info.max_reqmem, info.reqmem_upper, info.reqmem_current].iter().enumerate() {
+    for (i, v) in [
+        info.max_memory,
+        info.max_reqmem,
+        info.reqmem_upper,
+        info.reqmem_current,
+    ]
+    .iter()
+    .enumerate()
+    {
         b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
     }
     match ctx.mem.write(a[0], &b) {
@@ -250,9 +303,16 @@ mod tests {
         f.mem.write_u64(0x70_3008, 8).unwrap();
         f.mem.write_u64(0x70_4000, 0x70_3000).unwrap(); // extra.headers
         f.mem.write(0x70_4008, &1u16.to_le_bytes()).unwrap(); // extra.num_headers
-        match call(&mut f, nr::BACKEND_RESPONSE, [200, 0x70_0000, 10, 0x70_1000, 5, 0x70_4000]) {
+        match call(
+            &mut f,
+            nr::BACKEND_RESPONSE,
+            [200, 0x70_0000, 10, 0x70_1000, 5, 0x70_4000],
+        ) {
             Flow::Stop(Stop::Responded(r)) => {
-                assert_eq!((r.status, &r.body[..], &r.content_type[..]), (200, &b"body!"[..], &b"text/plain"[..]));
+                assert_eq!(
+                    (r.status, &r.body[..], &r.content_type[..]),
+                    (200, &b"body!"[..], &b"text/plain"[..])
+                );
                 assert_eq!(r.headers, vec![b"X-One: 1".to_vec()]);
             }
             other => panic!("{other:?}"),
@@ -265,7 +325,13 @@ mod tests {
             [99, 0x70_0000, 10, 0x70_1000, 5, 0],
             [200, 0x70_0000, 0x1000, 0x70_1000, 5, 0],
         ] {
-            assert!(matches!(call(&mut f, nr::BACKEND_RESPONSE, bad), Flow::Stop(Stop::Fatal(_))), "{bad:x?}");
+            assert!(
+                matches!(
+                    call(&mut f, nr::BACKEND_RESPONSE, bad),
+                    Flow::Stop(Stop::Fatal(_))
+                ),
+                "{bad:x?}"
+            );
         }
     }
 
@@ -274,16 +340,37 @@ mod tests {
         let mut f = Fixture::new();
         f.exchange.req_headers = vec!["Host: example.com".into()];
         f.mem.write(0x70_0000, b"host").unwrap();
-        assert!(matches!(call(&mut f, nr::HTTP_FIND, [HTTP_REQ, 0x70_0000, 4, 0x70_1000, 64, 0]), Flow::Return(17)));
+        assert!(matches!(
+            call(
+                &mut f,
+                nr::HTTP_FIND,
+                [HTTP_REQ, 0x70_0000, 4, 0x70_1000, 64, 0]
+            ),
+            Flow::Return(17)
+        ));
         assert_eq!(f.mem.slice(0x70_1000, 17).unwrap(), b"Host: example.com");
-        assert!(matches!(call(&mut f, nr::HTTP_FIND, [HTTP_REQ, 0x70_0000, 4, 0x70_1000, 3, 0]), Flow::Return(0)));
+        assert!(matches!(
+            call(
+                &mut f,
+                nr::HTTP_FIND,
+                [HTTP_REQ, 0x70_0000, 4, 0x70_1000, 3, 0]
+            ),
+            Flow::Return(0)
+        ));
         f.mem.write(0x70_2000, b"X-Set: 1").unwrap();
-        assert!(matches!(call(&mut f, nr::HTTP_SET, [HTTP_RESP, 0x70_2000, 8, 0, 0, 0]), Flow::Return(0)));
+        assert!(matches!(
+            call(&mut f, nr::HTTP_SET, [HTTP_RESP, 0x70_2000, 8, 0, 0, 0]),
+            Flow::Return(0)
+        ));
         f.mem.write(0x70_2000, b"X-Set: 2").unwrap();
         call(&mut f, nr::HTTP_SET, [HTTP_RESP, 0x70_2000, 8, 0, 0, 0]);
         assert_eq!(f.exchange.resp_headers, vec!["X-Set: 2".to_string()]);
         f.mem.write(0x70_2000, b"Bad\r\n: 1").unwrap();
-        assert!(matches!(call(&mut f, nr::HTTP_APPEND, [HTTP_RESP, 0x70_2000, 8, 0, 0, 0]), Flow::Return(v) if (v as i64) < 0));
-        assert!(matches!(call(&mut f, nr::HTTP_APPEND, [7, 0x70_2000, 8, 0, 0, 0]), Flow::Return(v) if (v as i64) < 0));
+        assert!(
+            matches!(call(&mut f, nr::HTTP_APPEND, [HTTP_RESP, 0x70_2000, 8, 0, 0, 0]), Flow::Return(v) if (v as i64) < 0)
+        );
+        assert!(
+            matches!(call(&mut f, nr::HTTP_APPEND, [7, 0x70_2000, 8, 0, 0, 0]), Flow::Return(v) if (v as i64) < 0)
+        );
     }
 }

@@ -67,12 +67,24 @@ fn vector_name(v: u8) -> &'static str {
 
 /// Describes exception `vector` with its frame and (for #PF) CR2.
 pub fn describe(vector: u8, frame: &Frame, cr2: u64, address_space: u64) -> String {
-    let ring = if frame.cs & 3 == 3 { "" } else { " in the kvmjs entry code" };
+    let ring = if frame.cs & 3 == 3 {
+        ""
+    } else {
+        " in the kvmjs entry code"
+    };
     if vector != 14 {
-        return format!("guest {} at rip {:#x}{ring}", vector_name(vector), frame.rip);
+        return format!(
+            "guest {} at rip {:#x}{ring}",
+            vector_name(vector),
+            frame.rip
+        );
     }
     let guard = layout::stack_guard(address_space);
-    let (present, write, fetch) = (frame.error & 1 != 0, frame.error & 2 != 0, frame.error & 0x10 != 0);
+    let (present, write, fetch) = (
+        frame.error & 1 != 0,
+        frame.error & 2 != 0,
+        frame.error & 0x10 != 0,
+    );
     let what = if cr2 < PAGE_SIZE {
         format!("null pointer dereference (address {cr2:#x})")
     } else if cr2 >= guard && cr2 < guard + PAGE_SIZE {
@@ -94,14 +106,21 @@ mod tests {
     use super::*;
 
     fn f(error: u64) -> Frame {
-        Frame { error, rip: 0x401000, cs: 0x33, ..Default::default() }
+        Frame {
+            error,
+            rip: 0x401000,
+            cs: 0x33,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn page_faults_are_classified() {
         let space = 64 << 20;
         assert!(describe(14, &f(4), 0, space).contains("null pointer"));
-        assert!(describe(14, &f(6), layout::stack_guard(space) + 8, space).contains("stack overflow"));
+        assert!(
+            describe(14, &f(6), layout::stack_guard(space) + 8, space).contains("stack overflow")
+        );
         assert!(describe(14, &f(7), 0x401000, space).contains("read-only"));
         assert!(describe(14, &f(0x15), 0x600000, space).contains("non-executable"));
         assert!(describe(14, &f(4), space + 4096, space).contains("beyond"));
@@ -118,6 +137,9 @@ mod tests {
             mem.write_u64(top - 48 + i as u64 * 8, *v).unwrap();
         }
         let fr = read_frame(&mem, 14).unwrap();
-        assert_eq!((fr.error, fr.rip, fr.cs, fr.rsp), (0xe, 0x401234, 0x33, 0x7fff00));
+        assert_eq!(
+            (fr.error, fr.rip, fr.cs, fr.rsp),
+            (0xe, 0x401234, 0x33, 0x7fff00)
+        );
     }
 }

@@ -71,7 +71,10 @@ impl ThreadTimer {
 
     fn set(&self, after: Duration) {
         let spec = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
             // A zero value would disarm instead of firing at once.
             it_value: libc::timespec {
                 tv_sec: after.as_secs() as libc::time_t,

@@ -67,7 +67,11 @@ pub struct LoadedImage {
 }
 
 /// Copies the loadable segments of `elf_bytes` into guest memory.
-pub fn load_elf(mem: &mut GuestMemory, elf_bytes: &[u8], address_space: u64) -> Result<LoadedImage, LoaderError> {
+pub fn load_elf(
+    mem: &mut GuestMemory,
+    elf_bytes: &[u8],
+    address_space: u64,
+) -> Result<LoadedImage, LoaderError> {
     let elf = Elf::parse(elf_bytes)?;
     if elf.header.e_machine != header::EM_X86_64 || !elf.is_64 {
         return Err(LoaderError::Arch {
@@ -98,7 +102,11 @@ pub fn load_elf(mem: &mut GuestMemory, elf_bytes: &[u8], address_space: u64) -> 
         let vaddr = ph.p_vaddr.checked_add(bias);
         let end = vaddr.and_then(|v| v.checked_add(ph.p_memsz));
         let (vaddr, end) = match (vaddr, end) {
-            (Some(v), Some(e)) if v >= layout::IMAGE_MIN && e <= hi && ph.p_filesz <= ph.p_memsz => (v, e),
+            (Some(v), Some(e))
+                if v >= layout::IMAGE_MIN && e <= hi && ph.p_filesz <= ph.p_memsz =>
+            {
+                (v, e)
+            }
             _ => {
                 return Err(LoaderError::Segment {
                     vaddr: ph.p_vaddr,
@@ -241,7 +249,10 @@ mod tests {
     #[test]
     fn rejects_garbage_and_foreign_elves() {
         let mut mem = GuestMemory::new(32 << 20, false).unwrap();
-        assert!(matches!(load_elf(&mut mem, b"not an elf", 32 << 20), Err(LoaderError::Parse(_))));
+        assert!(matches!(
+            load_elf(&mut mem, b"not an elf", 32 << 20),
+            Err(LoaderError::Parse(_))
+        ));
         // The test binary itself is a static-pie x86-64 ELF: it must load.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let mut big = GuestMemory::new(1 << 30, false).unwrap();
@@ -250,7 +261,10 @@ mod tests {
         assert!(img.regions.iter().any(|r| r.exec && !r.write));
         let mut bad = me.clone();
         bad[18] = 0x28; // e_machine = ARM
-        assert!(matches!(load_elf(&mut big, &bad, 1 << 30), Err(LoaderError::Arch { .. })));
+        assert!(matches!(
+            load_elf(&mut big, &bad, 1 << 30),
+            Err(LoaderError::Arch { .. })
+        ));
     }
 
     #[test]

@@ -91,7 +91,8 @@ impl Mapping {
     fn discard(&self, off: usize, len: usize) {
         // SAFETY: the range lies inside this mapping (callers check); MADV_DONTNEED on a
         // private anonymous mapping only replaces its pages with zero pages.
-        let rc = unsafe { libc::madvise(self.ptr.as_ptr().add(off).cast(), len, libc::MADV_DONTNEED) };
+        let rc =
+            unsafe { libc::madvise(self.ptr.as_ptr().add(off).cast(), len, libc::MADV_DONTNEED) };
         debug_assert_eq!(rc, 0, "madvise(DONTNEED) on guest memory failed");
     }
 }
@@ -210,7 +211,8 @@ impl GuestMemory {
 
     /// Copies bytes into the guest.
     pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<()> {
-        self.slice_mut(addr, data.len() as u64)?.copy_from_slice(data);
+        self.slice_mut(addr, data.len() as u64)?
+            .copy_from_slice(data);
         Ok(())
     }
 
@@ -295,7 +297,13 @@ impl GuestMemory {
         let pages = self.map.size / PAGE_SIZE as usize;
         let mut vec = vec![0u8; pages];
         // SAFETY: the range is exactly this mapping and `vec` has one byte per page.
-        let rc = unsafe { libc::mincore(self.map.ptr.as_ptr().cast(), self.map.size, vec.as_mut_ptr()) };
+        let rc = unsafe {
+            libc::mincore(
+                self.map.ptr.as_ptr().cast(),
+                self.map.size,
+                vec.as_mut_ptr(),
+            )
+        };
         if rc != 0 {
             // Without residency information every page counts as data: correct, only slower.
             return vec![true; pages];

@@ -138,7 +138,11 @@ pub struct FdTable {
 impl Default for FdTable {
     fn default() -> Self {
         FdTable {
-            fds: vec![Some(FdKind::Stdin), Some(FdKind::Stdout), Some(FdKind::Stderr)],
+            fds: vec![
+                Some(FdKind::Stdin),
+                Some(FdKind::Stdout),
+                Some(FdKind::Stderr),
+            ],
         }
     }
 }
@@ -318,7 +322,12 @@ mod tests {
     fn fd_table_reuses_lowest() {
         let mut t = FdTable::default();
         let f = Arc::new(File::open("/proc/self/stat").unwrap());
-        let mk = || FdKind::File { file: f.clone(), path: "x".into(), offset: 0, dir: false };
+        let mk = || FdKind::File {
+            file: f.clone(),
+            path: "x".into(),
+            offset: 0,
+            dir: false,
+        };
         assert_eq!(t.insert(mk()), Some(3));
         assert_eq!(t.insert(mk()), Some(4));
         assert!(t.close(3));

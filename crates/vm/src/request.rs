@@ -70,7 +70,9 @@ pub enum PlaceError {
 }
 
 fn len16(what: &str, n: usize) -> Result<u16, PlaceError> {
-    u16::try_from(n).map_err(|_| PlaceError::TooLarge(format!("{what} is {n} bytes; the guest ABI allows 65535")))
+    u16::try_from(n).map_err(|_| {
+        PlaceError::TooLarge(format!("{what} is {n} bytes; the guest ABI allows 65535"))
+    })
 }
 
 /// Writes `req` into the request area `[area.0, area.1)` and its 104-byte `kvm_request`
@@ -83,11 +85,18 @@ pub(crate) fn place(
     prng: [u64; 2],
 ) -> Result<(), PlaceError> {
     let mut cur = area.0;
-    let mut put = |mem: &mut crate::memory::GuestMemory, bytes: &[u8], nul: bool, align: u64| -> Result<u64, PlaceError> {
+    let mut put = |mem: &mut crate::memory::GuestMemory,
+                   bytes: &[u8],
+                   nul: bool,
+                   align: u64|
+     -> Result<u64, PlaceError> {
         cur = (cur + align - 1) & !(align - 1);
         let len = bytes.len() as u64 + u64::from(nul);
         if cur + len > area.1 {
-            return Err(PlaceError::TooLarge(format!("it needs more than the {}-byte request area", area.1 - area.0)));
+            return Err(PlaceError::TooLarge(format!(
+                "it needs more than the {}-byte request area",
+                area.1 - area.0
+            )));
         }
         let at = cur;
         mem.write(at, bytes)?;
@@ -111,7 +120,11 @@ pub(crate) fn place(
         table.extend((h.len() as u32).to_le_bytes());
     }
     let headers = put(mem, &table, false, 16)?;
-    let content = if req.body.is_empty() { 0 } else { put(mem, &req.body, false, 16)? };
+    let content = if req.body.is_empty() {
+        0
+    } else {
+        put(mem, &req.body, false, 16)?
+    };
     let mut s = [0u8; 104];
     let mut w = |off: usize, b: &[u8]| s[off..off + b.len()].copy_from_slice(b);
     w(0, &method.to_le_bytes());
@@ -121,7 +134,10 @@ pub(crate) fn place(
     w(32, &len16("the method", req.method.len())?.to_le_bytes());
     w(34, &len16("the URL", req.url.len())?.to_le_bytes());
     w(36, &len16("the argument", req.arg.len())?.to_le_bytes());
-    w(38, &len16("the content type", req.content_type.len())?.to_le_bytes());
+    w(
+        38,
+        &len16("the content type", req.content_type.len())?.to_le_bytes(),
+    );
     w(40, &content.to_le_bytes());
     w(48, &(req.body.len() as u64).to_le_bytes());
     w(56, &headers.to_le_bytes());
@@ -157,7 +173,10 @@ mod tests {
         assert_eq!(mem.slice(p(40), 4).unwrap(), b"data");
         assert_eq!(p(48), 4);
         let h1 = p(56) + 16;
-        assert_eq!(mem.read_cstr(mem.read_u64(h1).unwrap(), 10).unwrap(), b"X-B: c");
+        assert_eq!(
+            mem.read_cstr(mem.read_u64(h1).unwrap(), 10).unwrap(),
+            b"X-B: c"
+        );
         assert_eq!(mem.read_u32(h1 + 8).unwrap(), 3);
         assert_eq!(mem.read_u16(0x8000 + 64).unwrap(), 2);
         assert_eq!((p(72), p(80)), (1, 2));
@@ -166,10 +185,25 @@ mod tests {
     #[test]
     fn oversized_requests_are_refused() {
         let mut mem = GuestMemory::new(16 << 20, false).unwrap();
-        let big = Request { body: vec![0; 0x2000], ..Request::get("/") };
-        assert!(matches!(place(&mut mem, (0x10_0000, 0x10_1000), 0x8000, &big, [0; 2]), Err(PlaceError::TooLarge(_))));
+        let big = Request {
+            body: vec![0; 0x2000],
+            ..Request::get("/")
+        };
+        assert!(matches!(
+            place(&mut mem, (0x10_0000, 0x10_1000), 0x8000, &big, [0; 2]),
+            Err(PlaceError::TooLarge(_))
+        ));
         let long_url = Request::get(&"a".repeat(70_000));
         assert!(place(&mut mem, (0x10_0000, 0x20_0000), 0x8000, &long_url, [0; 2]).is_err());
-        assert!(matches!(place(&mut mem, (0x10_0000, 0x20_0000), u64::MAX - 8, &Request::get("/"), [0; 2]), Err(PlaceError::BadBuffer(_))));
+        assert!(matches!(
+            place(
+                &mut mem,
+                (0x10_0000, 0x20_0000),
+                u64::MAX - 8,
+                &Request::get("/"),
+                [0; 2]
+            ),
+            Err(PlaceError::BadBuffer(_))
+        ));
     }
 }

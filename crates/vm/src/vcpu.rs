@@ -5,7 +5,9 @@
 use crate::cpu;
 use crate::layout::{self, TRAP_EXCEPTION, TRAP_PROBE, TRAP_SYSCALL};
 use crate::memory::GuestMemory;
-use kvm_bindings::{kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, CpuId, KVM_MEM_LOG_DIRTY_PAGES};
+use kvm_bindings::{
+    kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, CpuId, KVM_MEM_LOG_DIRTY_PAGES,
+};
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use std::sync::OnceLock;
 
@@ -60,7 +62,10 @@ impl Hypervisor {
                 return Err(KvmError::MissingCap(name));
             }
         }
-        let cpuid = ioctl("GET_SUPPORTED_CPUID", kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES))?;
+        let cpuid = ioctl(
+            "GET_SUPPORTED_CPUID",
+            kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES),
+        )?;
         Ok(Hypervisor { kvm, cpuid })
     }
 
@@ -119,12 +124,16 @@ impl Machine {
         };
         // SAFETY: the region is `mem`'s mapping, which outlives the VM: `Vm` declares
         // the machine before the memory, so the VM is dropped first.
-        ioctl("SET_USER_MEMORY_REGION", unsafe { vm.set_user_memory_region(region) })?;
+        ioctl("SET_USER_MEMORY_REGION", unsafe {
+            vm.set_user_memory_region(region)
+        })?;
         let mut vcpu = ioctl("CREATE_VCPU", vm.create_vcpu(0))?;
         ioctl("SET_CPUID2", vcpu.set_cpuid2(&hv.cpuid))?;
         ioctl("SET_MSRS", vcpu.set_msrs(&cpu::syscall_msrs()))?;
-        let mut xcrs = kvm_xcrs::default();
-        xcrs.nr_xcrs = 1;
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
         xcrs.xcrs[0].xcr = 0;
         xcrs.xcrs[0].value = cpu::xcr0(&hv.cpuid);
         ioctl("SET_XCRS", vcpu.set_xcrs(&xcrs))?;
@@ -171,7 +180,10 @@ impl Machine {
 
     /// Dirty-page bitmap of guest memory since the last call.
     pub fn dirty_log(&self) -> Result<Vec<u64>, KvmError> {
-        ioctl("GET_DIRTY_LOG", self.vm.get_dirty_log(0, self.mem_size as usize))
+        ioctl(
+            "GET_DIRTY_LOG",
+            self.vm.get_dirty_log(0, self.mem_size as usize),
+        )
     }
 
     /// Runs the vCPU until the next exit.
@@ -209,13 +221,20 @@ impl Machine {
             }
             Ok(VcpuExit::Hlt) => Exit::Hlt,
             Ok(VcpuExit::Shutdown) => Exit::Shutdown,
-            Ok(VcpuExit::FailEntry(reason, _)) => Exit::Other(format!("VM entry failed (reason {reason:#x})")),
+            Ok(VcpuExit::FailEntry(reason, _)) => {
+                Exit::Other(format!("VM entry failed (reason {reason:#x})"))
+            }
             Ok(other) => Exit::Other(format!("unexpected exit {other:?}")),
             Err(e) if e.errno() == libc::EINTR => {
                 self.vcpu.set_kvm_immediate_exit(0);
                 Exit::Interrupted
             }
-            Err(e) => return Err(KvmError::Ioctl { op: "RUN", source: e }),
+            Err(e) => {
+                return Err(KvmError::Ioctl {
+                    op: "RUN",
+                    source: e,
+                })
+            }
         };
         Ok(exit)
     }
@@ -227,7 +246,10 @@ impl Machine {
 
     /// Clears pending exceptions and makes the vCPU runnable (after a fault).
     pub fn clear_events(&self) -> Result<(), KvmError> {
-        ioctl("SET_VCPU_EVENTS", self.vcpu.set_vcpu_events(&Default::default()))?;
+        ioctl(
+            "SET_VCPU_EVENTS",
+            self.vcpu.set_vcpu_events(&Default::default()),
+        )?;
         let mp = kvm_bindings::kvm_mp_state {
             mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
         };

@@ -116,7 +116,10 @@ struct Trap {
 enum Position {
     Booting,
     /// At the pause: naturally (`trap` set) or armed from the snapshot (`None`).
-    AtPause { req_ptr: u64, trap: Option<Trap> },
+    AtPause {
+        req_ptr: u64,
+        trap: Option<Trap>,
+    },
     AfterResponse(Trap),
     Broken(String),
 }
@@ -197,14 +200,25 @@ impl Vm {
         let mut random = [0u8; 16];
         crate::syscalls::fill_random(&mut random);
         let hwcap = cpu::hwcap(hv.cpuid());
-        let sp = loader::build_stack(&mut mem, layout::stack_top(space), &image, &argv, &env, hwcap, random)?;
+        let sp = loader::build_stack(
+            &mut mem,
+            layout::stack_top(space),
+            &image,
+            &argv,
+            &env,
+            hwcap,
+            random,
+        )?;
         let machine = Machine::new(hv, &mem)?;
         let base_sregs = machine.sregs()?;
         machine.set_sregs(&cpu::user_sregs(&base_sregs, cr3, 0))?;
         machine
             .vcpu
             .set_regs(&cpu::entry_regs(image.entry, sp))
-            .map_err(|source| KvmError::Ioctl { op: "SET_REGS", source })?;
+            .map_err(|source| KvmError::Ioctl {
+                op: "SET_REGS",
+                source,
+            })?;
         let proc = Process::new(image.image_end, space, cfg.max_memory, cfg.max_request_body);
         let mut vm = Vm {
             machine,
@@ -232,14 +246,30 @@ impl Vm {
         let (stop, trap) = match vm.run(deadline, &mut stats) {
             Ok(r) => r,
             Err(RequestError::Timeout(_)) => {
-                return Err(fail(&vm, format!("it did not pause within max_boot_time ({:?})", vm.cfg.max_boot_time)))
+                return Err(fail(
+                    &vm,
+                    format!(
+                        "it did not pause within max_boot_time ({:?})",
+                        vm.cfg.max_boot_time
+                    ),
+                ))
             }
             Err(e) => return Err(fail(&vm, e.to_string())),
         };
         match stop {
             Stop::Paused { req_ptr } => vm.take_snapshot(req_ptr, trap)?,
-            Stop::Exited(code) => return Err(fail(&vm, format!("it exited with status {code} before calling wait_for_requests_paused"))),
-            Stop::Responded(_) => return Err(fail(&vm, "it sent a response before waiting for a request".into())),
+            Stop::Exited(code) => {
+                return Err(fail(
+                    &vm,
+                    format!("it exited with status {code} before calling wait_for_requests_paused"),
+                ))
+            }
+            Stop::Responded(_) => {
+                return Err(fail(
+                    &vm,
+                    "it sent a response before waiting for a request".into(),
+                ))
+            }
             Stop::Fatal(m) => return Err(fail(&vm, m)),
         }
         stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
@@ -264,7 +294,9 @@ impl Vm {
 
     /// Pages captured in the snapshot.
     pub fn snapshot_pages(&self) -> usize {
-        self.snapshot.as_ref().map_or(0, |s| s.memory.present_pages())
+        self.snapshot
+            .as_ref()
+            .map_or(0, |s| s.memory.present_pages())
     }
 
     /// Serves one request.
@@ -295,14 +327,24 @@ impl Vm {
         out
     }
 
-    fn serve(&mut self, req: &Request, deadline: Instant, stats: &mut RequestStats) -> Result<Response, RequestError> {
+    fn serve(
+        &mut self,
+        req: &Request,
+        deadline: Instant,
+        stats: &mut RequestStats,
+    ) -> Result<Response, RequestError> {
         let (req_ptr, trap) = match self.pos {
             Position::AtPause { req_ptr, trap } => (req_ptr, trap),
             Position::AfterResponse(trap) => {
                 self.resume(trap, 0)?;
                 match self.run(deadline, stats)? {
                     (Stop::Paused { req_ptr }, t) => (req_ptr, Some(t)),
-                    (stop, _) => return Err(unexpected(stop, "while returning to wait_for_requests_paused")),
+                    (stop, _) => {
+                        return Err(unexpected(
+                            stop,
+                            "while returning to wait_for_requests_paused",
+                        ))
+                    }
                 }
             }
             Position::Booting => return Err(RequestError::Broken("it has not booted".into())),
@@ -334,7 +376,11 @@ impl Vm {
     }
 
     /// Runs the guest until it stops, handling system calls on the way.
-    fn run(&mut self, deadline: Instant, stats: &mut RequestStats) -> Result<(Stop, Trap), RequestError> {
+    fn run(
+        &mut self,
+        deadline: Instant,
+        stats: &mut RequestStats,
+    ) -> Result<(Stop, Trap), RequestError> {
         self.machine.clear_kick();
         let left = deadline.saturating_duration_since(Instant::now());
         limits::arm(self.machine.kvm_run_ptr(), left)?;
@@ -343,7 +389,11 @@ impl Vm {
         r
     }
 
-    fn run_loop(&mut self, deadline: Instant, stats: &mut RequestStats) -> Result<(Stop, Trap), RequestError> {
+    fn run_loop(
+        &mut self,
+        deadline: Instant,
+        stats: &mut RequestStats,
+    ) -> Result<(Stop, Trap), RequestError> {
         loop {
             let exit = self.machine.run()?;
             stats.exits += 1;
@@ -353,14 +403,35 @@ impl Vm {
                         self.detect_syscall_return()?;
                     }
                     let r = self.machine.regs();
-                    let cont = kvm_regs { rip: r.rcx, rflags: r.r11, ..r };
-                    (nr, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9], Trap { via: Via::Syscall, cont })
+                    let cont = kvm_regs {
+                        rip: r.rcx,
+                        rflags: r.r11,
+                        ..r
+                    };
+                    (
+                        nr,
+                        [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
+                        Trap {
+                            via: Via::Syscall,
+                            cont,
+                        },
+                    )
                 }
                 Exit::Out { port: 0, value } => {
                     let r = self.machine.regs();
                     let at_out = self.mem.slice(r.rip, 2).is_ok_and(|b| b == [0xe7, 0x00]);
-                    let cont = kvm_regs { rip: r.rip + if at_out { 2 } else { 0 }, ..r };
-                    (value & 0xffff_ffff, [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9], Trap { via: Via::Out, cont })
+                    let cont = kvm_regs {
+                        rip: r.rip + if at_out { 2 } else { 0 },
+                        ..r
+                    };
+                    (
+                        value & 0xffff_ffff,
+                        [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9],
+                        Trap {
+                            via: Via::Out,
+                            cont,
+                        },
+                    )
                 }
                 Exit::Exception(vector) => match self.gp_out_call(vector) {
                     Some(t) => t,
@@ -370,10 +441,18 @@ impl Vm {
                     return Err(RequestError::Timeout(self.cfg.max_request_time))
                 }
                 Exit::Interrupted => continue,
-                Exit::Shutdown => return Err(RequestError::Fault("guest triple fault (exception while handling an exception)".into())),
+                Exit::Shutdown => {
+                    return Err(RequestError::Fault(
+                        "guest triple fault (exception while handling an exception)".into(),
+                    ))
+                }
                 Exit::Hlt => return Err(RequestError::Fault("guest halted".into())),
                 Exit::Probe => continue,
-                Exit::Out { port, .. } => return Err(RequestError::Fault(format!("guest wrote to I/O port {port:#x}"))),
+                Exit::Out { port, .. } => {
+                    return Err(RequestError::Fault(format!(
+                        "guest wrote to I/O port {port:#x}"
+                    )))
+                }
                 Exit::Other(m) => return Err(RequestError::Fault(format!("guest {m}"))),
             };
             let mut ctx = Ctx {
@@ -411,8 +490,15 @@ impl Vm {
                 }
             }
             Via::GpOut => {
-                self.machine.set_regs(&kvm_regs { rax: v, ..trap.cont });
-                self.machine.set_sregs(&cpu::user_sregs(&self.base_sregs, self.cr3, self.proc.fs_base))?;
+                self.machine.set_regs(&kvm_regs {
+                    rax: v,
+                    ..trap.cont
+                });
+                self.machine.set_sregs(&cpu::user_sregs(
+                    &self.base_sregs,
+                    self.cr3,
+                    self.proc.fs_base,
+                ))?;
                 self.fs_applied = self.proc.fs_base;
             }
         }
@@ -422,7 +508,11 @@ impl Vm {
     /// At the first trap: which return the syscall entry needs, and where RIP was.
     fn detect_syscall_return(&mut self) -> Result<(), KvmError> {
         let cpl = (self.machine.sregs()?.cs.selector & 3) as u8;
-        let kind = if cpl == 3 { SyscallReturn::JumpRcx } else { SyscallReturn::Sysret };
+        let kind = if cpl == 3 {
+            SyscallReturn::JumpRcx
+        } else {
+            SyscallReturn::Sysret
+        };
         let rip = self.machine.regs().rip;
         let tail = layout::USER_STUBS + stubs::SYSCALL_TAIL;
         let fl = Flavour {
@@ -455,12 +545,23 @@ impl Vm {
             rflags: frame.rflags,
             ..r
         };
-        Some((r.rax & 0xffff_ffff, [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9], Trap { via: Via::GpOut, cont }))
+        Some((
+            r.rax & 0xffff_ffff,
+            [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9],
+            Trap {
+                via: Via::GpOut,
+                cont,
+            },
+        ))
     }
 
     fn describe_fault(&self, vector: u8) -> Result<String, KvmError> {
         let frame = fault::read_frame(&self.mem, vector).unwrap_or_default();
-        let cr2 = if vector == 14 { self.machine.sregs()?.cr2 } else { 0 };
+        let cr2 = if vector == 14 {
+            self.machine.sregs()?.cr2
+        } else {
+            0
+        };
         Ok(fault::describe(vector, &frame, cr2, self.mem.size()))
     }
 
@@ -480,7 +581,8 @@ impl Vm {
         let sregs = cpu::user_sregs(&self.base_sregs, self.cr3, self.proc.fs_base);
         self.proc.changed = false;
         self.proc.sregs_changed = false;
-        self.proc.request_memory_base = Some((self.proc.memory_used(), self.cfg.max_request_memory));
+        self.proc.request_memory_base =
+            Some((self.proc.memory_used(), self.cfg.max_request_memory));
         let memory = MemorySnapshot::capture(&self.mem)?;
         self.machine.dirty_log()?;
         self.mem.clear_host_dirty();
@@ -494,7 +596,10 @@ impl Vm {
             proc: self.proc.clone(),
             req_ptr,
         });
-        self.pos = Position::AtPause { req_ptr, trap: None };
+        self.pos = Position::AtPause {
+            req_ptr,
+            trap: None,
+        };
         Ok(())
     }
 
@@ -531,7 +636,9 @@ fn unexpected(stop: Stop, when: &str) -> RequestError {
     match stop {
         Stop::Exited(c) => RequestError::Exited(c),
         Stop::Fatal(m) => RequestError::Guest(m),
-        Stop::Paused { .. } => RequestError::Guest(format!("guest waited for the next request {when}")),
+        Stop::Paused { .. } => {
+            RequestError::Guest(format!("guest waited for the next request {when}"))
+        }
         Stop::Responded(_) => RequestError::Guest(format!("guest sent a second response {when}")),
     }
 }

@@ -103,7 +103,9 @@ fn main() {
             b"/abort" => std::process::abort(),
             b"/bad-body" => {
                 // SAFETY: deliberately bad pointers; the host must reject them.
-                unsafe { guest::call6(nr::BACKEND_RESPONSE, [200, 0, 0, 0xdead_0000_0000, 100, 0]) };
+                unsafe {
+                    guest::call6(nr::BACKEND_RESPONSE, [200, 0, 0, 0xdead_0000_0000, 100, 0])
+                };
                 (500, b"survived".to_vec())
             }
             b"/bad-ctype" => {
@@ -136,7 +138,8 @@ fn main() {
             }
             b"/read" => {
                 // GET /read?/path/to/file: the file's bytes, or the error.
-                let p = String::from_utf8_lossy(url.splitn(2, |&b| b == b'?').nth(1).unwrap_or(b""));
+                let p =
+                    String::from_utf8_lossy(url.splitn(2, |&b| b == b'?').nth(1).unwrap_or(b""));
                 match std::fs::read(p.as_ref()) {
                     Ok(data) => (200, data),
                     Err(e) => (403, e.to_string().into_bytes()),

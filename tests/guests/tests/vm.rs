@@ -25,7 +25,9 @@ fn boot(cfg: VmConfig) -> Vm {
 }
 
 fn body(vm: &mut Vm, req: &Request) -> String {
-    let r = vm.handle(req).unwrap_or_else(|e| panic!("{} failed: {e}", req.url));
+    let r = vm
+        .handle(req)
+        .unwrap_or_else(|e| panic!("{} failed: {e}", req.url));
     assert_eq!(r.status, 200);
     String::from_utf8(r.body).unwrap()
 }
@@ -40,24 +42,41 @@ fn ephemeral_every_request_sees_the_snapshot() {
             ..Request::get(&url)
         };
         let b = body(&mut vm, &req);
-        assert!(b.starts_with(&format!("method=GET url={url} counter=1\n")), "request {i}: {b}");
+        assert!(
+            b.starts_with(&format!("method=GET url={url} counter=1\n")),
+            "request {i}: {b}"
+        );
         assert!(b.contains(&format!("X-Req: {i}\n")), "request {i}: {b}");
         let st = vm.last_stats();
-        assert_eq!(st.exits, 1, "request {i}: echo path must cost exactly one exit");
-        assert!(st.dirty_pages > 0 && st.dirty_pages < 64, "request {i}: {} dirty pages", st.dirty_pages);
+        assert_eq!(
+            st.exits, 1,
+            "request {i}: echo path must cost exactly one exit"
+        );
+        assert!(
+            st.dirty_pages > 0 && st.dirty_pages < 64,
+            "request {i}: {} dirty pages",
+            st.dirty_pages
+        );
     }
 }
 
 #[test]
 fn non_ephemeral_state_carries_over() {
-    let mut vm = boot(VmConfig { ephemeral: false, ..config() });
+    let mut vm = boot(VmConfig {
+        ephemeral: false,
+        ..config()
+    });
     for i in 1..=10_000u64 {
         let b = body(&mut vm, &Request::get("/n"));
         assert!(b.contains(&format!("counter={i}\n")), "request {i}: {b}");
     }
     // Non-ephemeral costs two exits: return from the response, pause again.
     assert_eq!(vm.last_stats().exits, 2);
-    assert_eq!(vm.last_stats().dirty_pages, 0, "no reset in non-ephemeral mode");
+    assert_eq!(
+        vm.last_stats().dirty_pages,
+        0,
+        "no reset in non-ephemeral mode"
+    );
 }
 
 #[test]
@@ -73,8 +92,14 @@ fn request_data_never_leaks_into_the_next_request() {
         assert_eq!(b, "", "request {i} saw an earlier request's data");
     }
     // Without reset the previous secret comes back: the check above can fail.
-    let mut keep = boot(VmConfig { ephemeral: false, ..config() });
-    let mk = |s: &str| Request { body: s.into(), ..Request::get("/store") };
+    let mut keep = boot(VmConfig {
+        ephemeral: false,
+        ..config()
+    });
+    let mk = |s: &str| Request {
+        body: s.into(),
+        ..Request::get("/store")
+    };
     body(&mut keep, &mk("first"));
     assert_eq!(body(&mut keep, &mk("second")), "first");
 }
@@ -92,7 +117,10 @@ fn infinite_loop_times_out_and_the_next_request_works() {
         let err = vm.handle(&Request::get("/loop")).unwrap_err();
         let took = t.elapsed();
         assert!(matches!(err, RequestError::Timeout(_)), "{err}");
-        assert!(took >= Duration::from_millis(200) && took <= Duration::from_millis(400), "took {took:?}");
+        assert!(
+            took >= Duration::from_millis(200) && took <= Duration::from_millis(400),
+            "took {took:?}"
+        );
         let b = body(&mut vm, &Request::get("/after"));
         assert!(b.contains("url=/after"), "{b}");
         if !ephemeral {
@@ -120,7 +148,10 @@ fn faults_are_clear_errors_and_the_vm_recovers() {
     ];
     for (url, expect) in cases {
         let err = vm.handle(&Request::get(url)).unwrap_err().to_string();
-        assert!(err.contains(expect), "{url}: expected {expect:?} in {err:?}");
+        assert!(
+            err.contains(expect),
+            "{url}: expected {expect:?} in {err:?}"
+        );
         let b = body(&mut vm, &Request::get("/next"));
         assert!(b.contains("url=/next counter=1"), "after {url}: {b}");
     }
@@ -156,12 +187,22 @@ fn files_open_only_under_allowed_paths() {
         allowed_paths: vec![AllowedPath::same(&dir)],
         ..config()
     });
-    let ok = body(&mut vm, &Request::get(&format!("/read?{}/app.js", dir.display())));
+    let ok = body(
+        &mut vm,
+        &Request::get(&format!("/read?{}/app.js", dir.display())),
+    );
     assert_eq!(ok, "export default 1;\n");
-    for bad in ["/etc/shadow", "/etc/passwd", &format!("{}/../../etc/passwd", dir.display())] {
+    for bad in [
+        "/etc/shadow",
+        "/etc/passwd",
+        &format!("{}/../../etc/passwd", dir.display()),
+    ] {
         let r = vm.handle(&Request::get(&format!("/read?{bad}"))).unwrap();
         assert_eq!(r.status, 403, "{bad}");
-        assert!(String::from_utf8_lossy(&r.body).contains("ermission denied"), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("ermission denied"),
+            "{bad}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -174,7 +215,10 @@ fn upstream_out_call_form_works() {
         ..Request::get("/out-method")
     };
     assert_eq!(body(&mut vm, &req), "PATCH");
-    assert!(kvmjs_vm::flavour().is_some(), "the first trap records the KVM flavour");
+    assert!(
+        kvmjs_vm::flavour().is_some(),
+        "the first trap records the KVM flavour"
+    );
 }
 
 #[test]
@@ -182,17 +226,26 @@ fn request_and_response_headers_round_trip() {
     let mut vm = boot(config());
     let req = Request {
         method: "POST".into(),
-        headers: vec!["Host: example.com".into(), "Content-Type: text/plain".into()],
+        headers: vec![
+            "Host: example.com".into(),
+            "Content-Type: text/plain".into(),
+        ],
         content_type: "text/plain".into(),
         body: b"payload".to_vec(),
         ..Request::get("/echo")
     };
     let r = vm.handle(&req).unwrap();
     let text = String::from_utf8(r.body).unwrap();
-    assert!(text.contains("Host: example.com\n") && text.ends_with("body=7\npayload"), "{text}");
+    assert!(
+        text.contains("Host: example.com\n") && text.ends_with("body=7\npayload"),
+        "{text}"
+    );
     assert_eq!(r.content_type, b"text/plain");
     assert_eq!(r.headers, vec![b"X-Counter: 1".to_vec()]);
-    let huge = Request { body: vec![7; 20 << 20], ..Request::get("/echo") };
+    let huge = Request {
+        body: vec![7; 20 << 20],
+        ..Request::get("/echo")
+    };
     assert!(matches!(vm.handle(&huge), Err(RequestError::Place(_))));
     body(&mut vm, &Request::get("/after-huge"));
 }
@@ -201,19 +254,44 @@ fn request_and_response_headers_round_trip() {
 fn boot_failures_are_reported() {
     let elf = guest_elf();
     let run = |args: &[&str], cfg: VmConfig| {
-        let cfg = VmConfig { main_arguments: args.iter().map(|s| s.to_string()).collect(), ..cfg };
-        Vm::boot(Arc::new(cfg), &elf).err().expect("boot must fail").to_string()
+        let cfg = VmConfig {
+            main_arguments: args.iter().map(|s| s.to_string()).collect(),
+            ..cfg
+        };
+        Vm::boot(Arc::new(cfg), &elf)
+            .err()
+            .expect("boot must fail")
+            .to_string()
     };
     let e = run(&["--exit-at-boot"], config());
-    assert!(e.contains("exited with status 2") && e.contains("exiting at boot as asked"), "{e}");
+    assert!(
+        e.contains("exited with status 2") && e.contains("exiting at boot as asked"),
+        "{e}"
+    );
     let t = Instant::now();
-    let e = run(&["--never-pause"], VmConfig { max_boot_time: Duration::from_millis(300), ..config() });
+    let e = run(
+        &["--never-pause"],
+        VmConfig {
+            max_boot_time: Duration::from_millis(300),
+            ..config()
+        },
+    );
     assert!(e.contains("did not pause within max_boot_time"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(2));
     let e = run(&["--respond-at-boot"], config());
     assert!(e.contains("response before waiting"), "{e}");
-    let e = Vm::boot(Arc::new(config()), b"\x7fELF garbage").err().unwrap();
+    let e = Vm::boot(Arc::new(config()), b"\x7fELF garbage")
+        .err()
+        .unwrap();
     assert!(matches!(e, VmError::Loader(_)), "{e}");
-    let e = Vm::boot(Arc::new(VmConfig { address_space: 1 << 20, ..config() }), &elf).err().unwrap();
+    let e = Vm::boot(
+        Arc::new(VmConfig {
+            address_space: 1 << 20,
+            ..config()
+        }),
+        &elf,
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("address_space"), "{e}");
 }

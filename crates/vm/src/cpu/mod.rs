@@ -7,7 +7,7 @@ pub mod stubs;
 
 use crate::layout::{self, sel, PAGE_SIZE};
 use crate::memory::GuestMemory;
-use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs, CpuId, Msrs, kvm_msr_entry};
+use kvm_bindings::{kvm_dtable, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, CpuId, Msrs};
 use paging::{PageTables, PagingError, NX, P, RW, US};
 
 const CR0_PE: u64 = 1;
@@ -88,8 +88,14 @@ pub fn write_system_area(
         mem.write_u64(layout::IDT_ADDR + u64::from(v) * 16 + 8, hi)?;
         mem.write(handler, &stubs::exception_stub(v))?;
     }
-    mem.write(layout::USER_STUBS + stubs::SYSCALL_ENTRY, &stubs::syscall_entry())?;
-    mem.write(layout::USER_STUBS + stubs::RESUME_ENTRY, &stubs::resume_entry())?;
+    mem.write(
+        layout::USER_STUBS + stubs::SYSCALL_ENTRY,
+        &stubs::syscall_entry(),
+    )?;
+    mem.write(
+        layout::USER_STUBS + stubs::RESUME_ENTRY,
+        &stubs::resume_entry(),
+    )?;
 
     let mut pt = PageTables::new(mem)?;
     let sys = [
@@ -107,7 +113,11 @@ pub fn write_system_area(
     for (va, flags) in sys {
         pt.map_4k(va, va, flags)?;
     }
-    pt.map_4k(layout::TRAP_VA, layout::trap_gpa(address_space), P | RW | US | NX)?;
+    pt.map_4k(
+        layout::TRAP_VA,
+        layout::trap_gpa(address_space),
+        P | RW | US | NX,
+    )?;
 
     let guard = layout::stack_guard(address_space);
     let mut va = layout::HUGE_PAGE;
@@ -132,7 +142,10 @@ pub fn write_system_area(
 fn page_flags(image: &[Region], page: u64) -> u64 {
     let mut covered = false;
     let (mut write, mut exec) = (false, false);
-    for r in image.iter().filter(|r| r.start < page + PAGE_SIZE && r.end > page) {
+    for r in image
+        .iter()
+        .filter(|r| r.start < page + PAGE_SIZE && r.end > page)
+    {
         covered = true;
         write |= r.write;
         exec |= r.exec;
@@ -312,8 +325,18 @@ mod tests {
     #[test]
     fn image_pages_get_segment_permissions() {
         let img = [
-            Region { start: 0x40_0000, end: 0x40_1800, write: false, exec: true },
-            Region { start: 0x40_1800, end: 0x40_3000, write: true, exec: false },
+            Region {
+                start: 0x40_0000,
+                end: 0x40_1800,
+                write: false,
+                exec: true,
+            },
+            Region {
+                start: 0x40_1800,
+                end: 0x40_3000,
+                write: true,
+                exec: false,
+            },
         ];
         assert_eq!(page_flags(&img, 0x40_0000), P | US);
         // A page shared by both segments gets the union.

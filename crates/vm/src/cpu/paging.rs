@@ -112,6 +112,9 @@ mod tests {
         let pd = mem.read_u64(pdpt).unwrap() & ADDR_MASK;
         let pt = mem.read_u64(pd).unwrap() & ADDR_MASK;
         assert_eq!(mem.read_u64(pt + 5 * 8).unwrap(), 0x5000 | P | US);
-        assert_eq!(mem.read_u64(pd + 2 * 8).unwrap(), 0x40_0000 | RW | US | NX | P | PS);
+        assert_eq!(
+            mem.read_u64(pd + 2 * 8).unwrap(),
+            0x40_0000 | RW | US | NX | P | PS
+        );
     }
 }

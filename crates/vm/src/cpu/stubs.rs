@@ -21,7 +21,9 @@ pub const SLOT_RAX: u64 = RESUME_SLOTS + 8;
 pub const SLOT_RDX: u64 = RESUME_SLOTS + 16;
 
 fn disp32(v: u64) -> [u8; 4] {
-    u32::try_from(v).expect("stub operand above 4 GiB").to_le_bytes()
+    u32::try_from(v)
+        .expect("stub operand above 4 GiB")
+        .to_le_bytes()
 }
 
 /// How the syscall entry returns to the caller. Detected at the first trap, because a
@@ -101,7 +103,10 @@ mod tests {
     fn resume_entry_encoding() {
         let c = resume_entry();
         assert_eq!(c.len(), 5 + 5 + 9 + 8 + 8 + 7);
-        assert_eq!(&c[10..19], &[0x48, 0x0f, 0xae, 0x2c, 0x25, 0x00, 0x60, 0x00, 0x00]);
+        assert_eq!(
+            &c[10..19],
+            &[0x48, 0x0f, 0xae, 0x2c, 0x25, 0x00, 0x60, 0x00, 0x00]
+        );
         assert_eq!(&c[35..42], &[0xff, 0x24, 0x25, 0x00, 0x50, 0x00, 0x00]);
     }
 

@@ -7,15 +7,42 @@ use crate::layout::{align_up, PAGE_SIZE};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry { nr: Sysno::brk as usize, handler: brk },
-    Entry { nr: Sysno::mmap as usize, handler: mmap },
-    Entry { nr: Sysno::munmap as usize, handler: munmap },
-    Entry { nr: Sysno::mprotect as usize, handler: accept },
-    Entry { nr: Sysno::madvise as usize, handler: madvise },
-    Entry { nr: Sysno::mremap as usize, handler: mremap },
-    Entry { nr: Sysno::msync as usize, handler: accept },
-    Entry { nr: Sysno::mlock as usize, handler: accept },
-    Entry { nr: Sysno::munlock as usize, handler: accept },
+    Entry {
+        nr: Sysno::brk as usize,
+        handler: brk,
+    },
+    Entry {
+        nr: Sysno::mmap as usize,
+        handler: mmap,
+    },
+    Entry {
+        nr: Sysno::munmap as usize,
+        handler: munmap,
+    },
+    Entry {
+        nr: Sysno::mprotect as usize,
+        handler: accept,
+    },
+    Entry {
+        nr: Sysno::madvise as usize,
+        handler: madvise,
+    },
+    Entry {
+        nr: Sysno::mremap as usize,
+        handler: mremap,
+    },
+    Entry {
+        nr: Sysno::msync as usize,
+        handler: accept,
+    },
+    Entry {
+        nr: Sysno::mlock as usize,
+        handler: accept,
+    },
+    Entry {
+        nr: Sysno::munlock as usize,
+        handler: accept,
+    },
 ];
 
 const MAP_FIXED: u64 = 0x10;
@@ -53,7 +80,7 @@ fn brk(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 
 fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let (addr, len, flags) = (a[0], a[1], a[3]);
-    if len == 0 || addr % PAGE_SIZE != 0 {
+    if len == 0 || !addr.is_multiple_of(PAGE_SIZE) {
         return Flow::err(errno::EINVAL);
     }
     // Linux ignores the fd of an anonymous mapping. File mappings would need page-cache
@@ -98,7 +125,7 @@ fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 }
 
 fn unmap(ctx: &mut Ctx<'_>, addr: u64, len: u64) -> Result<(), i32> {
-    if addr % PAGE_SIZE != 0 || len == 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(errno::EINVAL);
     }
     let len = align_up(len, PAGE_SIZE);
@@ -122,20 +149,21 @@ fn munmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 
 fn madvise(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let (addr, len, advice) = (a[0], align_up(a[1], PAGE_SIZE), a[2]);
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         return Flow::err(errno::EINVAL);
     }
-    if matches!(advice, MADV_DONTNEED | MADV_FREE) && ctx.proc.mmap.contains(addr, len) {
-        if ctx.mem.zero(addr, len).is_err() {
-            return Flow::err(errno::ENOMEM);
-        }
+    if matches!(advice, MADV_DONTNEED | MADV_FREE)
+        && ctx.proc.mmap.contains(addr, len)
+        && ctx.mem.zero(addr, len).is_err()
+    {
+        return Flow::err(errno::ENOMEM);
     }
     Flow::ok(0)
 }
 
 fn mremap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let (old, old_len, new_len, flags) = (a[0], align_up(a[1], PAGE_SIZE), a[2], a[3]);
-    if old % PAGE_SIZE != 0 || new_len == 0 || flags & MREMAP_FIXED != 0 {
+    if !old.is_multiple_of(PAGE_SIZE) || new_len == 0 || flags & MREMAP_FIXED != 0 {
         return Flow::err(errno::EINVAL);
     }
     let new_len = align_up(new_len, PAGE_SIZE);
@@ -188,9 +216,15 @@ mod tests {
         let mut f = Fixture::new();
         let start = f.call(Sysno::brk, [0; 6]) as u64;
         assert_eq!(start, f.proc.brk_start);
-        assert_eq!(f.call(Sysno::brk, [start + 0x10000, 0, 0, 0, 0, 0]) as u64, start + 0x10000);
+        assert_eq!(
+            f.call(Sysno::brk, [start + 0x10000, 0, 0, 0, 0, 0]) as u64,
+            start + 0x10000
+        );
         // Beyond max_memory (16 MiB): the break stays.
-        assert_eq!(f.call(Sysno::brk, [start + (32 << 20), 0, 0, 0, 0, 0]) as u64, start + 0x10000);
+        assert_eq!(
+            f.call(Sysno::brk, [start + (32 << 20), 0, 0, 0, 0, 0]) as u64,
+            start + 0x10000
+        );
     }
 
     #[test]

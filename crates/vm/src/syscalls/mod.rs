@@ -142,8 +142,8 @@ pub struct Entry {
 /// Linux errno values used by the handlers.
 pub mod errno {
     pub use libc::{
-        EACCES, EAGAIN, EBADF, EFAULT, EINVAL, EISDIR, ENOENT, ENOMEM, ENOSYS, ENOTDIR,
-        ENOTTY, EPERM, ERANGE, ESPIPE,
+        EACCES, EAGAIN, EBADF, EFAULT, EINVAL, EISDIR, ENOENT, ENOMEM, ENOSYS, ENOTDIR, ENOTTY,
+        EPERM, ERANGE, ESPIPE,
     };
 }
 
@@ -170,7 +170,11 @@ static WARNED: LazyLock<std::sync::Mutex<HashSet<u64>>> = LazyLock::new(Default:
 
 /// Runs Linux system call `nr`.
 pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> Flow {
-    if let Some(h) = usize::try_from(nr).ok().and_then(|n| TABLE.get(n)).and_then(|h| *h) {
+    if let Some(h) = usize::try_from(nr)
+        .ok()
+        .and_then(|n| TABLE.get(n))
+        .and_then(|h| *h)
+    {
         return h(ctx, args);
     }
     let first = WARNED.lock().map(|mut w| w.insert(nr)).unwrap_or(false);
@@ -238,7 +242,10 @@ mod tests {
     #[test]
     fn unknown_and_out_of_range_numbers_are_enosys() {
         let mut f = Fixture::new();
-        assert_eq!(f.call(syscalls::Sysno::io_uring_setup, [0; 6]), -i64::from(errno::ENOSYS));
+        assert_eq!(
+            f.call(syscalls::Sysno::io_uring_setup, [0; 6]),
+            -i64::from(errno::ENOSYS)
+        );
         let r = dispatch(&mut f.ctx(), u64::MAX, &[0; 6]);
         assert!(matches!(r, Flow::Return(v) if v as i64 == -i64::from(errno::ENOSYS)));
     }

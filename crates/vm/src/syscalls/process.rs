@@ -5,33 +5,114 @@ use super::{errno, Args, Ctx, Entry, Flow, Stop};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry { nr: Sysno::exit as usize, handler: exit },
-    Entry { nr: Sysno::exit_group as usize, handler: exit },
-    Entry { nr: Sysno::getpid as usize, handler: one },
-    Entry { nr: Sysno::gettid as usize, handler: one },
-    Entry { nr: Sysno::getppid as usize, handler: zero },
-    Entry { nr: Sysno::getuid as usize, handler: zero },
-    Entry { nr: Sysno::geteuid as usize, handler: zero },
-    Entry { nr: Sysno::getgid as usize, handler: zero },
-    Entry { nr: Sysno::getegid as usize, handler: zero },
-    Entry { nr: Sysno::set_tid_address as usize, handler: set_tid_address },
-    Entry { nr: Sysno::set_robust_list as usize, handler: zero },
-    Entry { nr: Sysno::rseq as usize, handler: enosys },
-    Entry { nr: Sysno::arch_prctl as usize, handler: arch_prctl },
-    Entry { nr: Sysno::prlimit64 as usize, handler: prlimit64 },
-    Entry { nr: Sysno::getrlimit as usize, handler: getrlimit },
-    Entry { nr: Sysno::setrlimit as usize, handler: zero },
-    Entry { nr: Sysno::uname as usize, handler: uname },
-    Entry { nr: Sysno::sched_getaffinity as usize, handler: sched_getaffinity },
-    Entry { nr: Sysno::sched_yield as usize, handler: zero },
-    Entry { nr: Sysno::getrandom as usize, handler: getrandom },
-    Entry { nr: Sysno::futex as usize, handler: futex },
-    Entry { nr: Sysno::sysinfo as usize, handler: sysinfo },
-    Entry { nr: Sysno::clone as usize, handler: no_tasks },
-    Entry { nr: Sysno::clone3 as usize, handler: no_tasks },
-    Entry { nr: Sysno::fork as usize, handler: no_tasks },
-    Entry { nr: Sysno::vfork as usize, handler: no_tasks },
-    Entry { nr: Sysno::execve as usize, handler: no_tasks },
+    Entry {
+        nr: Sysno::exit as usize,
+        handler: exit,
+    },
+    Entry {
+        nr: Sysno::exit_group as usize,
+        handler: exit,
+    },
+    Entry {
+        nr: Sysno::getpid as usize,
+        handler: one,
+    },
+    Entry {
+        nr: Sysno::gettid as usize,
+        handler: one,
+    },
+    Entry {
+        nr: Sysno::getppid as usize,
+        handler: zero,
+    },
+    Entry {
+        nr: Sysno::getuid as usize,
+        handler: zero,
+    },
+    Entry {
+        nr: Sysno::geteuid as usize,
+        handler: zero,
+    },
+    Entry {
+        nr: Sysno::getgid as usize,
+        handler: zero,
+    },
+    Entry {
+        nr: Sysno::getegid as usize,
+        handler: zero,
+    },
+    Entry {
+        nr: Sysno::set_tid_address as usize,
+        handler: set_tid_address,
+    },
+    Entry {
+        nr: Sysno::set_robust_list as usize,
+        handler: zero,
+    },
+    Entry {
+        nr: Sysno::rseq as usize,
+        handler: enosys,
+    },
+    Entry {
+        nr: Sysno::arch_prctl as usize,
+        handler: arch_prctl,
+    },
+    Entry {
+        nr: Sysno::prlimit64 as usize,
+        handler: prlimit64,
+    },
+    Entry {
+        nr: Sysno::getrlimit as usize,
+        handler: getrlimit,
+    },
+    Entry {
+        nr: Sysno::setrlimit as usize,
+        handler: zero,
+    },
+    Entry {
+        nr: Sysno::uname as usize,
+        handler: uname,
+    },
+    Entry {
+        nr: Sysno::sched_getaffinity as usize,
+        handler: sched_getaffinity,
+    },
+    Entry {
+        nr: Sysno::sched_yield as usize,
+        handler: zero,
+    },
+    Entry {
+        nr: Sysno::getrandom as usize,
+        handler: getrandom,
+    },
+    Entry {
+        nr: Sysno::futex as usize,
+        handler: futex,
+    },
+    Entry {
+        nr: Sysno::sysinfo as usize,
+        handler: sysinfo,
+    },
+    Entry {
+        nr: Sysno::clone as usize,
+        handler: no_tasks,
+    },
+    Entry {
+        nr: Sysno::clone3 as usize,
+        handler: no_tasks,
+    },
+    Entry {
+        nr: Sysno::fork as usize,
+        handler: no_tasks,
+    },
+    Entry {
+        nr: Sysno::vfork as usize,
+        handler: no_tasks,
+    },
+    Entry {
+        nr: Sysno::execve as usize,
+        handler: no_tasks,
+    },
 ];
 
 const ARCH_SET_GS: u64 = 0x1001;
@@ -129,7 +210,10 @@ fn getrlimit(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 
 fn uname(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let mut u = [0u8; 65 * 6];
-    for (i, s) in ["Linux", "kvmjs", "6.1.0-kvmjs", "#1", "x86_64", "(none)"].iter().enumerate() {
+    for (i, s) in ["Linux", "kvmjs", "6.1.0-kvmjs", "#1", "x86_64", "(none)"]
+        .iter()
+        .enumerate()
+    {
         u[i * 65..i * 65 + s.len()].copy_from_slice(s.as_bytes());
     }
     match ctx.mem.write(a[0], &u) {
@@ -187,7 +271,10 @@ fn futex(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
                 return Flow::err(libc::ETIMEDOUT);
             }
             // No other thread exists that could ever wake this one.
-            Flow::Stop(Stop::Fatal(format!("guest deadlocked: futex wait at {:#x} with no other thread", a[0])))
+            Flow::Stop(Stop::Fatal(format!(
+                "guest deadlocked: futex wait at {:#x} with no other thread",
+                a[0]
+            )))
         }
         WAKE | WAKE_BITSET => Flow::ok(0),
         _ => Flow::err(errno::ENOSYS),
@@ -216,11 +303,20 @@ mod tests {
     #[test]
     fn arch_prctl_sets_fs_and_flags_sregs() {
         let mut f = Fixture::new();
-        assert_eq!(f.call(Sysno::arch_prctl, [ARCH_SET_FS, 0x7000, 0, 0, 0, 0]), 0);
+        assert_eq!(
+            f.call(Sysno::arch_prctl, [ARCH_SET_FS, 0x7000, 0, 0, 0, 0]),
+            0
+        );
         assert!(f.proc.sregs_changed);
-        assert_eq!(f.call(Sysno::arch_prctl, [ARCH_GET_FS, 0x70_0000, 0, 0, 0, 0]), 0);
+        assert_eq!(
+            f.call(Sysno::arch_prctl, [ARCH_GET_FS, 0x70_0000, 0, 0, 0, 0]),
+            0
+        );
         assert_eq!(f.mem.read_u64(0x70_0000).unwrap(), 0x7000);
-        assert_eq!(f.call(Sysno::arch_prctl, [ARCH_SET_FS, 1 << 60, 0, 0, 0, 0]), -i64::from(libc::EPERM));
+        assert_eq!(
+            f.call(Sysno::arch_prctl, [ARCH_SET_FS, 1 << 60, 0, 0, 0, 0]),
+            -i64::from(libc::EPERM)
+        );
     }
 
     #[test]
@@ -230,7 +326,10 @@ mod tests {
         let a = f.mem.slice(0x70_0000, 32).unwrap().to_vec();
         f.call(Sysno::getrandom, [0x70_0000, 32, 0, 0, 0, 0]);
         assert_ne!(a, f.mem.slice(0x70_0000, 32).unwrap());
-        assert_eq!(f.call(Sysno::getrandom, [u64::MAX - 8, 32, 0, 0, 0, 0]), -i64::from(libc::EFAULT));
+        assert_eq!(
+            f.call(Sysno::getrandom, [u64::MAX - 8, 32, 0, 0, 0, 0]),
+            -i64::from(libc::EFAULT)
+        );
     }
 
     #[test]
@@ -239,6 +338,9 @@ mod tests {
         assert_eq!(f.call(Sysno::clone, [0; 6]), -i64::from(libc::EAGAIN));
         assert_eq!(f.call(Sysno::futex, [0x70_0000, 1, 1, 0, 0, 0]), 0);
         f.mem.write(0x70_0000, &5u32.to_le_bytes()).unwrap();
-        assert_eq!(f.call(Sysno::futex, [0x70_0000, 0, 4, 0, 0, 0]), -i64::from(libc::EAGAIN));
+        assert_eq!(
+            f.call(Sysno::futex, [0x70_0000, 0, 4, 0, 0, 0]),
+            -i64::from(libc::EAGAIN)
+        );
     }
 }

@@ -5,13 +5,34 @@ use super::{errno, Args, Ctx, Entry, Flow, Stop};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry { nr: Sysno::rt_sigaction as usize, handler: rt_sigaction },
-    Entry { nr: Sysno::rt_sigprocmask as usize, handler: rt_sigprocmask },
-    Entry { nr: Sysno::sigaltstack as usize, handler: sigaltstack },
-    Entry { nr: Sysno::rt_sigreturn as usize, handler: rt_sigreturn },
-    Entry { nr: Sysno::kill as usize, handler: kill },
-    Entry { nr: Sysno::tkill as usize, handler: tkill },
-    Entry { nr: Sysno::tgkill as usize, handler: tgkill },
+    Entry {
+        nr: Sysno::rt_sigaction as usize,
+        handler: rt_sigaction,
+    },
+    Entry {
+        nr: Sysno::rt_sigprocmask as usize,
+        handler: rt_sigprocmask,
+    },
+    Entry {
+        nr: Sysno::sigaltstack as usize,
+        handler: sigaltstack,
+    },
+    Entry {
+        nr: Sysno::rt_sigreturn as usize,
+        handler: rt_sigreturn,
+    },
+    Entry {
+        nr: Sysno::kill as usize,
+        handler: kill,
+    },
+    Entry {
+        nr: Sysno::tkill as usize,
+        handler: tkill,
+    },
+    Entry {
+        nr: Sysno::tgkill as usize,
+        handler: tgkill,
+    },
 ];
 
 fn rt_sigaction(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
@@ -73,7 +94,9 @@ fn sigaltstack(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 }
 
 fn rt_sigreturn(_: &mut Ctx<'_>, _: &Args) -> Flow {
-    Flow::Stop(Stop::Fatal("guest called rt_sigreturn, but no signal was delivered".into()))
+    Flow::Stop(Stop::Fatal(
+        "guest called rt_sigreturn, but no signal was delivered".into(),
+    ))
 }
 
 /// Signals whose default action is to ignore (or that only stop/continue).
@@ -96,7 +119,11 @@ fn to_self(ctx: &mut Ctx<'_>, sig: u64) -> Flow {
         15 => "SIGTERM".to_string(),
         n => format!("signal {n}"),
     };
-    let note = if handled { " (its handler is not run: kvmjs delivers no signals)" } else { "" };
+    let note = if handled {
+        " (its handler is not run: kvmjs delivers no signals)"
+    } else {
+        ""
+    };
     Flow::Stop(Stop::Fatal(format!("guest raised {name}{note}")))
 }
 
@@ -133,14 +160,22 @@ mod tests {
         assert_eq!(f.call(Sysno::rt_sigaction, [13, 0x70_0000, 0, 8, 0, 0]), 0);
         assert_eq!(f.call(Sysno::rt_sigaction, [13, 0, 0x70_1000, 8, 0, 0]), 0);
         assert_eq!(f.mem.slice(0x70_1000, 32).unwrap(), &[0xAA; 32]);
-        assert_eq!(f.call(Sysno::rt_sigaction, [9, 0x70_0000, 0, 8, 0, 0]), -i64::from(libc::EINVAL));
-        assert_eq!(f.call(Sysno::rt_sigaction, [13, u64::MAX - 4, 0, 8, 0, 0]), -i64::from(libc::EFAULT));
+        assert_eq!(
+            f.call(Sysno::rt_sigaction, [9, 0x70_0000, 0, 8, 0, 0]),
+            -i64::from(libc::EINVAL)
+        );
+        assert_eq!(
+            f.call(Sysno::rt_sigaction, [13, u64::MAX - 4, 0, 8, 0, 0]),
+            -i64::from(libc::EFAULT)
+        );
     }
 
     #[test]
     fn raising_sigabrt_stops_the_guest() {
         let mut f = Fixture::new();
-        assert!(matches!(dispatch_tgkill(&mut f, 6), Flow::Stop(Stop::Fatal(m)) if m.contains("SIGABRT")));
+        assert!(
+            matches!(dispatch_tgkill(&mut f, 6), Flow::Stop(Stop::Fatal(m)) if m.contains("SIGABRT"))
+        );
         assert!(matches!(dispatch_tgkill(&mut f, 0), Flow::Return(0)));
     }
 

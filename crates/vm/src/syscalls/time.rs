@@ -5,19 +5,40 @@ use std::time::{Duration, Instant};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry { nr: Sysno::clock_gettime as usize, handler: clock_gettime },
-    Entry { nr: Sysno::clock_getres as usize, handler: clock_getres },
-    Entry { nr: Sysno::gettimeofday as usize, handler: gettimeofday },
-    Entry { nr: Sysno::time as usize, handler: time },
-    Entry { nr: Sysno::nanosleep as usize, handler: nanosleep },
-    Entry { nr: Sysno::clock_nanosleep as usize, handler: clock_nanosleep },
+    Entry {
+        nr: Sysno::clock_gettime as usize,
+        handler: clock_gettime,
+    },
+    Entry {
+        nr: Sysno::clock_getres as usize,
+        handler: clock_getres,
+    },
+    Entry {
+        nr: Sysno::gettimeofday as usize,
+        handler: gettimeofday,
+    },
+    Entry {
+        nr: Sysno::time as usize,
+        handler: time,
+    },
+    Entry {
+        nr: Sysno::nanosleep as usize,
+        handler: nanosleep,
+    },
+    Entry {
+        nr: Sysno::clock_nanosleep as usize,
+        handler: clock_nanosleep,
+    },
 ];
 
 fn host_clock(clk: u64) -> Result<libc::timespec, i32> {
     if clk > 11 {
         return Err(errno::EINVAL);
     }
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; the clock id was range-checked.
     let rc = unsafe { libc::clock_gettime(clk as libc::clockid_t, &mut ts) };
     if rc != 0 {
@@ -106,7 +127,8 @@ fn clock_nanosleep(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         let left = (target - cur).max(0) as u64;
         let mut d = Duration::from_nanos(left);
         if let Some(deadline) = ctx.deadline {
-            d = d.min(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1));
+            d = d
+                .min(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1));
         }
         std::thread::sleep(d);
         return Flow::ok(0);
@@ -125,8 +147,14 @@ mod tests {
         assert_eq!(f.call(Sysno::clock_gettime, [1, 0x70_0000, 0, 0, 0, 0]), 0);
         let sec = f.mem.read_u64(0x70_0000).unwrap();
         assert!(sec > 0);
-        assert_eq!(f.call(Sysno::clock_gettime, [99, 0x70_0000, 0, 0, 0, 0]), -i64::from(libc::EINVAL));
-        assert_eq!(f.call(Sysno::clock_gettime, [0, u64::MAX, 0, 0, 0, 0]), -i64::from(libc::EFAULT));
+        assert_eq!(
+            f.call(Sysno::clock_gettime, [99, 0x70_0000, 0, 0, 0, 0]),
+            -i64::from(libc::EINVAL)
+        );
+        assert_eq!(
+            f.call(Sysno::clock_gettime, [0, u64::MAX, 0, 0, 0, 0]),
+            -i64::from(libc::EFAULT)
+        );
         assert!(f.call(Sysno::time, [0; 6]) > 1_700_000_000);
     }
 
@@ -138,7 +166,10 @@ mod tests {
         let start = Instant::now();
         let mut ctx = f.ctx();
         ctx.deadline = Some(Instant::now() + Duration::from_millis(20));
-        assert!(matches!(nanosleep(&mut ctx, &[0x70_0000, 0, 0, 0, 0, 0]), Flow::Return(0)));
+        assert!(matches!(
+            nanosleep(&mut ctx, &[0x70_0000, 0, 0, 0, 0, 0]),
+            Flow::Return(0)
+        ));
         assert!(start.elapsed() < Duration::from_secs(1));
     }
 }
