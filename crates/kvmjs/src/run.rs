@@ -20,6 +20,14 @@ pub enum RunError {
     /// Boot failed.
     #[error(transparent)]
     Boot(#[from] kvmjs_vm::VmError),
+    /// An --allow path does not exist.
+    #[error("--allow {path}: {source}")]
+    Allow {
+        /// Path given.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// A header argument is malformed.
     #[error("header {0:?} must look like \"Name: value\"")]
     Header(String),
@@ -88,6 +96,14 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
             return Err(RunError::Header(h.clone()));
         }
     }
+    let mut allowed_paths = Vec::new();
+    for p in &a.allowed_paths {
+        let abs = p.canonicalize().map_err(|source| RunError::Allow {
+            path: p.clone(),
+            source,
+        })?;
+        allowed_paths.push(AllowedPath::same(abs));
+    }
     let name = a
         .guest
         .file_name()
@@ -100,7 +116,7 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
         max_boot_time: Duration::from_secs_f64(a.max_boot_time),
         ephemeral: a.ephemeral,
         main_arguments: a.guest_args.clone(),
-        allowed_paths: a.allowed_paths.iter().map(AllowedPath::same).collect(),
+        allowed_paths,
         ..Default::default()
     };
     let t = Instant::now();

@@ -186,6 +186,8 @@ impl Vm {
         let mut mem = GuestMemory::new(space, cfg.hugepages)?;
         let image = loader::load_elf(&mut mem, elf, space)?;
         let cr3 = cpu::write_system_area(&mut mem, space, &image.regions)?;
+        // Memory is registered before it is filled: KVM only records the mapping.
+        let machine = Machine::new(hv, &mem)?;
         let mut argv = vec![cfg.name.clone()];
         argv.extend(cfg.main_arguments.iter().cloned());
         let mut env: Vec<String> = vec![
@@ -196,6 +198,10 @@ impl Vm {
             "KVM_DEBUG=0".into(),
             format!("{}=1", kvmjs_abi::KVMJS_HOST_ENV),
         ];
+        // The guest converts TSC ticks itself instead of trapping for clock_gettime.
+        if let Ok(khz) = machine.vcpu.get_tsc_khz() {
+            env.push(format!("KVMJS_TSC_KHZ={khz}"));
+        }
         env.extend(cfg.environment.iter().cloned());
         let mut random = [0u8; 16];
         crate::syscalls::fill_random(&mut random);
@@ -209,7 +215,6 @@ impl Vm {
             hwcap,
             random,
         )?;
-        let machine = Machine::new(hv, &mem)?;
         let base_sregs = machine.sregs()?;
         machine.set_sregs(&cpu::user_sregs(&base_sregs, cr3, 0))?;
         machine

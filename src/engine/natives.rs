@@ -1,0 +1,222 @@
+//! The native functions behind the JS prelude (`globalThis.__native`): URL parsing with
+//! the `url` crate's WHATWG API, UTF-8, randomness, clocks and logging. The prelude
+//! builds every Web API class on these; the host removes `__native` once it has run.
+
+use super::clock::Clock;
+use super::random;
+use rquickjs::function::Opt;
+use rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object, Result, TypedArray};
+use url::{quirks, Url};
+
+/// The eleven URL components in getter order: href, origin, protocol, username, password,
+/// host, hostname, port, pathname, search, hash.
+pub fn url_parts(u: &Url) -> Vec<String> {
+    vec![
+        quirks::href(u).to_string(),
+        quirks::origin(u),
+        quirks::protocol(u).to_string(),
+        quirks::username(u).to_string(),
+        quirks::password(u).to_string(),
+        quirks::host(u).to_string(),
+        quirks::hostname(u).to_string(),
+        quirks::port(u).to_string(),
+        quirks::pathname(u).to_string(),
+        quirks::search(u).to_string(),
+        quirks::hash(u).to_string(),
+    ]
+}
+
+/// WHATWG "parse `input` against `base`".
+pub fn url_parse(input: &str, base: Option<&str>) -> Option<Url> {
+    match base {
+        Some(b) => {
+            let base = Url::parse(b).ok()?;
+            Url::options().base_url(Some(&base)).parse(input).ok()
+        }
+        None => Url::parse(input).ok(),
+    }
+}
+
+/// Applies a URL setter; `None` only when an `href` assignment does not parse.
+pub fn url_set(href: &str, setter: &str, value: &str) -> Option<Url> {
+    let mut u = Url::parse(href).ok()?;
+    // Setter failures other than href leave the URL unchanged, as the spec says.
+    let _ = match setter {
+        "href" => return quirks::set_href(&mut u, value).ok().map(|()| u),
+        "protocol" => quirks::set_protocol(&mut u, value),
+        "username" => quirks::set_username(&mut u, value),
+        "password" => quirks::set_password(&mut u, value),
+        "host" => quirks::set_host(&mut u, value),
+        "hostname" => quirks::set_hostname(&mut u, value),
+        "port" => quirks::set_port(&mut u, value),
+        "pathname" => {
+            quirks::set_pathname(&mut u, value);
+            Ok(())
+        }
+        "search" => {
+            quirks::set_search(&mut u, value);
+            Ok(())
+        }
+        "hash" => {
+            quirks::set_hash(&mut u, value);
+            Ok(())
+        }
+        _ => Err(()),
+    };
+    Some(u)
+}
+
+/// Decodes UTF-8 per the WHATWG Encoding standard.
+pub fn utf8_decode(bytes: &[u8], fatal: bool, ignore_bom: bool) -> std::result::Result<String, ()> {
+    let bytes = match bytes {
+        [0xef, 0xbb, 0xbf, rest @ ..] if !ignore_bom => rest,
+        b => b,
+    };
+    if fatal {
+        std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| ())
+    } else {
+        // Rust's lossy decoding replaces maximal subparts, as the Encoding standard does.
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+/// The bytes viewed by an ArrayBuffer view (any typed array or DataView) or ArrayBuffer.
+pub fn view_bytes<'a>(v: &'a Object<'_>) -> Result<&'a mut [u8]> {
+    let (buf, off, len) = if let Some(ab) = ArrayBuffer::from_object(v.clone()) {
+        let n = ab.len();
+        (ab, 0usize, n)
+    } else {
+        let ab: ArrayBuffer = v.get("buffer")?;
+        let off: usize = v.get("byteOffset")?;
+        let len: usize = v.get("byteLength")?;
+        (ab, off, len)
+    };
+    let raw = buf
+        .as_raw()
+        .ok_or_else(|| rquickjs::Error::new_from_js("detached ArrayBuffer", "bytes"))?;
+    if off.checked_add(len).is_none_or(|e| e > raw.len()) {
+        return Err(rquickjs::Error::new_from_js("view", "bytes"));
+    }
+    // SAFETY: the range lies inside the live ArrayBuffer (checked above); JS cannot run
+    // while this native call uses the slice, and the slice does not outlive the call
+    // (its lifetime is tied to the borrowed object).
+    Ok(unsafe { std::slice::from_raw_parts_mut(raw.as_ptr().cast::<u8>().add(off), len) })
+}
+
+fn js_utf8_encode<'js>(ctx: Ctx<'js>, s: rquickjs::String<'js>) -> Result<TypedArray<'js, u8>> {
+    TypedArray::<u8>::new(ctx, s.to_string()?.into_bytes())
+}
+
+fn js_utf8_decode<'js>(
+    ctx: Ctx<'js>,
+    v: Object<'js>,
+    fatal: Opt<bool>,
+    ignore_bom: Opt<bool>,
+) -> Result<String> {
+    let bytes = view_bytes(&v)?;
+    utf8_decode(
+        bytes,
+        fatal.0.unwrap_or(false),
+        ignore_bom.0.unwrap_or(false),
+    )
+    .map_err(|()| Exception::throw_type(&ctx, "The encoded data was not valid utf-8"))
+}
+
+/// Builds `__native` on the global object.
+pub fn install(
+    ctx: &Ctx<'_>,
+    clock: Clock,
+    wall_at_start_ms: f64,
+    to_host_log: bool,
+) -> Result<()> {
+    let n = Object::new(ctx.clone())?;
+    n.set(
+        "urlParse",
+        Function::new(ctx.clone(), |input: String, base: Opt<String>| {
+            url_parse(&input, base.0.as_deref()).map(|u| url_parts(&u))
+        })?,
+    )?;
+    n.set(
+        "urlSet",
+        Function::new(
+            ctx.clone(),
+            |href: String, setter: String, value: String| {
+                url_set(&href, &setter, &value).map(|u| url_parts(&u))
+            },
+        )?,
+    )?;
+    n.set("utf8Encode", Function::new(ctx.clone(), js_utf8_encode)?)?;
+    n.set("utf8Decode", Function::new(ctx.clone(), js_utf8_decode)?)?;
+    n.set(
+        "randomFill",
+        Function::new(ctx.clone(), |v: Object<'_>| -> Result<()> {
+            random::fill(view_bytes(&v)?);
+            Ok(())
+        })?,
+    )?;
+    n.set("now", Function::new(ctx.clone(), move || clock.now_ms())?)?;
+    n.set(
+        "wallNow",
+        Function::new(ctx.clone(), move || wall_at_start_ms + clock.now_ms())?,
+    )?;
+    n.set(
+        "log",
+        Function::new(ctx.clone(), move |level: i32, msg: String| {
+            log(level, &msg, to_host_log)
+        })?,
+    )?;
+    ctx.globals().set("__native", n)?;
+    Ok(())
+}
+
+/// Writes one console line: through sys_log inside a VM, to stderr otherwise.
+pub fn log(level: i32, msg: &str, to_host_log: bool) {
+    let tag = match level {
+        0 => "debug",
+        2 => "warn",
+        3 => "error",
+        _ => "log",
+    };
+    if to_host_log {
+        let line = format!("[{tag}] {msg}");
+        kvmjs_abi::guest::sys_log(line.as_bytes());
+    } else {
+        eprintln!("[{tag}] {msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parse_and_set() {
+        let u = url_parse("/a?b#c", Some("https://example.com/x/y")).unwrap();
+        let p = url_parts(&u);
+        assert_eq!(p[0], "https://example.com/a?b#c");
+        assert_eq!(
+            (p[2].as_str(), p[8].as_str(), p[9].as_str(), p[10].as_str()),
+            ("https:", "/a", "?b", "#c")
+        );
+        assert!(url_parse("not a url", None).is_none());
+        let s = url_set("https://example.com/", "port", "8080").unwrap();
+        assert_eq!(quirks::port(&s), "8080");
+        assert!(url_set("https://example.com/", "href", "::bad").is_none());
+        // A failing setter leaves the URL as it was.
+        let same = url_set("https://example.com/", "port", "notaport").unwrap();
+        assert_eq!(quirks::href(&same), "https://example.com/");
+    }
+
+    #[test]
+    fn utf8_decoding_rules() {
+        assert_eq!(utf8_decode(b"\xef\xbb\xbfhi", false, false).unwrap(), "hi");
+        assert_eq!(
+            utf8_decode(b"\xef\xbb\xbfhi", false, true).unwrap(),
+            "\u{feff}hi"
+        );
+        assert_eq!(utf8_decode(b"a\xffb", false, false).unwrap(), "a\u{fffd}b");
+        assert!(utf8_decode(b"a\xffb", true, false).is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The guest side of the libvmod-tinykvm ABI: turn each `kvm_request` into an
+//! [`HttpRequest`], run it, and send the result with `backend_response`.
+
+use crate::engine::{Engine, HttpRequest, HttpResponse};
+use kvmjs_abi::guest::{self, request_bytes};
+use kvmjs_abi::{KvmRequest, KvmRequestHeader, MAX_RESPONSE_HEADERS};
+use std::borrow::Cow;
+
+/// Builds the absolute URL a Request needs from Varnish's path and the Host header.
+pub fn absolute_url(url: &str, host: Option<&str>) -> String {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return url.to_string();
+    }
+    let host = host
+        .map(str::trim)
+        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))
+        .unwrap_or("localhost");
+    if url.starts_with('/') {
+        format!("http://{host}{url}")
+    } else {
+        format!("http://{host}/{url}")
+    }
+}
+
+/// Reads the request the host wrote.
+///
+/// # Safety
+/// `req` must have just been filled by the host (`wait_for_requests_paused`).
+pub unsafe fn read_request(req: &KvmRequest) -> HttpRequest<'static> {
+    // SAFETY (all `request_bytes` calls): the host wrote these ranges for this request.
+    let text = |p: u64, n: u64| String::from_utf8_lossy(unsafe { request_bytes(p, n) });
+    let mut headers = Vec::with_capacity(usize::from(req.num_headers));
+    for i in 0..u64::from(req.num_headers) {
+        // SAFETY: the host wrote `num_headers` entries at `headers`.
+        let h = unsafe { &*((req.headers + i * 16) as *const KvmRequestHeader) };
+        let field = unsafe { request_bytes(h.field, u64::from(h.field_len)) };
+        let colon = (h.field_colon as usize).min(field.len());
+        let name = String::from_utf8_lossy(&field[..colon]);
+        let value = String::from_utf8_lossy(field.get(colon + 1..).unwrap_or_default());
+        let value = match value {
+            Cow::Borrowed(v) => Cow::Borrowed(v.trim()),
+            Cow::Owned(v) => Cow::Owned(v.trim().to_string()),
+        };
+        headers.push((name, value));
+    }
+    let host = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.to_string());
+    let url = text(req.url, u64::from(req.url_len));
+    HttpRequest {
+        method: text(req.method, u64::from(req.method_len)),
+        url: absolute_url(&url, host.as_deref()),
+        headers,
+        body: (req.content_len > 0).then(|| unsafe { request_bytes(req.content, req.content_len) }),
+    }
+}
+
+/// Sends `res` to the host.
+pub fn send(res: &HttpResponse) {
+    let mut ctype: &str = "";
+    let mut fields: Vec<String> = Vec::with_capacity(res.headers.len());
+    for (k, v) in &res.headers {
+        if k.eq_ignore_ascii_case("content-type") && ctype.is_empty() {
+            ctype = v;
+        } else if !k.eq_ignore_ascii_case("content-length") {
+            fields.push(format!("{k}: {v}"));
+        }
+    }
+    if fields.len() > MAX_RESPONSE_HEADERS {
+        let msg = format!(
+            "response has {} headers; at most {MAX_RESPONSE_HEADERS} are allowed\n",
+            fields.len()
+        );
+        crate::engine::natives::log(3, msg.trim_end(), true);
+        guest::backend_response(500, b"text/plain;charset=UTF-8", msg.as_bytes(), &[]);
+        return;
+    }
+    let refs: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();
+    guest::backend_response(res.status, ctype.as_bytes(), res.body.as_bytes(), &refs);
+}
+
+/// Serves requests forever (each returns here only in non-ephemeral mode).
+pub fn serve(engine: &mut Engine) -> ! {
+    let mut req = KvmRequest::zeroed();
+    loop {
+        guest::wait_for_requests_paused(&mut req);
+        engine.reseed(req.prng);
+        // SAFETY: the host has just written `req`.
+        let http = unsafe { read_request(&req) };
+        let res = engine.handle(&http);
+        send(&res);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_become_absolute() {
+        assert_eq!(
+            absolute_url("/a?b", Some("example.com")),
+            "http://example.com/a?b"
+        );
+        assert_eq!(absolute_url("/a", None), "http://localhost/a");
+        assert_eq!(
+            absolute_url("https://x.org/y", Some("z")),
+            "https://x.org/y"
+        );
+        assert_eq!(absolute_url("a", Some("evil/path")), "http://localhost/a");
+    }
+}

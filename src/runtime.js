@@ -1,0 +1,162 @@
+// Glue between the host's request loop and the app, evaluated after the Web API prelude:
+// handler registration (Workers `export default { fetch }` and `Deno.serve`), building the
+// Request, ctx.waitUntil, turning the Response (or an exception) into plain values.
+// Everything the host calls lives on `__kvmjs`, which the host removes from globalThis.
+(() => {
+  const native = globalThis.__native;
+  const timers = globalThis.__kvmjsTimers;
+  const body = globalThis.__kvmjsBody;
+  const define = (name, value) =>
+    Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
+
+  // Math.random: QuickJS's generator state is part of the snapshot, so every request
+  // would see the same sequence. xoshiro128** re-keyed by the host for each request.
+  const s = new Uint32Array(4);
+  native.randomFill(s);
+  const rotl = (x, k) => (x << k) | (x >>> (32 - k));
+  const next32 = () => {
+    const r = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return r;
+  };
+  Object.defineProperty(Math, "random", {
+    value: function random() {
+      return ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992;
+    },
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+
+  let handler = null;
+  let onError = null;
+  const env = {};
+
+  const Deno = {
+    serve(a, b) {
+      let options;
+      let fn;
+      if (typeof a === "function") {
+        fn = a;
+        options = b ?? {};
+      } else {
+        options = a ?? {};
+        fn = typeof b === "function" ? b : options.handler;
+      }
+      if (typeof fn !== "function") throw new TypeError("Deno.serve: a handler function is required");
+      if (handler) throw new Error("Deno.serve: a handler is already registered; kvmjs runs one server per program");
+      onError = typeof options.onError === "function" ? options.onError : null;
+      const info = { remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 0 }, completed: Promise.resolve() };
+      handler = (req) => fn(req, info);
+      const addr = { transport: "tcp", hostname: options.hostname ?? "0.0.0.0", port: options.port ?? 8000 };
+      if (typeof options.onListen === "function") options.onListen(addr);
+      let done;
+      const finished = new Promise((r) => (done = r));
+      return {
+        finished,
+        addr,
+        shutdown() {
+          done();
+          return finished;
+        },
+        ref() {},
+        unref() {},
+      };
+    },
+    env: {
+      get: (k) => env[k],
+      has: (k) => Object.prototype.hasOwnProperty.call(env, k),
+      toObject: () => ({ ...env }),
+      set() {
+        throw new Error("Deno.env is read-only in kvmjs: configure `environment` instead");
+      },
+      delete() {
+        throw new Error("Deno.env is read-only in kvmjs: configure `environment` instead");
+      },
+    },
+    version: { deno: "kvmjs", v8: "QuickJS-ng", typescript: "" },
+    build: { os: "linux", arch: "x86_64", target: "x86_64-unknown-linux-gnu" },
+    pid: 1,
+    noColor: true,
+  };
+  define("Deno", Deno);
+
+  const describe = (v) => (v === null ? "null" : Array.isArray(v) ? "an array" : typeof v === "object" ? `an object (${v.constructor?.name ?? "Object"})` : typeof v);
+
+  const errorResult = (e, debug) => {
+    const oom = e === null || (e instanceof InternalError && /out of memory/.test(e.message));
+    let text;
+    if (oom) text = "out of memory\n";
+    else {
+      const summary = e instanceof Error ? `${e.name}: ${e.message}` : `uncaught ${String(e)}`;
+      text = `Internal Server Error: ${summary}\n`;
+      if (debug && e instanceof Error && e.stack) text += e.stack;
+    }
+    return [500, ["content-type", "text/plain;charset=UTF-8"], text];
+  };
+
+  const toResult = async (res) => {
+    if (!(res instanceof Response)) throw new TypeError(`the handler returned ${describe(res)} instead of a Response`);
+    const flat = [];
+    for (const [k, v] of res.headers) flat.push(k, v);
+    return [res.status, flat, await body.bytes(res)];
+  };
+
+  define("__kvmjs", {
+    setEnv(obj) {
+      Object.assign(env, obj);
+    },
+    useModule(ns) {
+      const d = ns?.default;
+      if (d && typeof d.fetch === "function") {
+        if (handler) throw new Error("the app both exports default { fetch } and calls Deno.serve: keep one");
+        handler = (req, e, ctx) => d.fetch(req, e, ctx);
+      }
+      return handler !== null;
+    },
+    reseed() {
+      native.randomFill(s);
+    },
+    timersNext: () => timers.next(),
+    timersRun: () => timers.run(),
+    timersClear: () => timers.clear(),
+    // One request: resolves to [status, flat headers, body (string or Uint8Array)].
+    async handle(method, url, headers, reqBody, debug) {
+      const waits = [];
+      const ctx = {
+        waitUntil(p) {
+          waits.push(Promise.resolve(p).catch((e) => console.error("waitUntil promise rejected:", e)));
+        },
+        passThroughOnException() {},
+        props: {},
+      };
+      let result;
+      try {
+        const init = { method, headers };
+        if (reqBody !== null && method !== "GET" && method !== "HEAD") init.body = reqBody;
+        result = await toResult(await handler(new Request(url, init), env, ctx));
+      } catch (e) {
+        if (onError) {
+          try {
+            result = await toResult(await onError(e));
+          } catch (e2) {
+            console.error("onError failed:", e2);
+          }
+        }
+        if (!result) {
+          console.error("Uncaught exception in handler:", e);
+          result = errorResult(e, debug);
+        }
+      }
+      // ctx.waitUntil work finishes before the response is final (and the VM is reset).
+      await Promise.all(waits);
+      return result;
+    },
+  });
+})();

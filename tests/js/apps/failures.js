@@ -1,0 +1,32 @@
+// Misbehaving handlers, chosen by path.
+export default {
+  async fetch(request) {
+    const path = new URL(request.url).pathname;
+    switch (path) {
+      case "/throw":
+        throw new Error("boom");
+      case "/never":
+        return new Promise(() => {});
+      case "/loop":
+        for (;;) {}
+      case "/bomb": {
+        const hog = [];
+        for (;;) hog.push(new Array(100000).fill(1.5));
+      }
+      case "/not-a-response":
+        return { status: 200 };
+      case "/timer":
+        return new Promise((r) => setTimeout(() => r(new Response("timer fired")), 20));
+      case "/wait-until": {
+        let done = false;
+        const ctx = arguments[2];
+        ctx.waitUntil(new Promise((r) => setTimeout(() => { done = true; console.log("waitUntil finished"); r(); }, 10)));
+        return new Response(`done before respond: ${done}`);
+      }
+      case "/random":
+        return Response.json({ r: Math.random(), u: crypto.randomUUID() });
+      default:
+        return new Response("ok");
+    }
+  },
+};
