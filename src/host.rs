@@ -22,21 +22,34 @@ pub fn absolute_url(url: &str, host: Option<&str>) -> String {
     }
 }
 
+/// Header bytes as a JS ByteString: one character per byte (Fetch's "isomorphic decode").
+fn latin1(bytes: &[u8]) -> Cow<'_, str> {
+    if bytes.is_ascii() {
+        // ASCII is valid UTF-8 as it stands.
+        Cow::Borrowed(std::str::from_utf8(bytes).unwrap_or_default())
+    } else {
+        Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())
+    }
+}
+
 /// Reads the request the host wrote.
 ///
 /// # Safety
 /// `req` must have just been filled by the host (`wait_for_requests_paused`).
 pub unsafe fn read_request(req: &KvmRequest) -> HttpRequest<'static> {
-    // SAFETY (all `request_bytes` calls): the host wrote these ranges for this request.
-    let text = |p: u64, n: u64| String::from_utf8_lossy(unsafe { request_bytes(p, n) });
+    let text = |p: u64, n: u64| {
+        // SAFETY: the caller guarantees the host wrote this request's ranges.
+        String::from_utf8_lossy(unsafe { request_bytes(p, n) })
+    };
     let mut headers = Vec::with_capacity(usize::from(req.num_headers));
     for i in 0..u64::from(req.num_headers) {
         // SAFETY: the host wrote `num_headers` entries at `headers`.
         let h = unsafe { &*((req.headers + i * 16) as *const KvmRequestHeader) };
+        // SAFETY: each header entry points at a field the host wrote.
         let field = unsafe { request_bytes(h.field, u64::from(h.field_len)) };
         let colon = (h.field_colon as usize).min(field.len());
-        let name = String::from_utf8_lossy(&field[..colon]);
-        let value = String::from_utf8_lossy(field.get(colon + 1..).unwrap_or_default());
+        let name = latin1(&field[..colon]);
+        let value = latin1(field.get(colon + 1..).unwrap_or_default());
         let value = match value {
             Cow::Borrowed(v) => Cow::Borrowed(v.trim()),
             Cow::Owned(v) => Cow::Owned(v.trim().to_string()),
@@ -52,19 +65,29 @@ pub unsafe fn read_request(req: &KvmRequest) -> HttpRequest<'static> {
         method: text(req.method, u64::from(req.method_len)),
         url: absolute_url(&url, host.as_deref()),
         headers,
+        // SAFETY: the host wrote `content_len` body bytes at `content`.
         body: (req.content_len > 0).then(|| unsafe { request_bytes(req.content, req.content_len) }),
     }
 }
 
 /// Sends `res` to the host.
 pub fn send(res: &HttpResponse) {
-    let mut ctype: &str = "";
-    let mut fields: Vec<String> = Vec::with_capacity(res.headers.len());
+    // Header values are ByteStrings (every char <= U+00FF): one byte per char on the wire.
+    let bytes = |s: &str| -> Vec<u8> {
+        s.chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+            .collect()
+    };
+    let mut ctype: Vec<u8> = Vec::new();
+    let mut fields: Vec<Vec<u8>> = Vec::with_capacity(res.headers.len());
     for (k, v) in &res.headers {
         if k.eq_ignore_ascii_case("content-type") && ctype.is_empty() {
-            ctype = v;
+            ctype = bytes(v);
         } else if !k.eq_ignore_ascii_case("content-length") {
-            fields.push(format!("{k}: {v}"));
+            let mut f = bytes(k);
+            f.extend_from_slice(b": ");
+            f.extend(bytes(v));
+            fields.push(f);
         }
     }
     if fields.len() > MAX_RESPONSE_HEADERS {
@@ -76,8 +99,8 @@ pub fn send(res: &HttpResponse) {
         guest::backend_response(500, b"text/plain;charset=UTF-8", msg.as_bytes(), &[]);
         return;
     }
-    let refs: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();
-    guest::backend_response(res.status, ctype.as_bytes(), res.body.as_bytes(), &refs);
+    let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+    guest::backend_response(res.status, &ctype, res.body.as_bytes(), &refs);
 }
 
 /// Serves requests forever (each returns here only in non-ephemeral mode).
@@ -96,6 +119,12 @@ pub fn serve(engine: &mut Engine) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_bytes_map_one_to_one() {
+        assert_eq!(latin1(b"plain"), "plain");
+        assert_eq!(latin1("é".as_bytes()), "\u{c3}\u{a9}");
+    }
 
     #[test]
     fn urls_become_absolute() {

@@ -55,7 +55,7 @@ fn text(r: &Response) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
-fn header<'a>(r: &'a Response, name: &str) -> Option<String> {
+fn header(r: &Response, name: &str) -> Option<String> {
     r.headers
         .iter()
         .map(|h| String::from_utf8_lossy(h).into_owned())
@@ -274,7 +274,7 @@ fn wpt_url_pass_rate() {
     let known: std::collections::BTreeSet<&str> = listed
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.split(" # ").next().unwrap())
+        .map(|l| l.split('\t').next().unwrap())
         .collect();
     let (mut passed, mut failed) = (0, 0);
     let mut seen = std::collections::BTreeSet::new();
@@ -289,9 +289,9 @@ fn wpt_url_pass_rate() {
         failed += f;
         for fail in res["failures"].as_array().unwrap() {
             let fail = fail.as_str().unwrap();
-            let key = format!("{suite} | {}", fail.split(": ").next().unwrap());
+            let key = format!("{suite} | {}", fail.split(" => ").next().unwrap());
             if !known.contains(key.as_str()) {
-                unexpected.push(format!("{key} # {fail}"));
+                unexpected.push(format!("{key}\t{fail}"));
             }
             seen.insert(key);
         }

@@ -280,9 +280,7 @@ impl Engine {
                     rquickjs::promise::PromiseState::Resolved => Ok(None),
                     rquickjs::promise::PromiseState::Rejected => {
                         let r: rquickjs::Result<Value> = promise.result().expect("settled");
-                        Err(Failure::Other(caught(
-                            r.catch(&ctx).err().expect("rejected"),
-                        )))
+                        Err(Failure::Other(caught(r.catch(&ctx).expect_err("rejected"))))
                     }
                     rquickjs::promise::PromiseState::Pending => {
                         let next: f64 = Self::call_glue(&ctx, &glue, "timersNext", ())
@@ -424,6 +422,12 @@ impl Engine {
     /// Collects garbage (before the snapshot, so it holds a compact heap).
     pub fn gc(&self) {
         self.rt.run_gc();
+        if let Some(t) = std::env::var("KVMJS_GC_THRESHOLD")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            self.rt.set_gc_threshold(t);
+        }
     }
 
     /// Re-keys randomness for a new request.
@@ -444,5 +448,53 @@ mod tests {
     fn oom_messages_are_recognised() {
         assert!(is_oom("InternalError: out of memory"));
         assert!(!is_oom("TypeError: x is not a function"));
+    }
+}
+
+#[cfg(test)]
+mod app_tests {
+    use super::*;
+
+    fn engine_with(files: &[(&str, &str)]) -> (Engine, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "kvmjs-engine-{}-{}",
+            std::process::id(),
+            files[0].0.replace('.', "_")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, src) in files {
+            std::fs::write(dir.join(name), src).unwrap();
+        }
+        let app = dir.join(files[0].0).to_string_lossy().into_owned();
+        let opts = Options::parse([app.clone(), "--debug".into()]).unwrap();
+        let mut e = Engine::new(opts, Clock::from_env(), 0.0, false).unwrap();
+        e.load_app(&app, &[]).unwrap_or_else(|m| panic!("{m}"));
+        (e, dir)
+    }
+
+    fn get(e: &mut Engine) -> HttpResponse {
+        e.handle(&HttpRequest {
+            method: "GET".into(),
+            url: "http://localhost/".into(),
+            headers: vec![],
+            body: None,
+        })
+    }
+
+    #[test]
+    fn static_and_dynamic_imports_including_json() {
+        let (mut e, dir) = engine_with(&[
+            ("main.js", "import d from './d.json';\nimport { v } from './m.js';\nexport default { async fetch() { const m = await import('./m.js'); return new Response(`${d.a} ${v} ${m.v}`); } };\n"),
+            ("m.js", "export const v = 42;\n"),
+            ("d.json", "{\"a\": 1}\n"),
+        ]);
+        let r = get(&mut e);
+        assert_eq!(
+            (r.status, r.body.as_bytes()),
+            (200, &b"1 42 42"[..]),
+            "{:?}",
+            r.body
+        );
+        std::fs::remove_dir_all(dir).ok();
     }
 }

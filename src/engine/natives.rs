@@ -5,7 +5,7 @@
 use super::clock::Clock;
 use super::random;
 use rquickjs::function::Opt;
-use rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object, Result, TypedArray};
+use rquickjs::{ArrayBuffer, Ctx, Exception, Function, IntoJs, Object, Result, TypedArray, Value};
 use url::{quirks, Url};
 
 /// The eleven URL components in getter order: href, origin, protocol, username, password,
@@ -82,9 +82,17 @@ pub fn utf8_decode(bytes: &[u8], fatal: bool, ignore_bom: bool) -> std::result::
     }
 }
 
-/// The bytes viewed by an ArrayBuffer view (any typed array or DataView) or ArrayBuffer.
-pub fn view_bytes<'a>(v: &'a Object<'_>) -> Result<&'a mut [u8]> {
-    let (buf, off, len) = if let Some(ab) = ArrayBuffer::from_object(v.clone()) {
+/// Runs `f` on the bytes viewed by an ArrayBuffer view (any typed array or DataView) or
+/// ArrayBuffer. The slice cannot escape `f`, and no JS runs while `f` does.
+pub fn with_view_bytes<R>(v: &Object<'_>, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+    // Views have a `buffer`; only then is anything probed as an ArrayBuffer, because
+    // rquickjs's ArrayBuffer checks (JS_GetArrayBuffer) leave a pending TypeError behind on
+    // other objects, which then surfaces in unrelated code such as the module loader.
+    let view_buffer: Option<Object> = v.get("buffer")?;
+    let (buf, off, len) = if view_buffer.is_none() {
+        let ab = ArrayBuffer::from_object(v.clone()).ok_or_else(|| {
+            rquickjs::Error::new_from_js("object", "ArrayBuffer or ArrayBuffer view")
+        })?;
         let n = ab.len();
         (ab, 0usize, n)
     } else {
@@ -99,10 +107,31 @@ pub fn view_bytes<'a>(v: &'a Object<'_>) -> Result<&'a mut [u8]> {
     if off.checked_add(len).is_none_or(|e| e > raw.len()) {
         return Err(rquickjs::Error::new_from_js("view", "bytes"));
     }
-    // SAFETY: the range lies inside the live ArrayBuffer (checked above); JS cannot run
-    // while this native call uses the slice, and the slice does not outlive the call
-    // (its lifetime is tied to the borrowed object).
-    Ok(unsafe { std::slice::from_raw_parts_mut(raw.as_ptr().cast::<u8>().add(off), len) })
+    // SAFETY: the range lies inside the live ArrayBuffer (checked above), which `buf`
+    // keeps alive; no JS runs while `f` uses the slice and it cannot outlive `f`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(raw.as_ptr().cast::<u8>().add(off), len) };
+    Ok(f(bytes))
+}
+
+/// The URL record as a JS array, or `null` (rquickjs would turn `None` into undefined).
+fn url_record<'js>(ctx: &Ctx<'js>, u: Option<Url>) -> Result<Value<'js>> {
+    match u {
+        Some(u) => url_parts(&u).into_js(ctx),
+        None => Ok(Value::new_null(ctx.clone())),
+    }
+}
+
+fn js_url_parse<'js>(ctx: Ctx<'js>, input: String, base: Opt<String>) -> Result<Value<'js>> {
+    url_record(&ctx, url_parse(&input, base.0.as_deref()))
+}
+
+fn js_url_set<'js>(
+    ctx: Ctx<'js>,
+    href: String,
+    setter: String,
+    value: String,
+) -> Result<Value<'js>> {
+    url_record(&ctx, url_set(&href, &setter, &value))
 }
 
 fn js_utf8_encode<'js>(ctx: Ctx<'js>, s: rquickjs::String<'js>) -> Result<TypedArray<'js, u8>> {
@@ -115,13 +144,9 @@ fn js_utf8_decode<'js>(
     fatal: Opt<bool>,
     ignore_bom: Opt<bool>,
 ) -> Result<String> {
-    let bytes = view_bytes(&v)?;
-    utf8_decode(
-        bytes,
-        fatal.0.unwrap_or(false),
-        ignore_bom.0.unwrap_or(false),
-    )
-    .map_err(|()| Exception::throw_type(&ctx, "The encoded data was not valid utf-8"))
+    let (fatal, ignore_bom) = (fatal.0.unwrap_or(false), ignore_bom.0.unwrap_or(false));
+    with_view_bytes(&v, |bytes| utf8_decode(bytes, fatal, ignore_bom))?
+        .map_err(|()| Exception::throw_type(&ctx, "The encoded data was not valid utf-8"))
 }
 
 /// Builds `__native` on the global object.
@@ -132,28 +157,14 @@ pub fn install(
     to_host_log: bool,
 ) -> Result<()> {
     let n = Object::new(ctx.clone())?;
-    n.set(
-        "urlParse",
-        Function::new(ctx.clone(), |input: String, base: Opt<String>| {
-            url_parse(&input, base.0.as_deref()).map(|u| url_parts(&u))
-        })?,
-    )?;
-    n.set(
-        "urlSet",
-        Function::new(
-            ctx.clone(),
-            |href: String, setter: String, value: String| {
-                url_set(&href, &setter, &value).map(|u| url_parts(&u))
-            },
-        )?,
-    )?;
+    n.set("urlParse", Function::new(ctx.clone(), js_url_parse)?)?;
+    n.set("urlSet", Function::new(ctx.clone(), js_url_set)?)?;
     n.set("utf8Encode", Function::new(ctx.clone(), js_utf8_encode)?)?;
     n.set("utf8Decode", Function::new(ctx.clone(), js_utf8_decode)?)?;
     n.set(
         "randomFill",
         Function::new(ctx.clone(), |v: Object<'_>| -> Result<()> {
-            random::fill(view_bytes(&v)?);
-            Ok(())
+            with_view_bytes(&v, random::fill)
         })?,
     )?;
     n.set("now", Function::new(ctx.clone(), move || clock.now_ms())?)?;

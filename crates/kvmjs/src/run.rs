@@ -78,6 +78,12 @@ pub struct RunArgs {
     /// File or directory the guest may read (repeatable).
     #[arg(long = "allow")]
     allowed_paths: Vec<PathBuf>,
+    /// Environment variable for the guest, KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env")]
+    environment: Vec<String>,
+    /// After the run, print where the last request's dirty pages were.
+    #[arg(long)]
+    dirty_map: bool,
     /// Print every response (default: only when sending at most 5 requests).
     #[arg(long)]
     print: bool,
@@ -117,10 +123,12 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
         ephemeral: a.ephemeral,
         main_arguments: a.guest_args.clone(),
         allowed_paths,
+        environment: a.environment.clone(),
         ..Default::default()
     };
     let t = Instant::now();
     let mut vm = Vm::boot(Arc::new(cfg), &elf)?;
+    vm.trace_dirty_pages(a.dirty_map);
     let boot = vm.boot_stats();
     println!(
         "booted {} in {:.2} ms ({} exits, {} system calls; snapshot {} pages); ephemeral={}",
@@ -184,6 +192,20 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
     }
     let wall = wall.elapsed();
     summarize(&mut stats, wall);
+    if a.dirty_map {
+        let mut by_region: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+        for (addr, region) in vm.dirty_trace() {
+            by_region.entry(region).or_default().push(addr);
+        }
+        for (region, pages) in by_region {
+            let first = pages.first().copied().unwrap_or(0);
+            let last = pages.last().copied().unwrap_or(0);
+            println!(
+                "dirty {region:<13} {:>5} pages  {first:#x}..{last:#x}",
+                pages.len()
+            );
+        }
+    }
     if failed > 0 {
         return Err(RunError::Failed {
             failed,

@@ -109,7 +109,29 @@ pub struct Machine {
     pub vcpu: VcpuFd,
     trap_gpa: u64,
     mem_size: u64,
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 is on: GET_DIRTY_LOG leaves pages writable and
+    /// only [`Machine::protect`] re-arms tracking.
+    pub manual_protect: bool,
 }
+
+const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u32 = 168;
+const KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE: u64 = 1;
+
+/// `struct kvm_clear_dirty_log` with the bitmap pointer in place of the union.
+#[repr(C)]
+struct ClearDirtyLog {
+    slot: u32,
+    num_pages: u32,
+    first_page: u64,
+    dirty_bitmap: u64,
+}
+
+vmm_sys_util::ioctl_iowr_nr!(
+    KVM_CLEAR_DIRTY_LOG,
+    kvm_bindings::KVMIO,
+    0xc0,
+    ClearDirtyLog
+);
 
 impl Machine {
     /// Creates the VM, registers `mem` as slot 0 with dirty logging, and creates the vCPU.
@@ -138,11 +160,20 @@ impl Machine {
         xcrs.xcrs[0].value = cpu::xcr0(&hv.cpuid);
         ioctl("SET_XCRS", vcpu.set_xcrs(&xcrs))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
+        let mut cap = kvm_bindings::kvm_enable_cap {
+            cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            ..Default::default()
+        };
+        cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+        let manual_protect = vm.check_extension_raw(u64::from(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2))
+            > 0
+            && vm.enable_cap(&cap).is_ok();
         Ok(Machine {
             vm,
             vcpu,
             trap_gpa: layout::trap_gpa(mem.size()),
             mem_size: mem.size(),
+            manual_protect,
         })
     }
 
@@ -184,6 +215,31 @@ impl Machine {
             "GET_DIRTY_LOG",
             self.vm.get_dirty_log(0, self.mem_size as usize),
         )
+    }
+
+    /// Re-arms dirty tracking (write protection) for the pages set in `bitmap`
+    /// (manual-protect mode; a no-op otherwise, where GET_DIRTY_LOG already re-arms all).
+    pub fn protect(&self, bitmap: &[u64]) -> Result<(), KvmError> {
+        if !self.manual_protect || bitmap.iter().all(|w| *w == 0) {
+            return Ok(());
+        }
+        let arg = ClearDirtyLog {
+            slot: 0,
+            num_pages: (self.mem_size / layout::PAGE_SIZE) as u32,
+            first_page: 0,
+            dirty_bitmap: bitmap.as_ptr() as u64,
+        };
+        // SAFETY: `arg` describes slot 0 and points at a bitmap covering all its pages,
+        // which stays alive for the call; the kernel only reads it.
+        let rc =
+            unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.vm, KVM_CLEAR_DIRTY_LOG(), &arg) };
+        if rc < 0 {
+            return Err(KvmError::Ioctl {
+                op: "CLEAR_DIRTY_LOG",
+                source: kvm_ioctls::Error::last(),
+            });
+        }
+        Ok(())
     }
 
     /// Runs the vCPU until the next exit.

@@ -17,7 +17,7 @@ use crate::fault;
 use crate::layout::{self, PAGE_SIZE};
 use crate::limits::{self, LimitsError};
 use crate::loader::{self, LoaderError};
-use crate::memory::{GuestMemory, MemoryError, MemorySnapshot};
+use crate::memory::{GuestMemory, HotPages, MemoryError, MemorySnapshot};
 use crate::process::Process;
 use crate::request::{place, PlaceError, Request, RequestStats, Response};
 use crate::syscalls::{self, Ctx, Exchange, Flow, GuestLog, Stop};
@@ -165,6 +165,10 @@ pub struct Vm {
     pos: Position,
     last: RequestStats,
     boot_stats: RequestStats,
+    /// Page numbers restored by the last reset, when tracing is on.
+    dirty_trace: Option<Vec<u64>>,
+    /// Adaptive reset state (when KVM supports manual dirty-log protection).
+    hot: Option<HotPages>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -240,6 +244,8 @@ impl Vm {
             pos: Position::Booting,
             last: RequestStats::default(),
             boot_stats: RequestStats::default(),
+            dirty_trace: None,
+            hot: None,
         };
         let deadline = t0 + vm.cfg.max_boot_time;
         let mut stats = RequestStats::default();
@@ -295,6 +301,38 @@ impl Vm {
     /// Counters of the boot (exits, system calls, total µs).
     pub fn boot_stats(&self) -> RequestStats {
         self.boot_stats
+    }
+
+    /// Records which pages each reset restores (see [`Vm::dirty_trace`]).
+    pub fn trace_dirty_pages(&mut self, on: bool) {
+        self.dirty_trace = on.then(Vec::new);
+    }
+
+    /// Pages restored by the last reset, with the region each lies in.
+    pub fn dirty_trace(&self) -> Vec<(u64, &'static str)> {
+        let Some(t) = &self.dirty_trace else {
+            return Vec::new();
+        };
+        let p = &self.proc;
+        t.iter()
+            .map(|&page| {
+                let a = page * PAGE_SIZE;
+                let region = if a < layout::HUGE_PAGE {
+                    "system"
+                } else if a < p.brk_start {
+                    "image"
+                } else if a < p.brk_max {
+                    "brk heap"
+                } else if a >= p.request_area.0 && a < p.request_area.1 {
+                    "request area"
+                } else if a >= layout::stack_guard(self.mem.size()) {
+                    "stack"
+                } else {
+                    "mmap"
+                };
+                (a, region)
+            })
+            .collect()
     }
 
     /// Pages captured in the snapshot.
@@ -589,8 +627,12 @@ impl Vm {
         self.proc.request_memory_base =
             Some((self.proc.memory_used(), self.cfg.max_request_memory));
         let memory = MemorySnapshot::capture(&self.mem)?;
-        self.machine.dirty_log()?;
+        let boot_dirty = self.machine.dirty_log()?;
+        self.machine.protect(&boot_dirty)?;
         self.mem.clear_host_dirty();
+        if self.machine.manual_protect {
+            self.hot = Some(HotPages::new((self.mem.size() / PAGE_SIZE) as usize));
+        }
         self.machine.set_regs(&regs);
         self.machine.set_sregs(&sregs)?;
         self.fs_applied = sregs.fs.base;
@@ -616,7 +658,16 @@ impl Vm {
             .as_ref()
             .ok_or_else(|| RequestError::Broken("no snapshot".into()))?;
         let dirty = self.machine.dirty_log()?;
-        let st = snap.memory.restore(&mut self.mem, &dirty);
+        if let Some(t) = self.dirty_trace.as_mut() {
+            t.clear();
+        }
+        let (st, protect) = snap.memory.restore(
+            &mut self.mem,
+            &dirty,
+            self.hot.as_mut(),
+            self.dirty_trace.as_mut(),
+        );
+        self.machine.protect(&protect)?;
         let sregs_changed = self.proc.sregs_changed;
         if self.proc.changed || full {
             self.proc = snap.proc.clone();

@@ -14,16 +14,26 @@ function runParsing(data, report) {
       err = e;
     }
     if (t.failure) {
-      report(name, url === null ? null : `expected failure, got ${url.href}`);
+      let got = "";
+      try {
+        got = url === null ? "" : url.href;
+      } catch (e) {
+        got = `a broken URL object (${e})`;
+      }
+      report(name, url === null ? null : `expected failure, got ${got}`);
       continue;
     }
     if (url === null) {
       report(name, `threw ${err}`);
       continue;
     }
-    const bad = fields.filter((f) => url[f] !== t[f]).map((f) => `${f}: ${JSON.stringify(url[f])} != ${JSON.stringify(t[f])}`);
-    if ("origin" in t && url.origin !== t.origin) bad.push(`origin: ${JSON.stringify(url.origin)} != ${JSON.stringify(t.origin)}`);
-    report(name, bad.length ? bad.join("; ") : null);
+    try {
+      const bad = fields.filter((f) => url[f] !== t[f]).map((f) => `${f}: ${JSON.stringify(url[f])} != ${JSON.stringify(t[f])}`);
+      if ("origin" in t && url.origin !== t.origin) bad.push(`origin: ${JSON.stringify(url.origin)} != ${JSON.stringify(t.origin)}`);
+      report(name, bad.length ? bad.join("; ") : null);
+    } catch (e) {
+      report(name, `threw ${e}`);
+    }
   }
 }
 
@@ -73,7 +83,7 @@ export default {
         if (failure === null) r.passed++;
         else {
           r.failed++;
-          r.failures.push(`${name}: ${failure}`);
+          r.failures.push(`${name} => ${failure}`);
         }
       });
       suites[suite] = r;

@@ -1,0 +1,261 @@
+// DOMException, Event, CustomEvent, EventTarget, reportError (WebIDL + DOM Standard).
+(() => {
+  "use strict";
+  const native = globalThis.__native;
+  const internal = globalThis.__kvmjsInternal;
+  const { defineGlobal, requireArgs, tag, toDOMString, dict } = internal;
+
+  const LEGACY_CODES = Object.assign(Object.create(null), {
+    IndexSizeError: 1, HierarchyRequestError: 3, WrongDocumentError: 4, InvalidCharacterError: 5,
+    NoModificationAllowedError: 7, NotFoundError: 8, NotSupportedError: 9, InUseAttributeError: 10,
+    InvalidStateError: 11, SyntaxError: 12, InvalidModificationError: 13, NamespaceError: 14,
+    InvalidAccessError: 15, TypeMismatchError: 17, SecurityError: 18, NetworkError: 19, AbortError: 20,
+    URLMismatchError: 21, QuotaExceededError: 22, TimeoutError: 23, InvalidNodeTypeError: 24,
+    DataCloneError: 25,
+  });
+  const CODE_CONSTANTS = [
+    "INDEX_SIZE_ERR", "DOMSTRING_SIZE_ERR", "HIERARCHY_REQUEST_ERR", "WRONG_DOCUMENT_ERR",
+    "INVALID_CHARACTER_ERR", "NO_DATA_ALLOWED_ERR", "NO_MODIFICATION_ALLOWED_ERR", "NOT_FOUND_ERR",
+    "NOT_SUPPORTED_ERR", "INUSE_ATTRIBUTE_ERR", "INVALID_STATE_ERR", "SYNTAX_ERR",
+    "INVALID_MODIFICATION_ERR", "NAMESPACE_ERR", "INVALID_ACCESS_ERR", "VALIDATION_ERR",
+    "TYPE_MISMATCH_ERR", "SECURITY_ERR", "NETWORK_ERR", "ABORT_ERR", "URL_MISMATCH_ERR",
+    "QUOTA_EXCEEDED_ERR", "TIMEOUT_ERR", "INVALID_NODE_TYPE_ERR", "DATA_CLONE_ERR",
+  ];
+
+  // Extends Error so that stacks are captured and `instanceof Error` holds, as in browsers.
+  class DOMException extends Error {
+    #name;
+    #message;
+    constructor(message = "", name = "Error") {
+      super();
+      this.#message = toDOMString(message);
+      this.#name = toDOMString(name);
+    }
+    get name() { return this.#name; }
+    get message() { return this.#message; }
+    get code() { return LEGACY_CODES[this.#name] ?? 0; }
+  }
+  CODE_CONSTANTS.forEach((name, i) => {
+    const desc = { value: i + 1, writable: false, enumerable: true, configurable: false };
+    Object.defineProperty(DOMException, name, desc);
+    Object.defineProperty(DOMException.prototype, name, desc);
+  });
+  tag(DOMException, "DOMException");
+
+  // Cross-file access to event state (dispatch flags etc.); throws TypeError for non-events.
+  let eventState;
+
+  class Event {
+    #s;
+    constructor(type, eventInitDict = undefined) {
+      requireArgs(arguments.length, 1, "Event constructor");
+      const init = dict(eventInitDict, "Event constructor");
+      this.#s = {
+        type: toDOMString(type),
+        bubbles: !!init.bubbles,
+        cancelable: !!init.cancelable,
+        composed: !!init.composed,
+        target: null,
+        currentTarget: null,
+        phase: 0,
+        canceled: false,
+        stop: false,
+        stopImmediate: false,
+        dispatching: false,
+        inPassiveListener: false,
+        timeStamp: native.now(),
+      };
+    }
+    static { eventState = (e) => e.#s; }
+    get type() { return this.#s.type; }
+    get target() { return this.#s.target; }
+    get srcElement() { return this.#s.target; }
+    get currentTarget() { return this.#s.currentTarget; }
+    composedPath() {
+      const s = this.#s;
+      return s.dispatching && s.currentTarget !== null ? [s.currentTarget] : [];
+    }
+    get eventPhase() { return this.#s.phase; }
+    stopPropagation() { this.#s.stop = true; }
+    get cancelBubble() { return this.#s.stop; }
+    set cancelBubble(v) { if (v) this.#s.stop = true; }
+    stopImmediatePropagation() { this.#s.stop = true; this.#s.stopImmediate = true; }
+    get bubbles() { return this.#s.bubbles; }
+    get cancelable() { return this.#s.cancelable; }
+    get returnValue() { return !this.#s.canceled; }
+    set returnValue(v) { if (!v) this.preventDefault(); }
+    preventDefault() {
+      const s = this.#s;
+      if (s.cancelable && !s.inPassiveListener) s.canceled = true;
+    }
+    get defaultPrevented() { return this.#s.canceled; }
+    get composed() { return this.#s.composed; }
+    // DEVIATION: isTrusted is a prototype getter rather than an [LegacyUnforgeable] own property.
+    get isTrusted() { return false; }
+    get timeStamp() { return this.#s.timeStamp; }
+    initEvent(type, bubbles = false, cancelable = false) {
+      requireArgs(arguments.length, 1, "Event.initEvent");
+      const s = this.#s;
+      if (s.dispatching) return;
+      Object.assign(s, {
+        type: toDOMString(type), bubbles: !!bubbles, cancelable: !!cancelable,
+        stop: false, stopImmediate: false, canceled: false, target: null,
+      });
+    }
+    [internal.inspectSymbol](depth, options, inspect) {
+      const s = this.#s;
+      return `${this.constructor?.name ?? "Event"} ${inspect({ type: s.type, defaultPrevented: s.canceled, cancelable: s.cancelable, timeStamp: s.timeStamp })}`;
+    }
+  }
+  ["NONE", "CAPTURING_PHASE", "AT_TARGET", "BUBBLING_PHASE"].forEach((name, i) => {
+    const desc = { value: i, writable: false, enumerable: true, configurable: false };
+    Object.defineProperty(Event, name, desc);
+    Object.defineProperty(Event.prototype, name, desc);
+  });
+  tag(Event, "Event");
+
+  class CustomEvent extends Event {
+    #detail;
+    constructor(type, eventInitDict = undefined) {
+      requireArgs(arguments.length, 1, "CustomEvent constructor");
+      super(type, eventInitDict);
+      const init = dict(eventInitDict, "CustomEvent constructor");
+      this.#detail = init.detail === undefined ? null : init.detail;
+    }
+    get detail() { return this.#detail; }
+    initCustomEvent(type, bubbles = false, cancelable = false, detail = null) {
+      requireArgs(arguments.length, 1, "CustomEvent.initCustomEvent");
+      if (eventState(this).dispatching) return;
+      this.initEvent(type, bubbles, cancelable);
+      this.#detail = detail;
+    }
+  }
+  tag(CustomEvent, "CustomEvent");
+
+  function flattenOptions(options) {
+    if (options === undefined || options === null) return { capture: false, once: false, passive: false, signal: undefined };
+    if (typeof options !== "object" && typeof options !== "function") {
+      return { capture: !!options, once: false, passive: false, signal: undefined };
+    }
+    const capture = !!options.capture;
+    const once = !!options.once;
+    const passive = !!options.passive;
+    const signal = options.signal;
+    if (signal !== undefined && !(internal.isAbortSignal && internal.isAbortSignal(signal))) {
+      throw new TypeError("addEventListener: 'signal' member is not of type AbortSignal.");
+    }
+    return { capture, once, passive, signal };
+  }
+
+  class EventTarget {
+    #listeners = new Map(); // type -> array of listener records, in registration order
+
+    addEventListener(type, callback, options = undefined) {
+      requireArgs(arguments.length, 2, "EventTarget.addEventListener");
+      type = toDOMString(type);
+      const { capture, once, passive, signal } = flattenOptions(options);
+      if (callback === null || callback === undefined) return;
+      if (typeof callback !== "function" && typeof callback !== "object") {
+        throw new TypeError("addEventListener: listener must be a function or an object.");
+      }
+      if (signal !== undefined && signal.aborted) return;
+      let list = this.#listeners.get(type);
+      if (list === undefined) { list = []; this.#listeners.set(type, list); }
+      for (const l of list) if (l.callback === callback && l.capture === capture) return;
+      const record = { callback, capture, once, passive, removed: false };
+      list.push(record);
+      if (signal !== undefined) {
+        signal.addEventListener("abort", () => this.#remove(type, record));
+      }
+    }
+
+    removeEventListener(type, callback, options = undefined) {
+      requireArgs(arguments.length, 2, "EventTarget.removeEventListener");
+      type = toDOMString(type);
+      const capture = options !== null && (typeof options === "object" || typeof options === "function")
+        ? !!options.capture : !!options;
+      const list = this.#listeners.get(type);
+      if (list === undefined) return;
+      for (const l of list) {
+        if (l.callback === callback && l.capture === capture) { this.#remove(type, l); return; }
+      }
+    }
+
+    #remove(type, record) {
+      record.removed = true;
+      const list = this.#listeners.get(type);
+      if (list === undefined) return;
+      const i = list.indexOf(record);
+      if (i !== -1) list.splice(i, 1);
+      if (list.length === 0) this.#listeners.delete(type);
+    }
+
+    dispatchEvent(event) {
+      requireArgs(arguments.length, 1, "EventTarget.dispatchEvent");
+      let s;
+      try { s = eventState(event); } catch { throw new TypeError("dispatchEvent: parameter 1 is not of type 'Event'."); }
+      if (s.dispatching) throw new DOMException("The event is already being dispatched.", "InvalidStateError");
+      s.dispatching = true;
+      s.target = this;
+      const list = this.#listeners.get(s.type);
+      if (list !== undefined) {
+        // Listeners added during dispatch must not run; removed ones are skipped via `removed`.
+        const snapshot = list.slice();
+        s.currentTarget = this;
+        s.phase = 2; // AT_TARGET: capture listeners first, then the others (DOM "invoke" twice)
+        this.#invoke(snapshot, event, s, true);
+        this.#invoke(snapshot, event, s, false);
+      }
+      s.phase = 0;
+      s.currentTarget = null;
+      s.dispatching = false;
+      s.stop = false;
+      s.stopImmediate = false;
+      return !s.canceled;
+    }
+
+    #invoke(snapshot, event, s, capturePass) {
+      if (s.stop) return;
+      for (const l of snapshot) {
+        if (l.removed || l.capture !== capturePass) continue;
+        if (l.once) this.#remove(s.type, l);
+        s.inPassiveListener = l.passive;
+        try {
+          const cb = l.callback;
+          if (typeof cb === "function") {
+            cb.call(this, event);
+          } else {
+            const handleEvent = cb.handleEvent;
+            if (typeof handleEvent !== "function") throw new TypeError("listener.handleEvent is not a function.");
+            handleEvent.call(cb, event);
+          }
+        } catch (e) {
+          reportError(e);
+        }
+        s.inPassiveListener = false;
+        if (s.stopImmediate) break;
+      }
+    }
+  }
+  tag(EventTarget, "EventTarget");
+
+  // DEVIATION: no "error" event is fired at the global scope (it is not an EventTarget);
+  // the exception is only logged.
+  function reportError(e) {
+    requireArgs(arguments.length, 1, "reportError");
+    try {
+      const c = globalThis.console;
+      if (c && typeof c.error === "function") { c.error("Uncaught", e); return; }
+    } catch { /* fall through to the raw logger */ }
+    let text;
+    try { text = e instanceof Error ? `${e.name}: ${e.message}` : String(e); } catch { text = "<unprintable>"; }
+    native.log(3, internal.toUSVString(`Uncaught ${text}`));
+  }
+
+  Object.assign(internal, { DOMException, Event, CustomEvent, EventTarget, reportError, eventState });
+  defineGlobal("DOMException", DOMException);
+  defineGlobal("Event", Event);
+  defineGlobal("CustomEvent", CustomEvent);
+  defineGlobal("EventTarget", EventTarget);
+  defineGlobal("reportError", reportError);
+})();

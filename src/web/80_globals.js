@@ -1,0 +1,247 @@
+// structuredClone, crypto, performance, navigator, self.
+(() => {
+  "use strict";
+  const native = globalThis.__native;
+  const internal = globalThis.__kvmjsInternal;
+  const { defineGlobal, requireArgs, tag, typedArrayName, isArrayBuffer, builtinTag, DOMException } = internal;
+
+  // ---- structuredClone (HTML StructuredSerialize + StructuredDeserialize in one pass) ----
+
+  const brand = (check) => (v) => { try { check(v); return true; } catch { return false; } };
+  const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, "size").get;
+  const setSize = Object.getOwnPropertyDescriptor(Set.prototype, "size").get;
+  const regexpSource = Object.getOwnPropertyDescriptor(RegExp.prototype, "source").get;
+  const regexpFlags = Object.getOwnPropertyDescriptor(RegExp.prototype, "flags").get;
+  const isMap = brand((v) => mapSize.call(v));
+  const isSet = brand((v) => setSize.call(v));
+  const isDate = brand((v) => Date.prototype.getTime.call(v));
+  const isRegExp = (v) => v !== RegExp.prototype && brand((x) => regexpSource.call(x))(v);
+  const UNCLONEABLE_BRANDS = [
+    ["WeakMap", brand((v) => WeakMap.prototype.has.call(v, {}))],
+    ["WeakSet", brand((v) => WeakSet.prototype.has.call(v, {}))],
+    ["WeakRef", typeof WeakRef === "function" ? brand((v) => WeakRef.prototype.deref.call(v)) : () => false],
+    ["Promise", (v) => v instanceof Promise],
+    ["FinalizationRegistry", (v) => typeof FinalizationRegistry === "function" && v instanceof FinalizationRegistry],
+  ];
+  const BOXES = [
+    [Number.prototype.valueOf, (p) => new Number(p)],
+    [String.prototype.valueOf, (p) => new String(p)],
+    [Boolean.prototype.valueOf, (p) => new Boolean(p)],
+    [BigInt.prototype.valueOf, (p) => Object(p)],
+  ];
+  const ERROR_CTORS = { Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError };
+  const TYPED_ARRAY_CTORS = {
+    Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
+    Float32Array, Float64Array, BigInt64Array, BigUint64Array,
+  };
+  if (typeof Float16Array === "function") TYPED_ARRAY_CTORS.Float16Array = Float16Array;
+
+  const dataCloneError = (what) => new DOMException(`${what} could not be cloned.`, "DataCloneError");
+
+  // Platform objects that are not [Serializable]; checked by name once their classes exist.
+  const PLATFORM_CLASSES = [
+    "EventTarget", "Event", "Headers", "Request", "Response", "ReadableStream", "ReadableStreamDefaultReader",
+    "ReadableStreamDefaultController", "URL", "URLSearchParams", "TextEncoder", "TextDecoder",
+    "AbortController", "AbortSignal",
+  ];
+
+  function unbox(v) {
+    for (const [valueOf, make] of BOXES) {
+      let p;
+      try { p = valueOf.call(v); } catch { continue; }
+      return make(p);
+    }
+    try { Symbol.prototype.valueOf.call(v); } catch { return undefined; }
+    throw dataCloneError("Symbol object");
+  }
+
+  function cloneValue(v, memory) {
+    const t = typeof v;
+    if (t === "symbol") throw dataCloneError(`Symbol ${v.description ?? ""}`);
+    if (t === "function") throw dataCloneError(`function ${v.name || "(anonymous)"}`);
+    if (v === null || t !== "object") return v;
+    const known = memory.get(v);
+    if (known !== undefined) return known;
+
+    let out;
+    const proto = Object.getPrototypeOf(v);
+    const tag = builtinTag(v);
+    // Fast path for the overwhelmingly common plain objects and arrays.
+    if ((proto === Object.prototype || proto === null) && tag === "[object Object]") return clonePlain(v, {}, memory);
+    if (Array.isArray(v)) return clonePlain(v, new Array(v.length), memory);
+
+    switch (tag) {
+      case "[object Number]": case "[object String]": case "[object Boolean]": case "[object BigInt]": case "[object Symbol]":
+        out = unbox(v);
+        if (out !== undefined) { memory.set(v, out); return out; }
+        break;
+      case "[object Date]":
+        if (isDate(v)) { out = new Date(Date.prototype.getTime.call(v)); memory.set(v, out); return out; }
+        break;
+      case "[object RegExp]":
+        if (isRegExp(v)) { out = new RegExp(regexpSource.call(v), regexpFlags.call(v)); memory.set(v, out); return out; }
+        break;
+      case "[object ArrayBuffer]":
+        if (isArrayBuffer(v)) { out = ArrayBuffer.prototype.slice.call(v, 0); memory.set(v, out); return out; }
+        break;
+      case "[object Map]":
+        if (isMap(v)) {
+          out = new Map();
+          memory.set(v, out);
+          // Entries are snapshotted first, as the spec serializes the list before recursing.
+          for (const [k, val] of [...Map.prototype.entries.call(v)]) out.set(cloneValue(k, memory), cloneValue(val, memory));
+          return out;
+        }
+        break;
+      case "[object Set]":
+        if (isSet(v)) {
+          out = new Set();
+          memory.set(v, out);
+          for (const val of [...Set.prototype.values.call(v)]) out.add(cloneValue(val, memory));
+          return out;
+        }
+        break;
+      case "[object WeakMap]": case "[object WeakSet]": case "[object WeakRef]": case "[object Promise]":
+      case "[object FinalizationRegistry]":
+        throw dataCloneError(`#<${tag.slice(8, -1)}>`);
+      default:
+        break;
+    }
+    if (ArrayBuffer.isView(v)) {
+      const buffer = cloneValue(v.buffer, memory);
+      const name = typedArrayName(v);
+      out = name === undefined
+        ? new DataView(buffer, v.byteOffset, v.byteLength)
+        : new TYPED_ARRAY_CTORS[name](buffer, v.byteOffset, v.length);
+      memory.set(v, out);
+      return out;
+    }
+    if (internal.isBlob(v)) {
+      out = v instanceof internal.File
+        ? new internal.File([v], v.name, { type: v.type, lastModified: v.lastModified })
+        : internal.makeBlob(internal.blobBytes(v), v.type);
+      memory.set(v, out);
+      return out;
+    }
+    if (v instanceof DOMException) {
+      out = new DOMException(v.message, v.name);
+      copyStack(v, out);
+      memory.set(v, out);
+      return out;
+    }
+    if (v instanceof Error || tag === "[object Error]") {
+      const name = v.name;
+      const Ctor = typeof name === "string" && Object.hasOwn(ERROR_CTORS, name) ? ERROR_CTORS[name] : Error;
+      const desc = Object.getOwnPropertyDescriptor(v, "message");
+      out = desc !== undefined && "value" in desc ? new Ctor(`${desc.value}`) : new Ctor();
+      copyStack(v, out);
+      memory.set(v, out);
+      if (Object.hasOwn(v, "cause")) {
+        Object.defineProperty(out, "cause", { value: cloneValue(v.cause, memory), writable: true, configurable: true, enumerable: false });
+      }
+      return out;
+    }
+    // Tags can be spoofed, so the brands are checked once more before cloning as an object.
+    for (const [name, check] of UNCLONEABLE_BRANDS) if (check(v)) throw dataCloneError(`#<${name}>`);
+    for (const name of PLATFORM_CLASSES) {
+      const C = internal[name];
+      if (typeof C === "function" && v instanceof C) throw dataCloneError(`#<${name}>`);
+    }
+    // DEVIATION: Proxy objects cannot be detected and are cloned through their traps.
+    return clonePlain(v, {}, memory);
+  }
+
+  function clonePlain(v, out, memory) {
+    memory.set(v, out);
+    for (const key of Object.keys(v)) {
+      if (!Object.hasOwn(v, key)) continue;
+      Object.defineProperty(out, key, { value: cloneValue(v[key], memory), writable: true, enumerable: true, configurable: true });
+    }
+    return out;
+  }
+
+  function copyStack(from, to) {
+    const d = Object.getOwnPropertyDescriptor(from, "stack");
+    if (d !== undefined && typeof d.value === "string") {
+      Object.defineProperty(to, "stack", { value: d.value, writable: true, enumerable: false, configurable: true });
+    }
+  }
+
+  function structuredClone(value, options = undefined) {
+    requireArgs(arguments.length, 1, "structuredClone");
+    if (options !== undefined && options !== null) {
+      const transfer = options.transfer;
+      // DEVIATION: transferred ArrayBuffers are copied, not detached.
+      if (transfer !== undefined && (transfer === null || typeof transfer[Symbol.iterator] !== "function")) {
+        throw new TypeError("structuredClone: options.transfer must be a sequence.");
+      }
+    }
+    return cloneValue(value, new Map());
+  }
+
+  // ---- crypto ----
+
+  const INTEGER_ARRAYS = new Set(["Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array",
+    "Int32Array", "Uint32Array", "BigInt64Array", "BigUint64Array"]);
+  const CREATE = Symbol("create");
+  const HEX = [];
+  for (let i = 0; i < 256; i++) HEX.push((i < 16 ? "0" : "") + i.toString(16));
+
+  // DEVIATION: crypto.subtle is not provided.
+  class Crypto {
+    constructor(key = undefined) { if (key !== CREATE) throw new TypeError("Illegal constructor."); }
+
+    getRandomValues(array) {
+      requireArgs(arguments.length, 1, "crypto.getRandomValues");
+      if (!ArrayBuffer.isView(array)) throw new TypeError("crypto.getRandomValues: argument is not an ArrayBufferView.");
+      if (!INTEGER_ARRAYS.has(typedArrayName(array))) {
+        throw new DOMException("The data argument must be an integer-type TypedArray.", "TypeMismatchError");
+      }
+      if (array.byteLength > 65536) {
+        throw new DOMException(`The ArrayBufferView's byte length (${array.byteLength}) exceeds the number of bytes of entropy available via this API (65536).`, "QuotaExceededError");
+      }
+      native.randomFill(array);
+      return array;
+    }
+
+    randomUUID() {
+      const b = new Uint8Array(16);
+      native.randomFill(b);
+      b[6] = (b[6] & 0x0f) | 0x40; // version 4
+      b[8] = (b[8] & 0x3f) | 0x80; // variant 10xx
+      return `${HEX[b[0]]}${HEX[b[1]]}${HEX[b[2]]}${HEX[b[3]]}-${HEX[b[4]]}${HEX[b[5]]}-${HEX[b[6]]}${HEX[b[7]]}-` +
+        `${HEX[b[8]]}${HEX[b[9]]}-${HEX[b[10]]}${HEX[b[11]]}${HEX[b[12]]}${HEX[b[13]]}${HEX[b[14]]}${HEX[b[15]]}`;
+    }
+  }
+  tag(Crypto, "Crypto");
+
+  // ---- performance ----
+
+  // The host's monotonic clock counts from boot, so the time origin is boot in wall time.
+  const timeOrigin = native.wallNow() - native.now();
+
+  // DEVIATION: no user timing (mark/measure) and Performance is not an EventTarget.
+  class Performance {
+    constructor(key = undefined) { if (key !== CREATE) throw new TypeError("Illegal constructor."); }
+    now() { return native.now(); }
+    get timeOrigin() { return timeOrigin; }
+    toJSON() { return { timeOrigin }; }
+  }
+  tag(Performance, "Performance");
+
+  class Navigator {
+    constructor(key = undefined) { if (key !== CREATE) throw new TypeError("Illegal constructor."); }
+    get userAgent() { return "kvmjs"; }
+  }
+  tag(Navigator, "Navigator");
+
+  Object.assign(internal, { structuredClone });
+  defineGlobal("structuredClone", structuredClone);
+  defineGlobal("Crypto", Crypto);
+  defineGlobal("crypto", new Crypto(CREATE));
+  defineGlobal("Performance", Performance);
+  defineGlobal("performance", new Performance(CREATE));
+  defineGlobal("Navigator", Navigator);
+  defineGlobal("navigator", new Navigator(CREATE));
+  defineGlobal("self", globalThis);
+})();

@@ -1,0 +1,7 @@
+// Web API conformance checks for src/web/*.js, one module per area under webapi/. Runs in
+// the QuickJS guest (run_webapi.js) and under Node (node_harness.mjs).
+import { tests as core } from "./webapi/core.js";
+import { tests as fetchTests } from "./webapi/fetch.js";
+import { tests as globals } from "./webapi/globals.js";
+
+export const tests = [...core, ...fetchTests, ...globals];
