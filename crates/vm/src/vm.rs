@@ -77,9 +77,9 @@ pub enum RequestError {
     /// A CPU exception in the guest.
     #[error("{0}")]
     Fault(String),
-    /// The guest exited.
-    #[error("guest exited with status {0} while handling the request")]
-    Exited(i32),
+    /// The guest exited (status, and what it last printed).
+    #[error("guest exited with status {0} while handling the request{1}")]
+    Exited(i32, String),
     /// The guest misused the API or raised a fatal signal.
     #[error("{0}")]
     Guest(String),
@@ -346,7 +346,15 @@ impl Vm {
     pub fn handle(&mut self, req: &Request) -> Result<Response, RequestError> {
         let t0 = Instant::now();
         let mut stats = RequestStats::default();
-        let out = self.serve(req, t0 + self.cfg.max_request_time, &mut stats);
+        let written = self.log.written;
+        let mut out = self.serve(req, t0 + self.cfg.max_request_time, &mut stats);
+        // A guest that dies usually said why on stderr first (e.g. "memory allocation of
+        // N bytes failed" before SIGABRT): keep that line with the error.
+        if let Err(RequestError::Guest(m) | RequestError::Exited(_, m)) = &mut out {
+            if let Some(said) = self.log.summary_since(written) {
+                m.push_str(&format!(" (guest output: {said})"));
+            }
+        }
         let reset = match &out {
             Ok(_) => self.cfg.ephemeral,
             // Nothing ran: a non-ephemeral guest keeps its state.
@@ -690,7 +698,7 @@ impl Vm {
 
 fn unexpected(stop: Stop, when: &str) -> RequestError {
     match stop {
-        Stop::Exited(c) => RequestError::Exited(c),
+        Stop::Exited(c) => RequestError::Exited(c, String::new()),
         Stop::Fatal(m) => RequestError::Guest(m),
         Stop::Paused { .. } => {
             RequestError::Guest(format!("guest waited for the next request {when}"))

@@ -163,7 +163,10 @@ fn out_of_memory_is_enomem_inside_the_guest() {
     // allocator aborts; the host stays within max_memory.
     let mut vm = boot(config());
     let err = vm.handle(&Request::get("/oom")).unwrap_err().to_string();
-    assert!(err.contains("SIGABRT"), "{err}");
+    assert!(
+        err.contains("SIGABRT") && err.contains("memory allocation of"),
+        "{err}"
+    );
     body(&mut vm, &Request::get("/ok"));
 }
 

@@ -91,6 +91,8 @@ pub struct GuestLog {
     pub partial: Vec<u8>,
     /// The most recent output.
     pub tail: std::collections::VecDeque<u8>,
+    /// Bytes written in all.
+    pub written: u64,
 }
 
 /// Bytes of recent output kept in [`GuestLog::tail`].
@@ -99,6 +101,7 @@ const TAIL: usize = 4096;
 impl GuestLog {
     /// Records `bytes` and logs complete lines under `program`.
     pub fn write(&mut self, program: &str, bytes: &[u8]) {
+        self.written += bytes.len() as u64;
         self.tail.extend(bytes.iter().rev().take(TAIL).rev());
         while self.tail.len() > TAIL {
             self.tail.pop_front();
@@ -112,6 +115,30 @@ impl GuestLog {
             let line = std::mem::take(&mut self.partial);
             tracing::info!(program, "{}", String::from_utf8_lossy(&line));
         }
+    }
+
+    /// The first two meaningful lines written after byte count `since`, if any.
+    pub fn summary_since(&self, since: u64) -> Option<String> {
+        let n = usize::try_from(self.written - since)
+            .unwrap_or(usize::MAX)
+            .min(self.tail.len());
+        if n == 0 {
+            return None;
+        }
+        let bytes: Vec<u8> = self
+            .tail
+            .iter()
+            .skip(self.tail.len() - n)
+            .copied()
+            .collect();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note:"))
+            .take(2)
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(" / "))
     }
 
     /// The recent output as text.
