@@ -29,6 +29,19 @@ impl AllowedPath {
     }
 }
 
+/// Requests the host sends before taking the snapshot (tinykvm.json `warmup`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warmup {
+    /// How many.
+    pub num_requests: u32,
+    /// Their URL.
+    pub url: String,
+    /// Their method.
+    pub method: String,
+    /// Their header fields ("Name: value").
+    pub headers: Vec<String>,
+}
+
 /// Settings for one program's VMs.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
@@ -60,6 +73,8 @@ pub struct VmConfig {
     pub allowed_paths: Vec<AllowedPath>,
     /// Guest working directory.
     pub current_working_directory: String,
+    /// Warm-up requests before the snapshot.
+    pub warmup: Option<Warmup>,
 }
 
 impl Default for VmConfig {
@@ -79,6 +94,7 @@ impl Default for VmConfig {
             environment: Vec::new(),
             allowed_paths: Vec::new(),
             current_working_directory: "/".into(),
+            warmup: None,
         }
     }
 }

@@ -13,10 +13,12 @@ pub mod loader;
 pub mod memory;
 pub mod process;
 pub mod request;
+pub mod snapshot;
 pub mod syscalls;
 pub mod vcpu;
 pub mod vm;
 
 pub use config::{AllowedPath, VmConfig};
 pub use request::{Request, RequestStats, Response};
+pub use snapshot::Snapshot;
 pub use vm::{flavour, Flavour, RequestError, Vm, VmError};

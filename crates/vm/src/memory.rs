@@ -150,6 +150,8 @@ impl DirtyBitmap {
 pub struct GuestMemory {
     map: Mapping,
     host_dirty: DirtyBitmap,
+    /// Backed by MAP_HUGETLB: madvise cannot drop 4 KiB pages, so zeroing writes zeros.
+    hugepages: bool,
 }
 
 impl GuestMemory {
@@ -159,6 +161,7 @@ impl GuestMemory {
         Ok(GuestMemory {
             map,
             host_dirty: DirtyBitmap::new((size / PAGE_SIZE) as usize),
+            hugepages,
         })
     }
 
@@ -264,7 +267,12 @@ impl GuestMemory {
         }
         self.host_dirty
             .mark_range(addr / PAGE_SIZE, (addr + len - 1) / PAGE_SIZE);
-        self.map.discard(off, len as usize);
+        if self.hugepages {
+            // SAFETY: the range was bounds-checked above.
+            unsafe { std::ptr::write_bytes(self.map.ptr.as_ptr().add(off), 0, len as usize) };
+        } else {
+            self.map.discard(off, len as usize);
+        }
         Ok(())
     }
 
@@ -403,6 +411,27 @@ impl MemorySnapshot {
         self.present_pages
     }
 
+    /// Size of the memory it was taken from.
+    pub fn size(&self) -> u64 {
+        self.map.size as u64
+    }
+
+    /// Fills fresh (all-zero) guest memory with the snapshot's pages.
+    pub fn copy_into(&self, mem: &mut GuestMemory) {
+        assert_eq!(mem.size(), self.size(), "snapshot of another size");
+        let ps = PAGE_SIZE as usize;
+        for (page, _) in self.present.iter().enumerate().filter(|(_, &p)| p) {
+            // SAFETY: same-size mappings, `page` indexes a page of both.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.map.ptr.as_ptr().add(page * ps),
+                    mem.map.ptr.as_ptr().add(page * ps),
+                    ps,
+                );
+            }
+        }
+    }
+
     fn page(map: &Mapping, page: usize) -> &[u8] {
         let ps = PAGE_SIZE as usize;
         // SAFETY: callers pass a page index inside the mapping.
@@ -483,7 +512,13 @@ impl MemorySnapshot {
                     zero_run = match zero_run {
                         Some((start, n)) if start + n == page => Some((start, n + 1)),
                         Some(run) => {
-                            zero_pages(&mem.map, run, hot.as_deref_mut(), &mut protect);
+                            zero_pages(
+                                &mem.map,
+                                run,
+                                mem.hugepages,
+                                hot.as_deref_mut(),
+                                &mut protect,
+                            );
                             Some((page, 1))
                         }
                         None => Some((page, 1)),
@@ -492,7 +527,7 @@ impl MemorySnapshot {
             }
         }
         if let Some(run) = zero_run {
-            zero_pages(&mem.map, run, hot, &mut protect);
+            zero_pages(&mem.map, run, mem.hugepages, hot, &mut protect);
         }
         mem.host_dirty.words = host;
         mem.clear_host_dirty();
@@ -506,11 +541,12 @@ impl MemorySnapshot {
 fn zero_pages(
     map: &Mapping,
     (start, n): (usize, usize),
+    huge: bool,
     hot: Option<&mut HotPages>,
     protect: &mut [u64],
 ) {
     let ps = PAGE_SIZE as usize;
-    if n >= DISCARD_RUN_PAGES {
+    if n >= DISCARD_RUN_PAGES && !huge {
         map.discard(start * ps, n * ps);
         if let Some(h) = hot {
             for p in start..start + n {

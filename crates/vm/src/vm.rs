@@ -17,9 +17,11 @@ use crate::fault;
 use crate::layout::{self, PAGE_SIZE};
 use crate::limits::{self, LimitsError};
 use crate::loader::{self, LoaderError};
-use crate::memory::{GuestMemory, HotPages, MemoryError, MemorySnapshot};
+use crate::memory::HotPages;
+use crate::memory::{GuestMemory, MemoryError};
 use crate::process::Process;
 use crate::request::{place, PlaceError, Request, RequestStats, Response};
+use crate::snapshot::Snapshot;
 use crate::syscalls::{self, Ctx, Exchange, Flow, GuestLog, Stop};
 use crate::vcpu::{Exit, Hypervisor, KvmError, Machine};
 use kvm_bindings::{kvm_regs, kvm_sregs};
@@ -99,7 +101,7 @@ pub enum RequestError {
 
 /// How the guest trapped: decides how to resume it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Via {
+pub(crate) enum Via {
     Syscall,
     Out,
     GpOut,
@@ -107,13 +109,13 @@ enum Via {
 
 /// A trap and the ring-3 registers to continue with.
 #[derive(Clone, Copy, Debug)]
-struct Trap {
-    via: Via,
-    cont: kvm_regs,
+pub(crate) struct Trap {
+    pub(crate) via: Via,
+    pub(crate) cont: kvm_regs,
 }
 
 #[derive(Debug)]
-enum Position {
+pub(crate) enum Position {
     Booting,
     /// At the pause: naturally (`trap` set) or armed from the snapshot (`None`).
     AtPause {
@@ -122,14 +124,6 @@ enum Position {
     },
     AfterResponse(Trap),
     Broken(String),
-}
-
-struct Snapshot {
-    memory: MemorySnapshot,
-    regs: kvm_regs,
-    sregs: kvm_sregs,
-    proc: Process,
-    req_ptr: u64,
 }
 
 /// What was learned about this host's KVM at the first trap.
@@ -150,25 +144,25 @@ pub fn flavour() -> Option<Flavour> {
 
 /// A booted program.
 pub struct Vm {
-    machine: Machine, // declared before `mem`: the VM must go before its memory
-    mem: GuestMemory,
-    cfg: Arc<VmConfig>,
-    proc: Process,
-    exchange: Exchange,
-    log: GuestLog,
-    cr3: u64,
-    base_sregs: kvm_sregs,
-    syscall_return: Option<SyscallReturn>,
+    pub(crate) machine: Machine, // declared before `mem`: the VM must go before its memory
+    pub(crate) mem: GuestMemory,
+    pub(crate) cfg: Arc<VmConfig>,
+    pub(crate) proc: Process,
+    pub(crate) exchange: Exchange,
+    pub(crate) log: GuestLog,
+    pub(crate) cr3: u64,
+    pub(crate) base_sregs: kvm_sregs,
+    pub(crate) syscall_return: Option<SyscallReturn>,
     /// FS base the vCPU has now (so a change costs one SET_SREGS, once).
-    fs_applied: u64,
-    snapshot: Option<Snapshot>,
-    pos: Position,
-    last: RequestStats,
-    boot_stats: RequestStats,
+    pub(crate) fs_applied: u64,
+    pub(crate) snapshot: Option<Arc<Snapshot>>,
+    pub(crate) pos: Position,
+    pub(crate) last: RequestStats,
+    pub(crate) boot_stats: RequestStats,
     /// Page numbers restored by the last reset, when tracing is on.
-    dirty_trace: Option<Vec<u64>>,
+    pub(crate) dirty_trace: Option<Vec<u64>>,
     /// Adaptive reset state (when KVM supports manual dirty-log protection).
-    hot: Option<HotPages>,
+    pub(crate) hot: Option<HotPages>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -268,7 +262,12 @@ impl Vm {
             Err(e) => return Err(fail(&vm, e.to_string())),
         };
         match stop {
-            Stop::Paused { req_ptr } => vm.take_snapshot(req_ptr, trap)?,
+            Stop::Paused { req_ptr } => {
+                let (req_ptr, trap) = vm
+                    .warm_up(req_ptr, trap, deadline)
+                    .map_err(|e| fail(&vm, e.to_string()))?;
+                vm.take_snapshot(req_ptr, trap)?
+            }
             Stop::Exited(code) => {
                 return Err(fail(
                     &vm,
@@ -286,6 +285,44 @@ impl Vm {
         stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
         vm.boot_stats = stats;
         Ok(vm)
+    }
+
+    /// Sends the configured warm-up requests (before the snapshot, so their effects are
+    /// kept) and returns the pause the snapshot is taken at.
+    fn warm_up(
+        &mut self,
+        req_ptr: u64,
+        trap: Trap,
+        deadline: Instant,
+    ) -> Result<(u64, Trap), RequestError> {
+        let Some(w) = self.cfg.warmup.clone() else {
+            return Ok((req_ptr, trap));
+        };
+        self.pos = Position::AtPause {
+            req_ptr,
+            trap: Some(trap),
+        };
+        let req = Request {
+            method: w.method.clone(),
+            url: w.url.clone(),
+            headers: w.headers.clone(),
+            warmup: true,
+            ..Default::default()
+        };
+        let mut stats = RequestStats::default();
+        for _ in 0..w.num_requests {
+            self.serve(&req, deadline, &mut stats)?;
+        }
+        let Position::AfterResponse(t) = self.pos else {
+            return Err(RequestError::Broken(
+                "warm-up did not end in a response".into(),
+            ));
+        };
+        self.resume(t, 0)?;
+        match self.run(deadline, &mut stats)? {
+            (Stop::Paused { req_ptr }, t) => Ok((req_ptr, t)),
+            (stop, _) => Err(unexpected(stop, "after the warm-up")),
+        }
     }
 
     /// Settings of this VM.
@@ -337,9 +374,7 @@ impl Vm {
 
     /// Pages captured in the snapshot.
     pub fn snapshot_pages(&self) -> usize {
-        self.snapshot
-            .as_ref()
-            .map_or(0, |s| s.memory.present_pages())
+        self.snapshot.as_ref().map_or(0, |s| s.pages())
     }
 
     /// Serves one request.
@@ -614,85 +649,6 @@ impl Vm {
             0
         };
         Ok(fault::describe(vector, &frame, cr2, self.mem.size()))
-    }
-
-    fn take_snapshot(&mut self, req_ptr: u64, trap: Trap) -> Result<(), VmError> {
-        let cont = trap.cont;
-        self.mem.write_u64(stubs::SLOT_RIP, cont.rip)?;
-        self.mem.write_u64(stubs::SLOT_RAX, 0)?;
-        self.mem.write_u64(stubs::SLOT_RDX, cont.rdx)?;
-        let xsave = self.machine.xsave_image()?;
-        let n = xsave.len().min(PAGE_SIZE as usize);
-        self.mem.write(layout::XSAVE_IMAGE, &xsave[..n])?;
-        let regs = kvm_regs {
-            rip: layout::USER_STUBS + stubs::RESUME_ENTRY,
-            rax: 0,
-            ..cont
-        };
-        let sregs = cpu::user_sregs(&self.base_sregs, self.cr3, self.proc.fs_base);
-        self.proc.changed = false;
-        self.proc.sregs_changed = false;
-        self.proc.request_memory_base =
-            Some((self.proc.memory_used(), self.cfg.max_request_memory));
-        let memory = MemorySnapshot::capture(&self.mem)?;
-        let boot_dirty = self.machine.dirty_log()?;
-        self.machine.protect(&boot_dirty)?;
-        self.mem.clear_host_dirty();
-        if self.machine.manual_protect {
-            self.hot = Some(HotPages::new((self.mem.size() / PAGE_SIZE) as usize));
-        }
-        self.machine.set_regs(&regs);
-        self.machine.set_sregs(&sregs)?;
-        self.fs_applied = sregs.fs.base;
-        self.snapshot = Some(Snapshot {
-            memory,
-            regs,
-            sregs,
-            proc: self.proc.clone(),
-            req_ptr,
-        });
-        self.pos = Position::AtPause {
-            req_ptr,
-            trap: None,
-        };
-        Ok(())
-    }
-
-    /// Restores memory, process state and registers to the snapshot; returns the number
-    /// of pages restored. `full` also restores system registers and clears CPU events.
-    fn reset(&mut self, full: bool) -> Result<u64, RequestError> {
-        let snap = self
-            .snapshot
-            .as_ref()
-            .ok_or_else(|| RequestError::Broken("no snapshot".into()))?;
-        let dirty = self.machine.dirty_log()?;
-        if let Some(t) = self.dirty_trace.as_mut() {
-            t.clear();
-        }
-        let (st, protect) = snap.memory.restore(
-            &mut self.mem,
-            &dirty,
-            self.hot.as_mut(),
-            self.dirty_trace.as_mut(),
-        );
-        self.machine.protect(&protect)?;
-        let sregs_changed = self.proc.sregs_changed;
-        if self.proc.changed || full {
-            self.proc = snap.proc.clone();
-        }
-        if full || sregs_changed || self.fs_applied != snap.sregs.fs.base {
-            self.machine.set_sregs(&snap.sregs)?;
-            self.fs_applied = snap.sregs.fs.base;
-        }
-        if full {
-            self.machine.clear_events()?;
-        }
-        self.machine.set_regs(&snap.regs);
-        self.pos = Position::AtPause {
-            req_ptr: snap.req_ptr,
-            trap: None,
-        };
-        Ok(st.dirty_pages)
     }
 }
 

@@ -298,3 +298,54 @@ fn boot_failures_are_reported() {
     .unwrap();
     assert!(e.to_string().contains("address_space"), "{e}");
 }
+
+#[test]
+fn vms_forked_from_a_snapshot_serve_independently_in_parallel() {
+    let vm = boot(config());
+    let snap = vm.snapshot().expect("booted VMs have a snapshot");
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let snap = snap.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let mut fork = Vm::from_snapshot(snap).unwrap();
+                let created = t.elapsed();
+                for i in 0..500 {
+                    let url = format!("/w{w}/{i}");
+                    let b = body(&mut fork, &Request::get(&url));
+                    assert!(
+                        b.starts_with(&format!("method=GET url={url} counter=1\n")),
+                        "{b}"
+                    );
+                    assert_eq!(fork.last_stats().exits, 1);
+                }
+                created
+            })
+        })
+        .collect();
+    for w in workers {
+        let created = w.join().expect("worker thread");
+        assert!(
+            created < Duration::from_millis(200),
+            "fork took {created:?}"
+        );
+    }
+}
+
+#[test]
+fn warmup_requests_run_before_the_snapshot() {
+    let cfg = VmConfig {
+        warmup: Some(kvmjs_vm::config::Warmup {
+            num_requests: 5,
+            url: "/warm".into(),
+            method: "GET".into(),
+            headers: vec![],
+        }),
+        ..config()
+    };
+    let mut vm = boot(cfg);
+    // Five warm-up requests ran before the snapshot: every request now sees counter 6.
+    for _ in 0..3 {
+        assert!(body(&mut vm, &Request::get("/x")).contains("counter=6\n"));
+    }
+}
