@@ -1,6 +1,11 @@
 //! `kvmjs`: run JavaScript request handlers in per-request KVM micro-VMs.
 
+mod config;
+mod http;
+mod metrics;
+mod pool;
 mod run;
+mod serve;
 mod summary;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +27,11 @@ enum Command {
     /// Boot a guest program, send it synthetic requests and print the responses and the
     /// per-request counters (p50/p99 of µs, VM exits, dirty pages, reset time).
     Run(run::RunArgs),
+    /// Serve HTTP: route requests to the programs of tinykvm.json (or to one JS app),
+    /// each in a pool of per-request-isolated micro-VMs.
+    Serve(serve::ServeArgs),
+    /// Print every tinykvm.json key kvmjs reads, with its meaning.
+    Keys,
 }
 
 fn main() -> ExitCode {
@@ -34,7 +44,14 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args).map_err(|e| e.to_string()),
+        Command::Serve(args) => serve::serve(args).map_err(|e| e.to_string()),
+        Command::Keys => {
+            for (k, doc) in config::KEYS {
+                println!("{k:<26} {doc}");
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

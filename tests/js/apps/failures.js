@@ -1,7 +1,8 @@
 // Misbehaving handlers, chosen by path.
 export default {
   async fetch(request) {
-    const path = new URL(request.url).pathname;
+    // The last path segment picks the case, so the app works under any route prefix.
+    const path = "/" + new URL(request.url).pathname.split("/").pop();
     switch (path) {
       case "/throw":
         throw new Error("boom");
@@ -23,6 +24,9 @@ export default {
         ctx.waitUntil(new Promise((r) => setTimeout(() => { done = true; console.log("waitUntil finished"); r(); }, 10)));
         return new Response(`done before respond: ${done}`);
       }
+      case "/sleep":
+        // Holds a VM for 300 ms without using CPU: for concurrency and drain tests.
+        return new Promise((r) => setTimeout(() => r(new Response("slept")), 300));
       case "/random":
         return Response.json({ r: Math.random(), u: crypto.randomUUID() });
       default:

@@ -1,0 +1,633 @@
+//! tinykvm.json: libvmod-tinykvm's tenant schema (groups of shared settings and programs),
+//! plus a few kvmjs keys for routing and pools. Comments are allowed. An unknown key is a
+//! warning naming it; an invalid value is an error naming the key and the value.
+//!
+//! An entry with `group` or `filename` (or `uri`) is a program; any other entry is a group.
+//! A program starts from the built-in group "test", then its group, then its own keys.
+//! Sizes are in MB and times in seconds, as upstream. A `filename` ending in `.js` is a
+//! JavaScript app run by the kvmjs guest program.
+
+use kvmjs_vm::config::Warmup;
+use kvmjs_vm::{AllowedPath, VmConfig};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not JSON.
+    #[error("{path}: not valid JSON: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: serde_json::Error,
+    },
+    /// A value is wrong.
+    #[error("{path}: {entry}: key \"{key}\": {problem}, got {value}")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// Program or group name.
+        entry: String,
+        /// The key.
+        key: String,
+        /// What was expected.
+        problem: String,
+        /// The value found.
+        value: String,
+    },
+    /// Something else is wrong with an entry.
+    #[error("{path}: {entry}: {problem}")]
+    Entry {
+        /// The file.
+        path: PathBuf,
+        /// Program or group name.
+        entry: String,
+        /// The problem.
+        problem: String,
+    },
+}
+
+/// One program as the server runs it.
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// Name (the tinykvm.json key).
+    pub name: String,
+    /// Guest ELF to boot.
+    pub guest: PathBuf,
+    /// VM settings.
+    pub vm: VmConfig,
+    /// VMs serving it in parallel.
+    pub concurrency: usize,
+    /// Host header values that route here.
+    pub hosts: Vec<String>,
+    /// URL prefix that routes here.
+    pub prefix: Option<String>,
+    /// Unload after this long without requests (None: never).
+    pub idle_timeout: Option<Duration>,
+    /// Requests that may wait for a VM.
+    pub queue_size: usize,
+    /// How long a request may wait for a VM before a 503.
+    pub queue_timeout: Duration,
+}
+
+/// Keys kvmjs reads, with their meaning (kept in one place so warnings and docs agree).
+pub const KEYS: &[(&str, &str)] = &[
+    (
+        "group",
+        "group whose settings this program starts from (default \"test\")",
+    ),
+    (
+        "filename",
+        "guest program: a static ELF, or a .js app run by the kvmjs guest",
+    ),
+    (
+        "concurrency",
+        "VMs serving the program in parallel, each on its own thread (1-255, default 2)",
+    ),
+    (
+        "max_boot_time",
+        "seconds from start to the guest's first pause (default 16)",
+    ),
+    (
+        "max_request_time",
+        "seconds per request before 504 and a reset (default 8)",
+    ),
+    (
+        "max_memory",
+        "MB of heap and mappings the guest may use (default 256)",
+    ),
+    (
+        "address_space",
+        "MB of identity-mapped guest memory, at least max_memory (default 256)",
+    ),
+    (
+        "max_request_memory",
+        "MB a single request may add (default 64)",
+    ),
+    (
+        "ephemeral",
+        "reset the VM to its snapshot after every request (default true)",
+    ),
+    (
+        "hugepages",
+        "back guest memory with MAP_HUGETLB 2 MB pages (needs reserved huge pages)",
+    ),
+    (
+        "hugepage_arena_size",
+        "MB of huge-page arena; any value > 0 backs all guest memory with huge pages",
+    ),
+    (
+        "environment",
+        "[\"KEY=value\", ...] added to the guest environment (the JS app's env)",
+    ),
+    (
+        "main_arguments",
+        "[\"arg\", ...] passed to the guest (after the app for .js programs)",
+    ),
+    (
+        "allowed_paths",
+        "files/directories the guest may read: \"path\" or {\"real\", \"virtual\", \"prefix\"}",
+    ),
+    (
+        "warmup",
+        "{\"num_requests\": N, \"url\", \"method\", \"headers\"} sent before the snapshot",
+    ),
+    (
+        "current_working_directory",
+        "guest working directory (default \"/\")",
+    ),
+    (
+        "host",
+        "kvmjs: Host header value(s) routed to this program (string or list)",
+    ),
+    (
+        "prefix",
+        "kvmjs: URL prefix routed to this program (default \"/<name>\")",
+    ),
+    (
+        "idle_timeout",
+        "kvmjs: seconds without requests before the program is unloaded (0: never; default 300)",
+    ),
+    (
+        "queue_size",
+        "kvmjs: requests that may wait for a free VM (default 256)",
+    ),
+    (
+        "queue_timeout",
+        "kvmjs: seconds a request may wait for a free VM before 503 (default 10)",
+    ),
+    (
+        "max_request_body",
+        "kvmjs: MB of request body accepted before 413 (default 16)",
+    ),
+];
+
+/// Upstream keys kvmjs accepts but does not act on (warned about, never silently dropped).
+const IGNORED: &[&str] = &[
+    "key",
+    "sha256",
+    "md5",
+    "start",
+    "max_storage_time",
+    "req_mem_limit_after_reset",
+    "limit_workmem_after_req",
+    "shared_memory",
+    "ephemeral_keep_working_memory",
+    "control_ephemeral",
+    "request_hugepage_arena_size",
+    "request_hugepages",
+    "split_hugepages",
+    "transparent_hugepages",
+    "storage",
+    "smp",
+    "mmap_backed_files",
+    "relocate_fixed_mmap",
+    "executable_heap",
+    "remapping",
+    "executable_remapping",
+    "blackout_area",
+    "cold_start_file",
+    "allow_debug",
+    "remote_debug_on_exception",
+    "stdout",
+    "verbose",
+    "verbose_syscalls",
+    "verbose_pagetables",
+    "server",
+    "websocket_server",
+    "download",
+];
+
+struct Ctx<'a> {
+    path: &'a Path,
+    dir: &'a Path,
+    entry: &'a str,
+}
+
+impl Ctx<'_> {
+    fn bad(&self, key: &str, problem: &str, v: &Value) -> ConfigError {
+        ConfigError::Value {
+            path: self.path.to_path_buf(),
+            entry: format!("\"{}\"", self.entry),
+            key: key.to_string(),
+            problem: problem.to_string(),
+            value: v.to_string(),
+        }
+    }
+
+    fn entry_err(&self, problem: String) -> ConfigError {
+        ConfigError::Entry {
+            path: self.path.to_path_buf(),
+            entry: format!("\"{}\"", self.entry),
+            problem,
+        }
+    }
+
+    fn num(&self, key: &str, v: &Value, min: f64, max: f64) -> Result<f64, ConfigError> {
+        v.as_f64()
+            .filter(|n| *n >= min && *n <= max)
+            .ok_or_else(|| self.bad(key, &format!("expected a number from {min} to {max}"), v))
+    }
+
+    fn int(&self, key: &str, v: &Value, min: u64, max: u64) -> Result<u64, ConfigError> {
+        v.as_u64()
+            .filter(|n| *n >= min && *n <= max)
+            .ok_or_else(|| {
+                self.bad(
+                    key,
+                    &format!("expected a whole number from {min} to {max}"),
+                    v,
+                )
+            })
+    }
+
+    fn boolean(&self, key: &str, v: &Value) -> Result<bool, ConfigError> {
+        v.as_bool()
+            .ok_or_else(|| self.bad(key, "expected true or false", v))
+    }
+
+    fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.bad(key, "expected a string", v))
+    }
+
+    fn strings(&self, key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+        match v {
+            Value::String(s) => Ok(vec![s.clone()]),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.bad(key, "expected a list of strings", v))
+                })
+                .collect(),
+            _ => Err(self.bad(key, "expected a list of strings", v)),
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+}
+
+/// Settings as they accumulate from groups to a program.
+type Settings = Map<String, Value>;
+
+/// Reads `path`, returning the programs and the warnings to log.
+pub fn load(path: &Path, guest_js: &Path) -> Result<(Vec<Program>, Vec<String>), ConfigError> {
+    let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stripped = json_comments::StripComments::new(text.as_slice());
+    let doc: Value = serde_json::from_reader(stripped).map_err(|source| ConfigError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let dir = dir.canonicalize().unwrap_or(dir);
+    parse(&doc, path, &dir, guest_js)
+}
+
+/// Parses a tinykvm.json document.
+pub fn parse(
+    doc: &Value,
+    path: &Path,
+    dir: &Path,
+    guest_js: &Path,
+) -> Result<(Vec<Program>, Vec<String>), ConfigError> {
+    let top = doc.as_object().ok_or_else(|| ConfigError::Entry {
+        path: path.to_path_buf(),
+        entry: "top level".into(),
+        problem: "expected an object of groups and programs".into(),
+    })?;
+    let is_program = |o: &Settings| {
+        o.contains_key("group") || o.contains_key("filename") || o.contains_key("uri")
+    };
+    let mut groups: BTreeMap<String, Settings> = BTreeMap::new();
+    groups.insert("test".into(), Settings::new());
+    let mut warnings = Vec::new();
+    for (name, v) in top {
+        let ctx = Ctx {
+            path,
+            dir,
+            entry: name,
+        };
+        let o = v
+            .as_object()
+            .ok_or_else(|| ctx.entry_err(format!("expected an object, got {v}")))?;
+        if !is_program(o) {
+            groups.entry(name.clone()).or_default().extend(o.clone());
+        }
+    }
+    let mut programs = Vec::new();
+    for (name, v) in top {
+        let o = v.as_object().expect("checked above");
+        if !is_program(o) {
+            continue;
+        }
+        let ctx = Ctx {
+            path,
+            dir,
+            entry: name,
+        };
+        let group = match o.get("group") {
+            Some(g) => ctx.string("group", g)?,
+            None => "test".into(),
+        };
+        let mut s = groups.get("test").cloned().unwrap_or_default();
+        match groups.get(&group) {
+            Some(g) => s.extend(g.clone()),
+            None => return Err(ctx.entry_err(format!("group \"{group}\" is not defined"))),
+        }
+        s.extend(o.clone());
+        programs.push(program(&ctx, &s, guest_js, &mut warnings)?);
+    }
+    if programs.is_empty() {
+        return Err(ConfigError::Entry {
+            path: path.to_path_buf(),
+            entry: "top level".into(),
+            problem: "no programs: an entry needs \"filename\" (or \"group\") to be a program"
+                .into(),
+        });
+    }
+    Ok((programs, warnings))
+}
+
+fn program(
+    ctx: &Ctx<'_>,
+    s: &Settings,
+    guest_js: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Program, ConfigError> {
+    const MB: u64 = 1 << 20;
+    let mut vm = VmConfig {
+        name: ctx.entry.to_string(),
+        ..Default::default()
+    };
+    let mut p = Program {
+        name: ctx.entry.to_string(),
+        guest: PathBuf::new(),
+        vm: VmConfig::default(),
+        concurrency: 2,
+        hosts: Vec::new(),
+        prefix: None,
+        idle_timeout: Some(Duration::from_secs(300)),
+        queue_size: 256,
+        queue_timeout: Duration::from_secs(10),
+    };
+    let mut filename = None;
+    let mut address_space = None;
+    for (k, v) in s {
+        match k.as_str() {
+            "group" => {}
+            "filename" => filename = Some(ctx.string(k, v)?),
+            "uri" => {
+                return Err(ctx.bad(k, "remote programs are not supported by kvmjs; download the file and use \"filename\"", v))
+            }
+            "concurrency" => p.concurrency = ctx.int(k, v, 1, 255)? as usize,
+            "max_boot_time" => vm.max_boot_time = Duration::from_secs_f64(ctx.num(k, v, 0.001, 3600.0)?),
+            "max_request_time" => vm.max_request_time = Duration::from_secs_f64(ctx.num(k, v, 0.001, 3600.0)?),
+            "max_memory" => vm.max_memory = ctx.int(k, v, 1, 512 * 1024)? * MB,
+            "address_space" => address_space = Some(ctx.int(k, v, 16, 128 * 1024)? * MB),
+            "max_request_memory" => vm.max_request_memory = ctx.int(k, v, 1, 512 * 1024)? * MB,
+            "max_request_body" => vm.max_request_body = ctx.int(k, v, 0, 4096)? * MB,
+            "ephemeral" => vm.ephemeral = ctx.boolean(k, v)?,
+            "hugepages" => vm.hugepages = ctx.boolean(k, v)?,
+            "hugepage_arena_size" => vm.hugepages |= ctx.int(k, v, 0, 512 * 1024)? > 0,
+            "environment" => vm.environment = ctx.strings(k, v)?,
+            "main_arguments" => vm.main_arguments = ctx.strings(k, v)?,
+            "current_working_directory" => vm.current_working_directory = ctx.string(k, v)?,
+            "allowed_paths" => vm.allowed_paths = allowed_paths(ctx, k, v)?,
+            "warmup" => vm.warmup = Some(warmup(ctx, k, v)?),
+            "host" => p.hosts = ctx.strings(k, v)?.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            "prefix" => {
+                let pre = ctx.string(k, v)?;
+                if !pre.starts_with('/') {
+                    return Err(ctx.bad(k, "expected a URL path starting with '/'", v));
+                }
+                p.prefix = Some(pre);
+            }
+            "idle_timeout" => {
+                let t = ctx.num(k, v, 0.0, 1e9)?;
+                p.idle_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
+            }
+            "queue_size" => p.queue_size = ctx.int(k, v, 1, 1 << 20)? as usize,
+            "queue_timeout" => p.queue_timeout = Duration::from_secs_f64(ctx.num(k, v, 0.0, 3600.0)?),
+            other if IGNORED.contains(&other) => {
+                warnings.push(format!("{}: \"{}\": key \"{other}\" is not supported by kvmjs and is ignored", ctx.path.display(), ctx.entry));
+            }
+            other => warnings.push(format!("{}: \"{}\": unknown key \"{other}\" (ignored)", ctx.path.display(), ctx.entry)),
+        }
+    }
+    vm.address_space = address_space.unwrap_or(vm.address_space).max(vm.max_memory);
+    let Some(filename) = filename else {
+        return Err(ctx.entry_err("program needs \"filename\" (a static ELF or a .js app)".into()));
+    };
+    let file = ctx.resolve(&filename);
+    let file = file
+        .canonicalize()
+        .map_err(|e| ctx.entry_err(format!("filename \"{}\": {e}", file.display())))?;
+    if file.extension().is_some_and(|e| e == "js" || e == "mjs") {
+        // A JS app: the kvmjs guest runs it, and may read the app's directory.
+        let mut args = vec![file.to_string_lossy().into_owned()];
+        args.append(&mut vm.main_arguments);
+        vm.main_arguments = args;
+        if let Some(d) = file.parent() {
+            vm.allowed_paths.push(AllowedPath::same(d));
+        }
+        p.guest = guest_js.to_path_buf();
+    } else {
+        p.guest = file;
+    }
+    if p.prefix.is_none() && p.hosts.is_empty() {
+        p.prefix = Some(format!("/{}", ctx.entry));
+    }
+    p.vm = vm;
+    Ok(p)
+}
+
+fn allowed_paths(ctx: &Ctx<'_>, key: &str, v: &Value) -> Result<Vec<AllowedPath>, ConfigError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| ctx.bad(key, "expected a list", v))?;
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) => Ok(AllowedPath::same(ctx.resolve(s))),
+            Value::Object(o) => {
+                let real = o
+                    .get("real")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ctx.bad(key, "each object needs a \"real\" path", item))?;
+                if o.get("writable").and_then(Value::as_bool) == Some(true) {
+                    return Err(ctx.bad(
+                        key,
+                        "writable paths are not supported (guests read files only)",
+                        item,
+                    ));
+                }
+                let real = ctx.resolve(real);
+                let virtual_path = o
+                    .get("virtual")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| real.to_string_lossy().into_owned(), str::to_string);
+                let prefix = o
+                    .get("prefix")
+                    .and_then(Value::as_bool)
+                    .unwrap_or_else(|| real.is_dir());
+                Ok(AllowedPath {
+                    virtual_path,
+                    real,
+                    prefix,
+                })
+            }
+            _ => Err(ctx.bad(key, "expected a path string or an object", item)),
+        })
+        .collect()
+}
+
+fn warmup(ctx: &Ctx<'_>, key: &str, v: &Value) -> Result<Warmup, ConfigError> {
+    let mut w = Warmup {
+        num_requests: 20,
+        url: "/".into(),
+        method: "GET".into(),
+        headers: Vec::new(),
+    };
+    let o = v
+        .as_object()
+        .ok_or_else(|| ctx.bad(key, "expected an object", v))?;
+    for (k, x) in o {
+        match k.as_str() {
+            "num_requests" => {
+                w.num_requests = ctx.int("warmup.num_requests", x, 0, 100_000)? as u32
+            }
+            "url" => w.url = ctx.string("warmup.url", x)?,
+            "method" => w.method = ctx.string("warmup.method", x)?,
+            "headers" => w.headers = ctx.strings("warmup.headers", x)?,
+            "exact" => {}
+            other => return Err(ctx.bad(key, &format!("unknown warmup key \"{other}\""), v)),
+        }
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<(Vec<Program>, Vec<String>), ConfigError> {
+        let doc: Value =
+            serde_json::from_reader(json_comments::StripComments::new(s.as_bytes())).unwrap();
+        let dir = std::env::temp_dir();
+        std::fs::write(dir.join("kvmjs-cfg-app.js"), "export default {}").unwrap();
+        parse(
+            &doc,
+            Path::new("tinykvm.json"),
+            &dir,
+            Path::new("/usr/lib/kvmjs-guest"),
+        )
+    }
+
+    #[test]
+    fn groups_programs_and_js_apps() {
+        let (p, w) = parse_str(
+            r#"{
+            // comments are allowed
+            "small": { "max_memory": 32, "concurrency": 3 },
+            "app": { "group": "small", "filename": "kvmjs-cfg-app.js", "ephemeral": false, "host": "Example.COM" }
+        }"#,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let a = &p[0];
+        assert_eq!(
+            (a.concurrency, a.vm.max_memory, a.vm.ephemeral),
+            (3, 32 << 20, false)
+        );
+        assert_eq!(a.guest, Path::new("/usr/lib/kvmjs-guest"));
+        assert!(a.vm.main_arguments[0].ends_with("kvmjs-cfg-app.js"));
+        assert_eq!(a.hosts, vec!["example.com".to_string()]);
+        assert_eq!(
+            a.vm.address_space,
+            256 << 20,
+            "address_space is at least max_memory"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        let e = parse_str(r#"{ "app": { "filename": "kvmjs-cfg-app.js", "concurrency": "two" } }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key \"concurrency\"") && e.contains("\"two\""),
+            "{e}"
+        );
+        let e = parse_str(r#"{ "app": { "filename": "no-such-file.js" } }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no-such-file.js") && e.contains("No such file"),
+            "{e}"
+        );
+        let e = parse_str(r#"{ "app": { "group": "nope", "filename": "kvmjs-cfg-app.js" } }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("group \"nope\" is not defined"), "{e}");
+        let e =
+            parse_str(r#"{ "app": { "filename": "kvmjs-cfg-app.js", "max_request_time": -1 } }"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("max_request_time"), "{e}");
+    }
+
+    #[test]
+    fn unknown_and_unsupported_keys_warn() {
+        let (_, w) = parse_str(
+            r#"{ "app": { "filename": "kvmjs-cfg-app.js", "bogus": 1, "storage": true } }"#,
+        )
+        .unwrap();
+        assert!(
+            w.iter().any(|m| m.contains("unknown key \"bogus\"")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter().any(|m| m.contains("\"storage\" is not supported")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        for k in [
+            "concurrency",
+            "warmup",
+            "allowed_paths",
+            "idle_timeout",
+            "prefix",
+            "host",
+        ] {
+            assert!(KEYS.iter().any(|(n, _)| *n == k), "{k}");
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The HTTP/1.1 front (hyper): routing to programs, size and time limits, metrics, and
+//! graceful shutdown. Status codes: 400 malformed (hyper), 404 no program, 408 headers too
+//! slow, 413 body too large, 431 headers too large (hyper), 502 guest failure, 503 busy,
+//! 504 max_request_time.
+
+use crate::metrics::Metrics;
+use crate::pool::{ProgramPool, SubmitError};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use kvmjs_vm::{Request, RequestError};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Header the VCL sets to pick a program by name.
+pub const PROGRAM_HEADER: &str = "x-kvmjs-program";
+
+/// Connection-level limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request head (431 beyond).
+    pub max_header_bytes: usize,
+    /// Time to receive the request head (408 beyond).
+    pub header_timeout: Duration,
+    /// Time in-flight requests get to finish at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 64 << 10,
+            header_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct State {
+    /// Programs, in configuration order.
+    pub pools: Vec<Arc<ProgramPool>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> HttpResponse<Full<Bytes>> {
+    let mut r = HttpResponse::new(Full::new(Bytes::from(body.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain;charset=UTF-8"),
+    );
+    r
+}
+
+impl State {
+    /// The program for a request: the VCL's header, then the Host, then the longest prefix.
+    fn route(&self, req: &HttpRequest<Incoming>) -> Result<&Arc<ProgramPool>, String> {
+        if let Some(name) = req.headers().get(PROGRAM_HEADER) {
+            let name = String::from_utf8_lossy(name.as_bytes());
+            return self
+                .pools
+                .iter()
+                .find(|p| p.cfg.name == name)
+                .ok_or_else(|| {
+                    format!("no program named {name:?} (from the {PROGRAM_HEADER} header)")
+                });
+        }
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())
+            .map(|h| {
+                h.rsplit_once(':').map_or(h, |(name, port)| {
+                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                        name
+                    } else {
+                        h
+                    }
+                })
+            })
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if let Some(p) = self.pools.iter().find(|p| p.cfg.hosts.contains(&host)) {
+            return Ok(p);
+        }
+        let path = req.uri().path();
+        self.pools
+            .iter()
+            .filter_map(|p| {
+                let pre = p.cfg.prefix.as_deref()?;
+                let hit = pre == "/"
+                    || path == pre
+                    || path.starts_with(pre)
+                        && (pre.ends_with('/') || path.as_bytes().get(pre.len()) == Some(&b'/'));
+                hit.then_some((pre.len(), p))
+            })
+            .max_by_key(|(n, _)| *n)
+            .map(|(_, p)| p)
+            .ok_or_else(|| format!("no program is routed for host {host:?} and path {path:?}"))
+    }
+}
+
+/// Serves one request.
+pub async fn handle(
+    req: HttpRequest<Incoming>,
+    st: Arc<State>,
+) -> Result<HttpResponse<Full<Bytes>>, Infallible> {
+    let t0 = Instant::now();
+    match req.uri().path() {
+        "/metrics" if !req.headers().contains_key(PROGRAM_HEADER) => {
+            let mut r = text(StatusCode::OK, st.metrics.render());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            return Ok(r);
+        }
+        "/healthz" if !req.headers().contains_key(PROGRAM_HEADER) => {
+            return Ok(text(StatusCode::OK, "ok\n"))
+        }
+        _ => {}
+    }
+    let pool = match st.route(&req) {
+        Ok(p) => p.clone(),
+        Err(msg) => return Ok(text(StatusCode::NOT_FOUND, format!("{msg}\n"))),
+    };
+    let name = pool.cfg.name.clone();
+    let (parts, body) = req.into_parts();
+    let limit = pool.cfg.vm.max_request_body as usize;
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            st.metrics.error(&name, "body_too_large");
+            return Ok(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {limit} bytes (max_request_body)\n"),
+            ));
+        }
+        Err(e) => {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}\n"),
+            ))
+        }
+    };
+    let headers: Vec<String> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{}: {}", k.as_str(), String::from_utf8_lossy(v.as_bytes())))
+        .collect();
+    let vreq = Request {
+        method: parts.method.as_str().to_string(),
+        url: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        content_type: parts
+            .headers
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
+        headers,
+        body: body.to_vec(),
+        ..Default::default()
+    };
+    let outcome = match pool.submit(vreq).await {
+        Ok(o) => o,
+        Err(e) => {
+            let (status, kind) = match e {
+                SubmitError::Boot { .. } => (StatusCode::BAD_GATEWAY, "boot"),
+                SubmitError::Busy { .. } | SubmitError::Gone => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "busy")
+                }
+            };
+            st.metrics.error(&name, kind);
+            st.metrics
+                .request(&name, status.as_u16(), t0.elapsed(), 0, 0, 0.0);
+            let mut r = text(status, format!("{e}\n"));
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            return Ok(r);
+        }
+    };
+    let s = outcome.stats;
+    let resp = match outcome.result {
+        Ok(r) => {
+            let status =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut out = HttpResponse::new(Full::new(Bytes::from(r.body)));
+            *out.status_mut() = status;
+            let h = out.headers_mut();
+            if !r.content_type.is_empty() {
+                if let Ok(v) = HeaderValue::from_bytes(&r.content_type) {
+                    h.insert(CONTENT_TYPE, v);
+                }
+            }
+            for field in &r.headers {
+                let Some(colon) = field.iter().position(|&b| b == b':') else {
+                    continue;
+                };
+                let (Ok(k), Ok(v)) = (
+                    HeaderName::from_bytes(&field[..colon]),
+                    HeaderValue::from_bytes(field[colon + 1..].trim_ascii()),
+                ) else {
+                    continue;
+                };
+                h.append(k, v);
+            }
+            out
+        }
+        Err(e) => {
+            let (status, kind) = match &e {
+                RequestError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                RequestError::Place(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                RequestError::Fault(_) => (StatusCode::BAD_GATEWAY, "fault"),
+                RequestError::Exited(..) => (StatusCode::BAD_GATEWAY, "exit"),
+                RequestError::Guest(_) => (StatusCode::BAD_GATEWAY, "guest"),
+                _ => (StatusCode::BAD_GATEWAY, "internal"),
+            };
+            tracing::warn!(program = %name, "request failed: {e}");
+            st.metrics.error(&name, kind);
+            text(status, format!("{e}\n"))
+        }
+    };
+    st.metrics.request(
+        &name,
+        resp.status().as_u16(),
+        t0.elapsed(),
+        s.exits,
+        s.dirty_pages,
+        s.reset_us,
+    );
+    Ok(resp)
+}
+
+/// Accepts connections until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    st: Arc<State>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            c = listener.accept() => match c {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        stream.set_nodelay(true)?;
+        // A second handle on the socket, to answer 408 after hyper gives up on slow headers.
+        let std = stream.into_std()?;
+        let spare = std.try_clone()?;
+        let stream = tokio::net::TcpStream::from_std(std)?;
+        let st = st.clone();
+        let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                if e.is_timeout() {
+                    use std::io::Write;
+                    let _ = (&spare).write_all(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some connections were still open after {:?}",
+            limits.drain_timeout
+        );
+    }
+    Ok(())
+}

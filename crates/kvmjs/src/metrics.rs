@@ -1,0 +1,202 @@
+//! Prometheus metrics per program, served at /metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabel {
+    program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    program: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    program: String,
+    kind: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 25 µs .. ~13 s
+    Histogram::new(exponential_buckets(25e-6, 2.0, 20))
+}
+
+fn reset_histogram() -> Histogram {
+    // 1 µs .. ~33 ms
+    Histogram::new(exponential_buckets(1e-6, 2.0, 16))
+}
+
+/// All server metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<StatusLabel, Counter>,
+    latency: Family<ProgramLabel, Histogram, fn() -> Histogram>,
+    exits: Family<ProgramLabel, Counter>,
+    dirty_pages: Family<ProgramLabel, Counter>,
+    reset: Family<ProgramLabel, Histogram, fn() -> Histogram>,
+    cold_starts: Family<ProgramLabel, Counter>,
+    cold_start_seconds: Family<ProgramLabel, Histogram, fn() -> Histogram>,
+    errors: Family<ErrorLabel, Counter>,
+    loaded: Family<ProgramLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("kvmjs");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            exits: Family::default(),
+            dirty_pages: Family::default(),
+            reset: Family::new_with_constructor(reset_histogram),
+            cold_starts: Family::default(),
+            cold_start_seconds: Family::new_with_constructor(latency_histogram),
+            errors: Family::default(),
+            loaded: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response, including the VM reset",
+            m.latency.clone(),
+        );
+        registry.register(
+            "vm_exits",
+            "VM exits while serving requests",
+            m.exits.clone(),
+        );
+        registry.register(
+            "dirty_pages",
+            "Guest pages restored by resets",
+            m.dirty_pages.clone(),
+        );
+        registry.register(
+            "reset_seconds",
+            "Time to reset a VM to its snapshot",
+            m.reset.clone(),
+        );
+        registry.register(
+            "cold_starts",
+            "Program boots (first request, or after an idle unload)",
+            m.cold_starts.clone(),
+        );
+        registry.register(
+            "cold_start_seconds",
+            "Time to boot a program and start its VMs",
+            m.cold_start_seconds.clone(),
+        );
+        registry.register("errors", "Failed requests by kind", m.errors.clone());
+        registry.register(
+            "program_loaded",
+            "Whether the program's VMs are running",
+            m.loaded.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+fn p(program: &str) -> ProgramLabel {
+    ProgramLabel {
+        program: program.to_string(),
+    }
+}
+
+impl Metrics {
+    /// Records an answered request.
+    pub fn request(
+        &self,
+        program: &str,
+        code: u16,
+        took: Duration,
+        exits: u64,
+        dirty: u64,
+        reset_us: f64,
+    ) {
+        self.requests
+            .get_or_create(&StatusLabel {
+                program: program.to_string(),
+                code,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&p(program))
+            .observe(took.as_secs_f64());
+        self.exits.get_or_create(&p(program)).inc_by(exits);
+        self.dirty_pages.get_or_create(&p(program)).inc_by(dirty);
+        if reset_us > 0.0 {
+            self.reset
+                .get_or_create(&p(program))
+                .observe(reset_us / 1e6);
+        }
+    }
+
+    /// Records a failure of `kind` (timeout, fault, boot, busy, ...).
+    pub fn error(&self, program: &str, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabel {
+                program: program.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a boot.
+    pub fn cold_start(&self, program: &str, took: Duration) {
+        self.cold_starts.get_or_create(&p(program)).inc();
+        self.cold_start_seconds
+            .get_or_create(&p(program))
+            .observe(took.as_secs_f64());
+        self.loaded.get_or_create(&p(program)).set(1);
+    }
+
+    /// Records an idle unload.
+    pub fn unload(&self, program: &str) {
+        self.loaded.get_or_create(&p(program)).set(0);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_per_program_series() {
+        let m = Metrics::default();
+        m.request("hello", 200, Duration::from_micros(80), 1, 50, 13.0);
+        m.error("hello", "timeout");
+        m.cold_start("hello", Duration::from_millis(15));
+        let t = m.render();
+        for want in [
+            "kvmjs_requests_total{program=\"hello\",code=\"200\"} 1",
+            "kvmjs_vm_exits_total{program=\"hello\"} 1",
+            "kvmjs_dirty_pages_total{program=\"hello\"} 50",
+            "kvmjs_errors_total{program=\"hello\",kind=\"timeout\"} 1",
+            "kvmjs_cold_starts_total{program=\"hello\"} 1",
+            "kvmjs_request_duration_seconds_bucket",
+        ] {
+            assert!(t.contains(want), "missing {want} in:\n{t}");
+        }
+    }
+}

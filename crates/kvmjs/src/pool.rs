@@ -1,0 +1,264 @@
+//! Per-program VM pools. A program boots on its first request: worker 0 boots the guest
+//! and shares its snapshot, and the other `concurrency - 1` workers fork VMs from it. Each
+//! VM lives on its own thread for its whole life (vCPUs are thread-bound and a pinned VM
+//! needs no lock); requests reach the workers through one bounded queue. An idle program
+//! is unloaded and boots again on demand.
+
+use crate::config::Program;
+use crate::metrics::Metrics;
+use kvmjs_vm::{Request, RequestError, RequestStats, Response, Snapshot, Vm};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Mutex};
+
+/// What a worker reports for one request.
+pub struct Outcome {
+    /// The guest's response or the error.
+    pub result: Result<Response, RequestError>,
+    /// Its counters.
+    pub stats: RequestStats,
+}
+
+/// Why a request never reached a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The program did not boot.
+    #[error("program {program:?} failed to boot: {message}")]
+    Boot {
+        /// Program.
+        program: String,
+        /// The boot error.
+        message: String,
+    },
+    /// Every VM stayed busy for queue_timeout.
+    #[error("all {concurrency} VMs of {program:?} stayed busy for {waited:?} (queue_timeout)")]
+    Busy {
+        /// Program.
+        program: String,
+        /// Its VMs.
+        concurrency: usize,
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// The worker went away (the program was unloaded mid-request).
+    #[error("the VM serving the request stopped; try again")]
+    Gone,
+}
+
+struct Job {
+    req: Request,
+    /// `None`: the job waited past its queue deadline and was not run.
+    reply: oneshot::Sender<Option<Outcome>>,
+    /// A job still queued after this is answered as busy rather than run.
+    queue_deadline: Instant,
+}
+
+struct Running {
+    tx: async_channel::Sender<Job>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// One program and its pool.
+pub struct ProgramPool {
+    /// Its settings.
+    pub cfg: Program,
+    state: Mutex<Option<Running>>,
+    last_used_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    epoch: Instant,
+    metrics: Arc<Metrics>,
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ProgramPool {
+    /// A pool that boots on first use.
+    pub fn new(cfg: Program, metrics: Arc<Metrics>) -> Self {
+        ProgramPool {
+            cfg,
+            state: Mutex::new(None),
+            last_used_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            metrics,
+        }
+    }
+
+    /// Runs `req` on one of the program's VMs.
+    pub async fn submit(&self, req: Request) -> Result<Outcome, SubmitError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _guard = InFlight(&self.in_flight);
+        self.touch();
+        let tx = self.ensure_running().await?;
+        let start = Instant::now();
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            req,
+            reply,
+            queue_deadline: start + self.cfg.queue_timeout,
+        };
+        let busy = || SubmitError::Busy {
+            program: self.cfg.name.clone(),
+            concurrency: self.cfg.concurrency,
+            waited: start.elapsed(),
+        };
+        match tokio::time::timeout(self.cfg.queue_timeout, tx.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(SubmitError::Gone),
+            Err(_) => return Err(busy()),
+        }
+        let outcome = rx.await.map_err(|_| SubmitError::Gone)?;
+        self.touch();
+        outcome.ok_or_else(busy)
+    }
+
+    fn touch(&self) {
+        self.last_used_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    async fn ensure_running(&self) -> Result<async_channel::Sender<Job>, SubmitError> {
+        let mut st = self.state.lock().await;
+        if let Some(r) = st.as_ref() {
+            return Ok(r.tx.clone());
+        }
+        let t0 = Instant::now();
+        let cfg = self.cfg.clone();
+        let started = tokio::task::spawn_blocking(move || start(&cfg))
+            .await
+            .unwrap_or_else(|e| Err(format!("boot thread failed: {e}")));
+        match started {
+            Ok(running) => {
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                tracing::info!(program = %self.cfg.name, "cold start in {ms:.1} ms ({} VMs)", self.cfg.concurrency);
+                self.metrics.cold_start(&self.cfg.name, t0.elapsed());
+                let tx = running.tx.clone();
+                *st = Some(running);
+                Ok(tx)
+            }
+            Err(message) => {
+                tracing::error!(program = %self.cfg.name, "{message}");
+                self.metrics.error(&self.cfg.name, "boot");
+                Err(SubmitError::Boot {
+                    program: self.cfg.name.clone(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Unloads the program if it has been idle for its idle_timeout.
+    pub async fn unload_if_idle(&self) {
+        let Some(limit) = self.cfg.idle_timeout else {
+            return;
+        };
+        let idle = self.epoch.elapsed().saturating_sub(Duration::from_millis(
+            self.last_used_ms.load(Ordering::Relaxed),
+        ));
+        if idle < limit || self.in_flight.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let mut st = self.state.lock().await;
+        if let Some(running) = st.take() {
+            tracing::info!(program = %self.cfg.name, "idle for {:.0} s: unloading", idle.as_secs_f64());
+            self.metrics.unload(&self.cfg.name);
+            stop(running).await;
+        }
+    }
+
+    /// Stops the workers (after the requests already queued).
+    pub async fn shutdown(&self) {
+        if let Some(running) = self.state.lock().await.take() {
+            stop(running).await;
+        }
+    }
+}
+
+async fn stop(running: Running) {
+    running.tx.close();
+    let workers = running.workers;
+    let _ = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    })
+    .await;
+}
+
+/// Boots the program on worker 0 and forks the other workers from its snapshot.
+fn start(p: &Program) -> Result<Running, String> {
+    let elf = std::fs::read(&p.guest)
+        .map_err(|e| format!("cannot read guest {}: {e}", p.guest.display()))?;
+    let (tx, rx) = async_channel::bounded::<Job>(p.queue_size);
+    let (snap_tx, snap_rx) = std::sync::mpsc::channel::<Result<Arc<Snapshot>, String>>();
+    let cfg = Arc::new(p.vm.clone());
+    let rx0 = rx.clone();
+    let mut workers = Vec::with_capacity(p.concurrency);
+    let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(format!("{}-vm{i}", p.name))
+            .spawn(f)
+            .map_err(|e| format!("cannot start a VM thread: {e}"))
+    };
+    workers.push(spawn(
+        0,
+        Box::new(move || match Vm::boot(cfg, &elf) {
+            Ok(vm) => {
+                let snap = vm.snapshot().expect("a booted VM has a snapshot");
+                let _ = snap_tx.send(Ok(snap.clone()));
+                serve(vm, snap, rx0);
+            }
+            Err(e) => {
+                let _ = snap_tx.send(Err(e.to_string()));
+            }
+        }),
+    )?);
+    let snap = snap_rx
+        .recv()
+        .map_err(|_| "the boot thread died".to_string())??;
+    for i in 1..p.concurrency {
+        let (snap, rx) = (snap.clone(), rx.clone());
+        let name = p.name.clone();
+        workers.push(spawn(
+            i,
+            Box::new(move || match Vm::from_snapshot(snap.clone()) {
+                Ok(vm) => serve(vm, snap, rx),
+                Err(e) => tracing::error!(program = %name, "cannot fork VM {i}: {e}"),
+            }),
+        )?);
+    }
+    Ok(Running { tx, workers })
+}
+
+/// A worker: one VM, requests until the queue closes.
+fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>) {
+    while let Ok(job) = rx.recv_blocking() {
+        if Instant::now() > job.queue_deadline {
+            let _ = job.reply.send(None);
+            continue;
+        }
+        let result = vm.handle(&job.req);
+        let broken = matches!(result, Err(RequestError::Broken(_)));
+        let _ = job.reply.send(Some(Outcome {
+            result,
+            stats: vm.last_stats(),
+        }));
+        if broken {
+            // A VM whose reset failed is discarded; a fresh fork takes its place.
+            match Vm::from_snapshot(snap.clone()) {
+                Ok(v) => vm = v,
+                Err(e) => {
+                    tracing::error!("cannot replace a broken VM: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! `kvmjs serve`: load tinykvm.json (or one JS app), listen, route, and shut down
+//! gracefully on SIGINT/SIGTERM.
+
+use crate::config::{self, ConfigError, Program};
+use crate::http::{self, Limits, State};
+use crate::metrics::Metrics;
+use crate::pool::ProgramPool;
+use kvmjs_vm::{AllowedPath, VmConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of `kvmjs serve`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The app file is missing.
+    #[error("cannot serve {path}: {source}")]
+    App {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The guest binary is missing.
+    #[error("the kvmjs guest program was not found at {0}; build it (`cargo build --release`) or pass --guest")]
+    Guest(PathBuf),
+    /// Huge pages are requested but none are reserved.
+    #[error("program {program:?} sets hugepages, but {reason}; reserve them, e.g. `echo {pages} > /proc/sys/vm/nr_hugepages` (2 MB each), or set hugepages to false")]
+    HugePages {
+        /// Program.
+        program: String,
+        /// What was found.
+        reason: String,
+        /// Pages to reserve.
+        pages: u64,
+    },
+    /// Socket problems.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Runtime problems.
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// tinykvm.json with the programs to serve.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Guest program for .js apps (default: kvmjs-guest next to this executable).
+    #[arg(long)]
+    guest: Option<PathBuf>,
+    /// Seconds to receive a request head before 408.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// JS app to serve when there is no --config.
+    app: Option<PathBuf>,
+}
+
+fn guest_path(arg: Option<PathBuf>) -> Result<PathBuf, ServeError> {
+    let p = arg
+        .or_else(|| std::env::var_os("KVMJS_GUEST").map(PathBuf::from))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("kvmjs-guest")))
+        })
+        .unwrap_or_else(|| PathBuf::from("kvmjs-guest"));
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(ServeError::Guest(p))
+    }
+}
+
+/// The single program served without a config: everything routes to it.
+fn app_program(app: &Path, guest: &Path) -> Result<Program, ServeError> {
+    let app = app.canonicalize().map_err(|source| ServeError::App {
+        path: app.to_path_buf(),
+        source,
+    })?;
+    let name = app
+        .file_stem()
+        .map_or_else(|| "app".into(), |s| s.to_string_lossy().into_owned());
+    let mut vm = VmConfig {
+        name: name.clone(),
+        main_arguments: vec![app.to_string_lossy().into_owned()],
+        ..Default::default()
+    };
+    if let Some(d) = app.parent() {
+        vm.allowed_paths.push(AllowedPath::same(d));
+    }
+    Ok(Program {
+        name,
+        guest: guest.to_path_buf(),
+        vm,
+        concurrency: 2,
+        hosts: Vec::new(),
+        prefix: Some("/".into()),
+        idle_timeout: None,
+        queue_size: 256,
+        queue_timeout: Duration::from_secs(10),
+    })
+}
+
+/// Checks that huge pages exist for every program that asks for them.
+fn check_hugepages(programs: &[Program]) -> Result<(), ServeError> {
+    for p in programs.iter().filter(|p| p.vm.hugepages) {
+        let need = p.vm.address_space.div_ceil(2 << 20) * p.concurrency as u64;
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |name: &str| {
+            meminfo
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        let free = field("HugePages_Free:");
+        if free == 0 {
+            return Err(ServeError::HugePages {
+                program: p.name.clone(),
+                reason: format!(
+                    "no huge pages are free (HugePages_Total {})",
+                    field("HugePages_Total:")
+                ),
+                pages: need,
+            });
+        }
+        if free < need {
+            tracing::warn!(program = %p.name, "{free} huge pages are free; {need} may be needed (address_space x concurrency)");
+        }
+    }
+    Ok(())
+}
+
+async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
+    let guest = guest_path(a.guest.clone());
+    let programs = match &a.config {
+        Some(path) => {
+            // Programs with ELF guests need no guest binary; .js programs do (checked below).
+            let js_guest = guest.as_ref().map_or_else(
+                |e| match e {
+                    ServeError::Guest(p) => p.clone(),
+                    _ => PathBuf::new(),
+                },
+                Clone::clone,
+            );
+            let (programs, warnings) = config::load(path, &js_guest)?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            if programs.iter().any(|p| p.guest == js_guest) {
+                guest?;
+            }
+            programs
+        }
+        None => {
+            let app = a
+                .app
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("js/hello.js"));
+            vec![app_program(&app, &guest?)?]
+        }
+    };
+    check_hugepages(&programs)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let metrics = Arc::new(Metrics::default());
+        let pools: Vec<Arc<ProgramPool>> = programs
+            .into_iter()
+            .map(|p| Arc::new(ProgramPool::new(p, metrics.clone())))
+            .collect();
+        for p in &pools {
+            let route = match (&p.cfg.hosts[..], &p.cfg.prefix) {
+                ([], Some(pre)) => format!("prefix {pre}"),
+                (hosts, pre) => format!("host {hosts:?} prefix {pre:?}"),
+            };
+            tracing::info!(program = %p.cfg.name, "{route}, concurrency {}, ephemeral {}", p.cfg.concurrency, p.cfg.vm.ephemeral);
+        }
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .map_err(|source| ServeError::Listen { addr: a.listen, source })?;
+        tracing::info!("listening on http://{}", a.listen);
+        let reaper = {
+            let pools = pools.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tick.tick().await;
+                    for p in &pools {
+                        p.unload_if_idle().await;
+                    }
+                }
+            })
+        };
+        let limits = Limits {
+            header_timeout: Duration::from_secs_f64(a.header_timeout),
+            ..Limits::default()
+        };
+        let state = Arc::new(State {
+            pools: pools.clone(),
+            metrics,
+        });
+        http::serve(listener, state, limits, signal()).await?;
+        reaper.abort();
+        for p in &pools {
+            p.shutdown().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
