@@ -375,6 +375,28 @@ fn config_errors_are_clear() {
         "syntax",
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("not valid JSON"));
+    // Huge pages without reserved pages: a start-up error that says how to reserve them.
+    let free: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:")?.trim().parse().ok())
+        .unwrap_or(0);
+    if free == 0 {
+        let o = run(
+            r#"{ "a": { "filename": "$REPO/js/hello.js", "hugepages": true } }"#,
+            "huge",
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("/proc/sys/vm/nr_hugepages"),
+            "{err}"
+        );
+    } else {
+        // With pages reserved, a huge-page program boots and serves.
+        let cfg = r#"{ "a": { "filename": "$REPO/js/hello.js", "hugepages": true, "concurrency": 1, "address_space": 64, "max_memory": 64 } }"#;
+        let (k, port) = kvmjs(cfg, "hugeok", &[]);
+        assert_eq!(get(port, "/a/").text(), "Hello, World!\n", "{}", k.log());
+    }
     // An unknown key is a warning; the server starts.
     let (k, port) = kvmjs(
         r#"{ "a": { "filename": "$REPO/js/hello.js", "max_memroy": 64 } }"#,
