@@ -5,6 +5,7 @@
 
 mod engine;
 mod host;
+mod native;
 mod options;
 
 use engine::clock::Clock;
@@ -51,8 +52,8 @@ fn main() {
             exit(2);
         }
     };
-    if !in_vm {
-        eprintln!("kvmjs: this program runs inside a kvmjs or TinyKVM micro-VM (e.g. `kvmjs run`)");
+    if !in_vm && opts.serve.is_none() {
+        eprintln!("kvmjs: this program runs inside a kvmjs or TinyKVM micro-VM (e.g. `kvmjs run`), or natively with --serve ADDR");
         exit(2);
     }
     let mut engine = Engine::new(opts.clone(), clock, wall_ms, in_vm).unwrap_or_else(|e| {
@@ -79,5 +80,12 @@ fn main() {
         }
     }
     engine.gc();
+    if let Some(addr) = opts.serve.as_deref() {
+        if let Err(e) = native::serve(&mut engine, addr, opts.fork) {
+            eprintln!("kvmjs: {e}");
+            exit(1);
+        }
+        return;
+    }
     host::serve(&mut engine);
 }

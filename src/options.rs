@@ -17,6 +17,10 @@ pub struct Options {
     pub stack_size: usize,
     /// Stack traces in error responses.
     pub debug: bool,
+    /// Outside a VM: serve HTTP on this address (benchmark comparator).
+    pub serve: Option<String>,
+    /// With `serve`: fork a child per request (process-level isolation comparator).
+    pub fork: bool,
 }
 
 impl Options {
@@ -29,21 +33,25 @@ impl Options {
             cpu_limit_ms: 5000.0,
             stack_size: 1 << 20,
             debug: std::env::var("KVMJS_DEBUG").is_ok_and(|v| v == "1"),
+            serve: None,
+            fork: false,
         };
         let mut it = args.into_iter();
         while let Some(a) = it.next() {
-            let mut num = |name: &str| -> Result<f64, String> {
+            fn num(it: &mut impl Iterator<Item = String>, name: &str) -> Result<f64, String> {
                 it.next()
                     .and_then(|v| v.parse::<f64>().ok())
                     .filter(|v| *v >= 0.0)
                     .ok_or_else(|| format!("{name} needs a non-negative number"))
-            };
+            }
             match a.as_str() {
-                "--warmup" => o.warmup = num("--warmup")? as u32,
-                "--memory-limit" => o.memory_limit = (num("--memory-limit")? * 1048576.0) as usize,
-                "--cpu-limit-ms" => o.cpu_limit_ms = num("--cpu-limit-ms")?,
-                "--stack-size" => o.stack_size = (num("--stack-size")? * 1024.0) as usize,
+                "--warmup" => o.warmup = num(&mut it, "--warmup")? as u32,
+                "--memory-limit" => o.memory_limit = (num(&mut it, "--memory-limit")? * 1048576.0) as usize,
+                "--cpu-limit-ms" => o.cpu_limit_ms = num(&mut it, "--cpu-limit-ms")?,
+                "--stack-size" => o.stack_size = (num(&mut it, "--stack-size")? * 1024.0) as usize,
                 "--debug" => o.debug = true,
+                "--serve" => o.serve = Some(it.next().ok_or("--serve needs an address, e.g. 127.0.0.1:8081")?),
+                "--fork" => o.fork = true,
                 s if s.starts_with("--") => return Err(format!("unknown option {s}")),
                 s if o.app.is_empty() => o.app = s.to_string(),
                 s => {
@@ -54,7 +62,10 @@ impl Options {
             }
         }
         if o.app.is_empty() {
-            return Err("usage: kvmjs-guest <app.js> [--warmup N] [--memory-limit MB] [--cpu-limit-ms MS] [--stack-size KB] [--debug]".into());
+            return Err("usage: kvmjs-guest <app.js> [--warmup N] [--memory-limit MB] [--cpu-limit-ms MS] [--stack-size KB] [--debug] [--serve ADDR [--fork]]".into());
+        }
+        if o.fork && o.serve.is_none() {
+            return Err("--fork needs --serve".into());
         }
         Ok(o)
     }
