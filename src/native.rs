@@ -50,7 +50,13 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Parsed> {
             }
             let body = buf[head_len..head_len + len].to_vec();
             buf.drain(..head_len + len);
-            return Some(Parsed { method, path, headers: hs, body, close });
+            return Some(Parsed {
+                method,
+                path,
+                headers: hs,
+                body,
+                close,
+            });
         }
         if buf.len() > MAX_REQUEST {
             return None;
@@ -61,11 +67,19 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Parsed> {
 }
 
 fn respond(engine: &mut Engine, p: &Parsed) -> Vec<u8> {
-    let host = p.headers.iter().find(|(k, _)| k == "host").map(|(_, v)| v.as_str());
+    let host = p
+        .headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.as_str());
     let req = HttpRequest {
         method: Cow::Borrowed(&p.method),
         url: crate::host::absolute_url(&p.path, host),
-        headers: p.headers.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str()))).collect(),
+        headers: p
+            .headers
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+            .collect(),
         body: (!p.body.is_empty()).then_some(p.body.as_slice()),
     };
     encode(&engine.handle(&req), p.close)
@@ -73,14 +87,25 @@ fn respond(engine: &mut Engine, p: &Parsed) -> Vec<u8> {
 
 fn encode(r: &HttpResponse, close: bool) -> Vec<u8> {
     let body = r.body.as_bytes();
-    let mut out = format!("HTTP/1.1 {} {}\r\n", r.status, if r.status < 400 { "OK" } else { "Error" }).into_bytes();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        r.status,
+        if r.status < 400 { "OK" } else { "Error" }
+    )
+    .into_bytes();
     for (k, v) in &r.headers {
         if !k.eq_ignore_ascii_case("content-length") {
             out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
     }
     let conn = if close { "close" } else { "keep-alive" };
-    out.extend_from_slice(format!("content-length: {}\r\nconnection: {conn}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: {conn}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
     out.extend_from_slice(body);
     out
 }
@@ -124,7 +149,14 @@ fn connection(engine: &mut Engine, mut s: TcpStream, fork: bool) {
 /// Serves connections one at a time, forever.
 pub fn serve(engine: &mut Engine, addr: &str, fork: bool) -> Result<(), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    eprintln!("kvmjs-guest: serving on http://{addr} ({})", if fork { "fork per request" } else { "plain process" });
+    eprintln!(
+        "kvmjs-guest: serving on http://{addr} ({})",
+        if fork {
+            "fork per request"
+        } else {
+            "plain process"
+        }
+    );
     for s in listener.incoming().flatten() {
         connection(engine, s, fork);
     }

@@ -46,11 +46,18 @@ impl Options {
             }
             match a.as_str() {
                 "--warmup" => o.warmup = num(&mut it, "--warmup")? as u32,
-                "--memory-limit" => o.memory_limit = (num(&mut it, "--memory-limit")? * 1048576.0) as usize,
+                "--memory-limit" => {
+                    o.memory_limit = (num(&mut it, "--memory-limit")? * 1048576.0) as usize
+                }
                 "--cpu-limit-ms" => o.cpu_limit_ms = num(&mut it, "--cpu-limit-ms")?,
                 "--stack-size" => o.stack_size = (num(&mut it, "--stack-size")? * 1024.0) as usize,
                 "--debug" => o.debug = true,
-                "--serve" => o.serve = Some(it.next().ok_or("--serve needs an address, e.g. 127.0.0.1:8081")?),
+                "--serve" => {
+                    o.serve = Some(
+                        it.next()
+                            .ok_or("--serve needs an address, e.g. 127.0.0.1:8081")?,
+                    )
+                }
                 "--fork" => o.fork = true,
                 s if s.starts_with("--") => return Err(format!("unknown option {s}")),
                 s if o.app.is_empty() => o.app = s.to_string(),

@@ -41,7 +41,7 @@ impl Clock {
     /// Milliseconds since start-up.
     pub fn now_ms(&self) -> f64 {
         match *self {
-            Clock::Tsc { start, khz } => rdtsc().wrapping_sub(start) as f64 / khz as f64,
+            Clock::Tsc { start, khz } => rdtsc().saturating_sub(start) as f64 / khz as f64,
             Clock::Os(t) => t.elapsed().as_secs_f64() * 1e3,
         }
     }

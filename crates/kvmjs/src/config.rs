@@ -432,7 +432,7 @@ fn program(
                 p.idle_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
             }
             "queue_size" => p.queue_size = ctx.int(k, v, 1, 1 << 20)? as usize,
-            "queue_timeout" => p.queue_timeout = Duration::from_secs_f64(ctx.num(k, v, 0.0, 3600.0)?),
+            "queue_timeout" => p.queue_timeout = Duration::from_secs_f64(ctx.num(k, v, 0.001, 3600.0)?),
             other if IGNORED.contains(&other) => {
                 warnings.push(format!("{}: \"{}\": key \"{other}\" is not supported by kvmjs and is ignored", ctx.path.display(), ctx.entry));
             }

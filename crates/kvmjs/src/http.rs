@@ -17,6 +17,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+/// Response headers a guest may not set: framing and connection management.
+const HOP_BY_HOP: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
 /// Header the VCL sets to pick a program by name.
 pub const PROGRAM_HEADER: &str = "x-kvmjs-program";
 
@@ -220,6 +232,11 @@ pub async fn handle(
                 ) else {
                     continue;
                 };
+                // Framing is the server's: a guest-set Content-Length or Transfer-Encoding
+                // could desynchronise a reused (e.g. Varnish) connection.
+                if HOP_BY_HOP.contains(&k.as_str()) {
+                    continue;
+                }
                 h.append(k, v);
             }
             out
@@ -269,23 +286,43 @@ pub async fn serve(
             c = listener.accept() => match c {
                 Ok(c) => c,
                 Err(e) => {
+                    // E.g. EMFILE: back off instead of spinning.
                     tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
-        stream.set_nodelay(true)?;
         // A second handle on the socket, to answer 408 after hyper gives up on slow headers.
-        let std = stream.into_std()?;
-        let spare = std.try_clone()?;
-        let stream = tokio::net::TcpStream::from_std(std)?;
+        // Problems with one connection drop that connection, never the server.
+        let split = || -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+            stream.set_nodelay(true)?;
+            let std = stream.into_std()?;
+            let spare = std.try_clone()?;
+            Ok((tokio::net::TcpStream::from_std(std)?, spare))
+        };
+        let (stream, spare) = match split() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("dropping a connection: {e}");
+                continue;
+            }
+        };
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let st = st.clone();
-        let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
+        let count = served.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            handle(req, st.clone())
+        });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                if e.is_timeout() {
+                // hyper's head timer also runs on idle keep-alive connections: answer 408
+                // only to a connection that never got a request through (a slow client),
+                // and just close idle ones.
+                if e.is_timeout() && served.load(std::sync::atomic::Ordering::Relaxed) == 0 {
                     use std::io::Write;
                     let _ = (&spare).write_all(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
                 }

@@ -111,7 +111,18 @@ impl ProgramPool {
         };
         match tokio::time::timeout(self.cfg.queue_timeout, tx.send(job)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(SubmitError::Gone),
+            Ok(Err(_)) => {
+                // Every worker is gone: forget the pool, so the next request boots it again.
+                let mut st = self.state.lock().await;
+                if st
+                    .as_ref()
+                    .is_some_and(|r| r.tx.is_closed() || r.tx.receiver_count() == 0)
+                {
+                    *st = None;
+                    self.metrics.unload(&self.cfg.name);
+                }
+                return Err(SubmitError::Gone);
+            }
             Err(_) => return Err(busy()),
         }
         let outcome = rx.await.map_err(|_| SubmitError::Gone)?;
@@ -240,12 +251,15 @@ fn start(p: &Program) -> Result<Running, String> {
 /// A worker: one VM, requests until the queue closes.
 fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>) {
     while let Ok(job) = rx.recv_blocking() {
+        if job.reply.is_closed() {
+            continue; // the client went away while the job was queued
+        }
         if Instant::now() > job.queue_deadline {
             let _ = job.reply.send(None);
             continue;
         }
         let result = vm.handle(&job.req);
-        let broken = matches!(result, Err(RequestError::Broken(_)));
+        let broken = vm.is_broken();
         let _ = job.reply.send(Some(Outcome {
             result,
             stats: vm.last_stats(),

@@ -291,6 +291,16 @@ fn varnish_routes_to_programs_and_limits_hold() {
         t.elapsed()
     );
     assert_eq!(get(vport, "/apps/ok").text(), "ok");
+    // Framing headers from the guest are dropped (JS `Headers` allows setting them).
+    let r = get(kport, "/apps/framing");
+    assert_eq!(
+        (
+            r.text().as_str(),
+            r.header("content-length").as_deref(),
+            r.header("x-kept").as_deref()
+        ),
+        ("four", Some("4"), Some("yes"))
+    );
     // Two clients in parallel on concurrency 2: both 300 ms sleeps finish together.
     get(vport, "/apps/sleep");
     let t = Instant::now();

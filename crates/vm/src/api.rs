@@ -13,7 +13,7 @@ const MAX_HEADERS: usize = 1024;
 /// Runs guest API call `number`.
 pub fn dispatch(ctx: &mut Ctx<'_>, number: u64, a: &Args) -> Flow {
     match number {
-        nr::WAIT_FOR_REQUESTS_PAUSED => match ctx.mem.check(a[0], 104) {
+        nr::WAIT_FOR_REQUESTS_PAUSED => match ctx.mem.check_writable(a[0], 104) {
             Ok(_) => Flow::Stop(Stop::Paused { req_ptr: a[0] }),
             Err(e) => Flow::Stop(Stop::Fatal(format!("wait_for_requests_paused: {e}"))),
         },

@@ -28,6 +28,14 @@ pub enum MemoryError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// A guest pointer names memory the guest may not write (system pages, program code).
+    #[error("guest range {addr:#x}+{len:#x} is not writable guest memory (kvmjs system pages or read-only program segments)")]
+    Protected {
+        /// Start of the range.
+        addr: u64,
+        /// Its length.
+        len: u64,
+    },
     /// A string the guest passed is not UTF-8 where it must be.
     #[error("guest string at {addr:#x} is not valid UTF-8")]
     NotUtf8 {
@@ -152,6 +160,9 @@ pub struct GuestMemory {
     host_dirty: DirtyBitmap,
     /// Backed by MAP_HUGETLB: madvise cannot drop 4 KiB pages, so zeroing writes zeros.
     hugepages: bool,
+    /// Ranges guest-facing writes may not touch: the guest's page tables forbid it, so the
+    /// host must not do it on the guest's behalf either (e.g. through a syscall's output).
+    protected: Vec<(u64, u64)>,
 }
 
 impl GuestMemory {
@@ -162,6 +173,7 @@ impl GuestMemory {
             map,
             host_dirty: DirtyBitmap::new((size / PAGE_SIZE) as usize),
             hugepages,
+            protected: Vec::new(),
         })
     }
 
@@ -187,6 +199,44 @@ impl GuestMemory {
         }
     }
 
+    /// From now on, guest-facing writes to these `[start, end)` ranges fail.
+    pub fn protect(&mut self, ranges: Vec<(u64, u64)>) {
+        self.protected = ranges;
+    }
+
+    /// The protected ranges.
+    pub fn protected(&self) -> &[(u64, u64)] {
+        &self.protected
+    }
+
+    /// Like [`GuestMemory::check`], and the range must be writable by the guest.
+    pub fn check_writable(&self, addr: u64, len: u64) -> Result<usize> {
+        let off = self.check(addr, len)?;
+        if len > 0
+            && self
+                .protected
+                .iter()
+                .any(|&(s, e)| addr < e && addr + len > s)
+        {
+            return Err(MemoryError::Protected { addr, len });
+        }
+        Ok(off)
+    }
+
+    /// Writes the host's own structures (stubs, resume slots): no guest permission check.
+    pub(crate) fn write_system(&mut self, addr: u64, data: &[u8]) -> Result<()> {
+        let off = self.check(addr, data.len() as u64)?;
+        if !data.is_empty() {
+            self.host_dirty
+                .mark_range(addr / PAGE_SIZE, (addr + data.len() as u64 - 1) / PAGE_SIZE);
+        }
+        // SAFETY: `check` proved the range lies inside the mapping; `&mut self` is exclusive.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.ptr.as_ptr().add(off), data.len())
+        };
+        Ok(())
+    }
+
     /// Borrows guest bytes.
     pub fn slice(&self, addr: u64, len: u64) -> Result<&[u8]> {
         let off = self.check(addr, len)?;
@@ -195,9 +245,9 @@ impl GuestMemory {
         Ok(unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr().add(off), len as usize) })
     }
 
-    /// Mutably borrows guest bytes, marking them dirty.
+    /// Mutably borrows guest-writable bytes, marking them dirty.
     pub fn slice_mut(&mut self, addr: u64, len: u64) -> Result<&mut [u8]> {
-        let off = self.check(addr, len)?;
+        let off = self.check_writable(addr, len)?;
         if len > 0 {
             self.host_dirty
                 .mark_range(addr / PAGE_SIZE, (addr + len - 1) / PAGE_SIZE);
@@ -261,7 +311,7 @@ impl GuestMemory {
 
     /// Makes `[addr, addr+len)` read as zero (page-aligned), marking it dirty.
     pub fn zero(&mut self, addr: u64, len: u64) -> Result<()> {
-        let off = self.check(addr, len)?;
+        let off = self.check_writable(addr, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -575,6 +625,23 @@ mod tests {
         assert!(m.read_cstr(0xffff0, 100).is_err(), "no NUL before the end");
         m.write(0x100, b"hi\0").unwrap();
         assert_eq!(m.read_cstr(0x100, 10).unwrap(), b"hi");
+    }
+
+    #[test]
+    fn protected_ranges_refuse_guest_facing_writes_only() {
+        let mut m = GuestMemory::new(1 << 20, false).unwrap();
+        m.protect(vec![(0, 0x2000), (0x8000, 0x9000)]);
+        assert!(matches!(
+            m.write(0x1ff0, &[0; 32]),
+            Err(MemoryError::Protected { .. })
+        ));
+        assert!(m.write_u64(0x8ff8, 1).is_err());
+        assert!(m.zero(0x8000, 0x1000).is_err());
+        assert!(m.copy_within(0x3000, 0x8000, 8).is_err());
+        assert!(m.write(0x2000, b"ok").is_ok());
+        assert_eq!(m.slice(0x8000, 4).unwrap(), &[0; 4], "reads stay allowed");
+        m.write_system(0x1000, b"stub").unwrap();
+        assert_eq!(m.slice(0x1000, 4).unwrap(), b"stub");
     }
 
     #[test]

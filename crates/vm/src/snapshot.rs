@@ -25,6 +25,11 @@ pub struct Snapshot {
     cr3: u64,
     syscall_return: Option<SyscallReturn>,
     boot_stats: RequestStats,
+    protected: Vec<(u64, u64)>,
+    /// Whether the syscall entry's return was already patched in the captured memory.
+    tail_patched: bool,
+    /// Guest TSC minus host TSC at the snapshot: forks continue the same timeline.
+    tsc_delta: i64,
 }
 
 impl Snapshot {
@@ -43,12 +48,15 @@ impl Vm {
     /// Captures the snapshot at the guest's pause, then arms the vCPU there.
     pub(crate) fn take_snapshot(&mut self, req_ptr: u64, trap: Trap) -> Result<(), VmError> {
         let cont = trap.cont;
-        self.mem.write_u64(stubs::SLOT_RIP, cont.rip)?;
-        self.mem.write_u64(stubs::SLOT_RAX, 0)?;
-        self.mem.write_u64(stubs::SLOT_RDX, cont.rdx)?;
+        self.mem
+            .write_system(stubs::SLOT_RIP, &cont.rip.to_le_bytes())?;
+        self.mem
+            .write_system(stubs::SLOT_RAX, &0u64.to_le_bytes())?;
+        self.mem
+            .write_system(stubs::SLOT_RDX, &cont.rdx.to_le_bytes())?;
         let xsave = self.machine.xsave_image()?;
         let n = xsave.len().min(PAGE_SIZE as usize);
-        self.mem.write(layout::XSAVE_IMAGE, &xsave[..n])?;
+        self.mem.write_system(layout::XSAVE_IMAGE, &xsave[..n])?;
         let regs = kvm_regs {
             rip: layout::USER_STUBS + stubs::RESUME_ENTRY,
             rax: 0,
@@ -79,6 +87,9 @@ impl Vm {
             cr3: self.cr3,
             syscall_return: self.syscall_return,
             boot_stats: self.boot_stats,
+            protected: self.mem.protected().to_vec(),
+            tail_patched: self.syscall_return.is_some(),
+            tsc_delta: self.machine.tsc_delta()?,
         }));
         self.pos = Position::AtPause {
             req_ptr,
@@ -98,10 +109,15 @@ impl Vm {
         let cfg = snap.cfg.clone();
         let mut mem = GuestMemory::new(snap.memory.size(), cfg.hugepages)?;
         snap.memory.copy_into(&mut mem);
+        mem.protect(snap.protected.clone());
         let mut machine = Machine::new(hv, &mem)?;
         let base_sregs = machine.sregs()?;
         machine.set_sregs(&snap.sregs)?;
         machine.set_regs(&snap.regs);
+        if let Some(kind) = snap.syscall_return.filter(|_| !snap.tail_patched) {
+            mem.write_system(layout::USER_STUBS + stubs::SYSCALL_TAIL, kind.bytes())?;
+        }
+        machine.align_tsc(snap.tsc_delta)?;
         let hot = machine
             .manual_protect
             .then(|| HotPages::new((mem.size() / PAGE_SIZE) as usize));
@@ -146,16 +162,22 @@ impl Vm {
             self.dirty_trace.as_mut(),
         );
         self.machine.protect(&protect)?;
-        let sregs_changed = self.proc.sregs_changed;
         if self.proc.changed || full {
             self.proc = snap.proc.clone();
         }
-        if full || sregs_changed || self.fs_applied != snap.sregs.fs.base {
-            self.machine.set_sregs(&snap.sregs)?;
-            self.fs_applied = snap.sregs.fs.base;
-        }
+        // Always: ring 3 can load segment selectors (and so change FS/GS) without a trap,
+        // and nothing of a request may reach the next one. One ioctl, ~5 µs on PVM.
+        self.machine.set_sregs(&snap.sregs)?;
+        self.fs_applied = snap.sregs.fs.base;
         if full {
             self.machine.clear_events()?;
+            self.machine.reset_msrs()?;
+        }
+        if let Some(kind) = self.syscall_return.filter(|_| !snap.tail_patched) {
+            // The tail was patched after the snapshot: the restore put `ud2` back.
+            self.mem
+                .write_system(layout::USER_STUBS + stubs::SYSCALL_TAIL, kind.bytes())
+                .map_err(|e| RequestError::Broken(e.to_string()))?;
         }
         self.machine.set_regs(&snap.regs);
         self.pos = Position::AtPause {

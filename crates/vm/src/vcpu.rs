@@ -115,6 +115,12 @@ pub struct Machine {
 }
 
 const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u32 = 168;
+const MSR_IA32_TSC: u32 = 0x10;
+
+fn host_tsc() -> u64 {
+    // SAFETY: RDTSC has no memory effects and is allowed in user mode on Linux hosts.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
 const KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE: u64 = 1;
 
 /// `struct kvm_clear_dirty_log` with the bitmap pointer in place of the union.
@@ -310,6 +316,40 @@ impl Machine {
             mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
         };
         ioctl("SET_MP_STATE", self.vcpu.set_mp_state(mp))
+    }
+
+    /// Restores the MSRs kvmjs sets and clears debug registers (after a fault, in case the
+    /// guest reached ring 0 somehow).
+    pub fn reset_msrs(&self) -> Result<(), KvmError> {
+        ioctl("SET_MSRS", self.vcpu.set_msrs(&cpu::syscall_msrs()))?;
+        ioctl(
+            "SET_DEBUGREGS",
+            self.vcpu.set_debug_regs(&Default::default()),
+        )
+    }
+
+    /// Guest TSC minus host TSC now.
+    pub fn tsc_delta(&self) -> Result<i64, KvmError> {
+        let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+            index: MSR_IA32_TSC,
+            ..Default::default()
+        }])
+        .expect("one MSR entry fits");
+        let host = host_tsc();
+        ioctl("GET_MSRS", self.vcpu.get_msrs(&mut msrs))?;
+        Ok(msrs.as_slice()[0].data.wrapping_sub(host) as i64)
+    }
+
+    /// Sets the guest TSC to host TSC + `delta`, so a VM forked from a snapshot sees the
+    /// clock its guest calibrated against (KVM starts each vCPU's TSC near 0).
+    pub fn align_tsc(&self, delta: i64) -> Result<(), KvmError> {
+        let entry = kvm_bindings::kvm_msr_entry {
+            index: MSR_IA32_TSC,
+            data: host_tsc().wrapping_add(delta as u64),
+            ..Default::default()
+        };
+        let msrs = kvm_bindings::Msrs::from_entries(&[entry]).expect("one MSR entry fits");
+        ioctl("SET_MSRS", self.vcpu.set_msrs(&msrs)).map(|_| ())
     }
 
     /// The vCPU's XSAVE area in the standard (non-compacted) format.

@@ -213,6 +213,7 @@ impl Vm {
             hwcap,
             random,
         )?;
+        mem.protect(protected_ranges(&image.regions));
         let base_sregs = machine.sregs()?;
         machine.set_sregs(&cpu::user_sregs(&base_sregs, cr3, 0))?;
         machine
@@ -328,6 +329,11 @@ impl Vm {
     /// Settings of this VM.
     pub fn config(&self) -> &VmConfig {
         &self.cfg
+    }
+
+    /// Whether a failed reset left the VM unusable: discard it (fork a new one).
+    pub fn is_broken(&self) -> bool {
+        matches!(self.pos, Position::Broken(_))
     }
 
     /// Counters of the last request.
@@ -609,7 +615,7 @@ impl Vm {
             tracing::info!("KVM flavour: SYSCALL entry runs at CPL {cpl} ({kind:?}); RIP at the MMIO exit is {} the trap write", if fl.rip_past_trap { "past" } else { "at" });
         }
         self.mem
-            .write(tail, kind.bytes())
+            .write_system(tail, kind.bytes())
             .expect("the stub page is inside guest memory");
         self.syscall_return = Some(kind);
         Ok(())
@@ -650,6 +656,28 @@ impl Vm {
         };
         Ok(fault::describe(vector, &frame, cr2, self.mem.size()))
     }
+}
+
+/// What the guest's page tables make unwritable: the system area below the image, and
+/// pages of the image that no writable segment covers.
+fn protected_ranges(regions: &[cpu::Region]) -> Vec<(u64, u64)> {
+    let mut out = vec![(0, layout::IMAGE_MIN)];
+    for r in regions.iter().filter(|r| !r.write) {
+        let mut p = layout::align_down(r.start, PAGE_SIZE);
+        while p < r.end {
+            let shared_with_writable = regions
+                .iter()
+                .any(|w| w.write && w.start < p + PAGE_SIZE && w.end > p);
+            if !shared_with_writable {
+                match out.last_mut() {
+                    Some((_, e)) if *e == p => *e = p + PAGE_SIZE,
+                    _ => out.push((p, p + PAGE_SIZE)),
+                }
+            }
+            p += PAGE_SIZE;
+        }
+    }
+    out
 }
 
 fn unexpected(stop: Stop, when: &str) -> RequestError {

@@ -123,6 +123,17 @@ fn main() {
                 unsafe { guest::call6(nr::BACKEND_RESPONSE, [7, 0, 0, 0, 0, 0]) };
                 (500, b"survived".to_vec())
             }
+            b"/overwrite-stub" => {
+                // rt_sigaction's old-action output aimed at the ring-0 #UD stub (0x3060):
+                // the host must refuse (EFAULT), as the page tables would.
+                let act = [0xccu8; 32];
+                // SAFETY: Linux syscall 13 with a valid input buffer; the output pointer is
+                // deliberately one the host must reject.
+                let set = unsafe { guest::call6(13, [10, act.as_ptr() as u64, 0, 8, 0, 0]) } as i64;
+                // SAFETY: as above.
+                let get = unsafe { guest::call6(13, [10, 0, 0x3060, 8, 0, 0]) } as i64;
+                (200, format!("{set} {get}").into_bytes())
+            }
             b"/time" => {
                 let t = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

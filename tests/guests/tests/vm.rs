@@ -158,6 +158,19 @@ fn faults_are_clear_errors_and_the_vm_recovers() {
 }
 
 #[test]
+fn host_never_writes_system_pages_for_the_guest() {
+    let mut vm = boot(config());
+    assert_eq!(
+        body(&mut vm, &Request::get("/overwrite-stub")),
+        "0 -14",
+        "EFAULT for the stub page"
+    );
+    // The #UD stub is intact: ud2 is still reported as such.
+    let err = vm.handle(&Request::get("/ud2")).unwrap_err().to_string();
+    assert!(err.contains("invalid opcode"), "{err}");
+}
+
+#[test]
 fn out_of_memory_is_enomem_inside_the_guest() {
     // The allocation bomb fails inside the guest (mmap/brk say ENOMEM) and the guest's
     // allocator aborts; the host stays within max_memory.

@@ -27,6 +27,9 @@ export default {
       case "/sleep":
         // Holds a VM for 300 ms without using CPU: for concurrency and drain tests.
         return new Promise((r) => setTimeout(() => r(new Response("slept")), 300));
+      case "/framing":
+        // A guest trying to set framing headers: the server must ignore them.
+        return new Response("four", { headers: { "content-length": "1000", "connection": "close", "x-kept": "yes" } });
       case "/random":
         return Response.json({ r: Math.random(), u: crypto.randomUUID() });
       default:

@@ -4,7 +4,7 @@
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::config::AllowedPath;
 use crate::process::FdKind;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use syscalls::Sysno;
@@ -218,8 +218,13 @@ fn writev(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         Ok(v) => v,
         Err(e) => return neg(e),
     };
-    let mut total = 0;
+    let mut total: u64 = 0;
     for (base, len) in vecs {
+        // One call moves at most MAX_IO bytes, like a short write.
+        let len = len.min(MAX_IO - total);
+        if len == 0 {
+            break;
+        }
         match write_out(ctx, a[0], base, len) {
             Ok(n) => total += n,
             Err(e) => return neg(e),
@@ -325,11 +330,23 @@ fn do_open(ctx: &mut Ctx<'_>, dirfd: i64, path: u64, flags: u64) -> Flow {
         Ok(r) => r,
         Err(e) => return neg(e),
     };
-    let file = match std::fs::File::open(&real) {
+    // Non-blocking, so a FIFO under an allowed path cannot hang the VM's thread; only
+    // regular files and directories are served.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&real)
+    {
         Ok(f) => f,
         Err(e) => return neg(e.raw_os_error().unwrap_or(errno::ENOENT)),
     };
-    let dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
+    let Ok(meta) = file.metadata() else {
+        return neg(libc::EIO);
+    };
+    if !meta.is_file() && !meta.is_dir() {
+        return neg(errno::EACCES);
+    }
+    let dir = meta.is_dir();
     if flags & O_DIRECTORY != 0 && !dir {
         return neg(errno::ENOTDIR);
     }

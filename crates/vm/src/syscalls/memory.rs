@@ -78,6 +78,12 @@ fn brk(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     Flow::ok(want)
 }
 
+/// Rounds a guest length up to pages; lengths beyond guest memory are refused first, so
+/// nothing overflows.
+fn pages(ctx: &Ctx<'_>, len: u64) -> Option<u64> {
+    (len <= ctx.mem.size()).then(|| align_up(len, PAGE_SIZE))
+}
+
 fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let (addr, len, flags) = (a[0], a[1], a[3]);
     if len == 0 || !addr.is_multiple_of(PAGE_SIZE) {
@@ -89,9 +95,8 @@ fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         return Flow::err(errno::ENOSYS);
     }
     // A shared anonymous mapping acts as private: there is no other process to share with.
-    let len = match len.checked_add(PAGE_SIZE - 1) {
-        Some(l) => l & !(PAGE_SIZE - 1),
-        None => return Flow::err(errno::ENOMEM),
+    let Some(len) = pages(ctx, len) else {
+        return Flow::err(errno::ENOMEM);
     };
     let p = &mut *ctx.proc;
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
@@ -128,7 +133,7 @@ fn unmap(ctx: &mut Ctx<'_>, addr: u64, len: u64) -> Result<(), i32> {
     if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(errno::EINVAL);
     }
-    let len = align_up(len, PAGE_SIZE);
+    let len = pages(ctx, len).ok_or(errno::EINVAL)?;
     if !ctx.proc.mmap.contains(addr, len) {
         // Linux allows unmapping anything; outside the mmap area there is nothing to do,
         // and in particular the image and stack stay mapped.
@@ -148,7 +153,10 @@ fn munmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 }
 
 fn madvise(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let (addr, len, advice) = (a[0], align_up(a[1], PAGE_SIZE), a[2]);
+    let (addr, advice) = (a[0], a[2]);
+    let Some(len) = pages(ctx, a[1]) else {
+        return Flow::err(errno::EINVAL);
+    };
     if !addr.is_multiple_of(PAGE_SIZE) {
         return Flow::err(errno::EINVAL);
     }
@@ -162,11 +170,13 @@ fn madvise(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 }
 
 fn mremap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let (old, old_len, new_len, flags) = (a[0], align_up(a[1], PAGE_SIZE), a[2], a[3]);
+    let (old, flags) = (a[0], a[3]);
+    let (Some(old_len), Some(new_len)) = (pages(ctx, a[1]), pages(ctx, a[2])) else {
+        return Flow::err(errno::ENOMEM);
+    };
     if !old.is_multiple_of(PAGE_SIZE) || new_len == 0 || flags & MREMAP_FIXED != 0 {
         return Flow::err(errno::EINVAL);
     }
-    let new_len = align_up(new_len, PAGE_SIZE);
     let p = &mut *ctx.proc;
     if !p.mmap.contains(old, old_len) || !p.mmap.contains(old, 0) {
         return Flow::err(errno::EFAULT);
@@ -248,6 +258,13 @@ mod tests {
         assert_eq!(r, -i64::from(libc::ENOSYS));
         let r = f.call(Sysno::mmap, [0, u64::MAX, 3, ANON_PRIVATE, u64::MAX, 0]);
         assert_eq!(r, -i64::from(libc::ENOMEM));
+        for nr in [Sysno::munmap, Sysno::madvise] {
+            assert!(
+                f.call(nr, [0x100_0000, u64::MAX - 10, 4, 0, 0, 0]) < 0,
+                "{nr:?} with a huge length"
+            );
+        }
+        assert!(f.call(Sysno::mremap, [0x100_0000, u64::MAX, u64::MAX - 1, 1, 0, 0]) < 0);
     }
 
     #[test]

@@ -95,25 +95,48 @@ pub struct GuestLog {
     pub written: u64,
 }
 
-/// Bytes of recent output kept in [`GuestLog::tail`].
+/// Bytes of recent output kept in [`GuestLog::tail`] (and longest logged line).
 const TAIL: usize = 4096;
+/// Lines one write may add to the host log.
+const MAX_LOG_LINES: usize = 64;
 
 impl GuestLog {
-    /// Records `bytes` and logs complete lines under `program`.
+    /// Records `bytes` and logs complete lines under `program`. Linear in the input, and
+    /// at most [`MAX_LOG_LINES`] lines per call reach the log (the rest are counted).
     pub fn write(&mut self, program: &str, bytes: &[u8]) {
         self.written += bytes.len() as u64;
-        self.tail.extend(bytes.iter().rev().take(TAIL).rev());
+        let keep = &bytes[bytes.len().saturating_sub(TAIL)..];
+        self.tail.extend(keep.iter().copied());
         while self.tail.len() > TAIL {
             self.tail.pop_front();
         }
-        self.partial.extend_from_slice(bytes);
-        while let Some(n) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=n).collect();
-            tracing::info!(program, "{}", String::from_utf8_lossy(&line[..n]));
+        let mut logged = 0;
+        let mut dropped = 0;
+        let mut start = 0;
+        for (i, _) in bytes.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            if logged < MAX_LOG_LINES {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&bytes[start..i]);
+                tracing::info!(
+                    program,
+                    "{}",
+                    String::from_utf8_lossy(&line[..line.len().min(TAIL)])
+                );
+                logged += 1;
+            } else {
+                self.partial.clear();
+                dropped += 1;
+            }
+            start = i + 1;
         }
-        if self.partial.len() > TAIL {
-            let line = std::mem::take(&mut self.partial);
-            tracing::info!(program, "{}", String::from_utf8_lossy(&line));
+        let rest = &bytes[start..];
+        self.partial
+            .extend_from_slice(&rest[..rest.len().min(TAIL.saturating_sub(self.partial.len()))]);
+        if dropped > 0 {
+            tracing::warn!(
+                program,
+                "{dropped} more lines of guest output were not logged"
+            );
         }
     }
 

@@ -248,7 +248,13 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.
         let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
         if n <= 0 {
-            continue; // EINTR; the host CSPRNG does not otherwise fail
+            let e = std::io::Error::last_os_error();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::Interrupted,
+                "the host's getrandom failed: {e}"
+            );
+            continue;
         }
         done += n as usize;
     }

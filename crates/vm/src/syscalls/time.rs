@@ -92,9 +92,16 @@ fn time(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     Flow::ok(now as u64)
 }
 
+/// Reads a `struct timespec` (16 bytes, bounds- and overflow-checked).
+fn timespec(ctx: &Ctx<'_>, at: u64) -> Option<(u64, u64)> {
+    let b = ctx.mem.slice(at, 16).ok()?;
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    Some((word(0), word(8)))
+}
+
 /// Sleeps, but never past the run's deadline: the watchdog then ends the run.
 fn sleep(ctx: &Ctx<'_>, req: u64) -> Flow {
-    let (Ok(sec), Ok(nsec)) = (ctx.mem.read_u64(req), ctx.mem.read_u64(req + 8)) else {
+    let Some((sec, nsec)) = timespec(ctx, req) else {
         return Flow::err(errno::EFAULT);
     };
     if nsec >= 1_000_000_000 || (sec as i64) < 0 {
@@ -115,7 +122,7 @@ fn nanosleep(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 fn clock_nanosleep(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     const TIMER_ABSTIME: u64 = 1;
     if a[1] & TIMER_ABSTIME != 0 {
-        let (Ok(sec), Ok(nsec)) = (ctx.mem.read_u64(a[2]), ctx.mem.read_u64(a[2] + 8)) else {
+        let Some((sec, nsec)) = timespec(ctx, a[2]) else {
             return Flow::err(errno::EFAULT);
         };
         let now = match host_clock(a[0]) {
