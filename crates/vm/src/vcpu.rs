@@ -193,6 +193,12 @@ impl Machine {
         ioctl("SET_SREGS", self.vcpu.set_sregs(s))
     }
 
+    /// Sets system registers at the next KVM_RUN through KVM_CAP_SYNC_REGS (no ioctl).
+    pub fn set_sregs_at_entry(&mut self, s: &kvm_sregs) {
+        self.vcpu.sync_regs_mut().sregs = *s;
+        self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+    }
+
     /// General registers as of the last exit (no ioctl).
     pub fn regs(&self) -> kvm_regs {
         self.vcpu.sync_regs().regs

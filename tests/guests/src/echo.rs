@@ -134,6 +134,17 @@ fn main() {
                 let get = unsafe { guest::call6(13, [10, 0, 0x3060, 8, 0, 0]) } as i64;
                 (200, format!("{set} {get}").into_bytes())
             }
+            b"/ds" | b"/set-ds" => {
+                if path == b"/set-ds" {
+                    // SAFETY: 0x23 is the readable ring-3 code32 descriptor: a legal DS that
+                    // differs from the snapshot's 0x2b. Long-mode code does not use DS bases.
+                    unsafe { std::arch::asm!("mov ds, {0:x}", in(reg) 0x23u16) };
+                }
+                let ds: u16;
+                // SAFETY: reading a segment register has no side effects.
+                unsafe { std::arch::asm!("mov {0:x}, ds", out(reg) ds) };
+                (200, format!("ds={ds:#x}").into_bytes())
+            }
             b"/time" => {
                 let t = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
