@@ -145,6 +145,70 @@ fn main() {
                 unsafe { std::arch::asm!("mov {0:x}, ds", out(reg) ds) };
                 (200, format!("ds={ds:#x}").into_bytes())
             }
+            b"/huge-body" => {
+                // A response body over the host's max_response_body.
+                let big = vec![b'x'; 8 << 20];
+                guest::backend_response(200, b"text/plain", &big, &[]);
+                (500, b"survived".to_vec())
+            }
+            b"/many-headers" => {
+                // 10,000 extra headers through the raw call (the safe wrapper caps at 64).
+                let field = b"X-A: b";
+                let table: Vec<[u64; 2]> = (0..10_000).map(|_| [field.as_ptr() as u64, field.len() as u64]).collect();
+                let mut extra = [0u64; 7];
+                extra[0] = table.as_ptr() as u64;
+                extra[1] = 10_000;
+                // SAFETY: every pointer is valid; the count is what the host must refuse.
+                unsafe { guest::call6(nr::BACKEND_RESPONSE, [200, 0, 0, 0, 0, extra.as_ptr() as u64]) };
+                (500, b"survived".to_vec())
+            }
+            b"/bad-api-args" => {
+                // Every API call with wrapping or unmapped pointers and lengths: each must
+                // fail with an error code, and the guest goes on.
+                let calls: [(u64, [u64; 6]); 8] = [
+                    (nr::SYS_LOG, [u64::MAX - 2, 100, 0, 0, 0, 0]),
+                    (nr::HTTP_APPEND, [1, u64::MAX, 10, 0, 0, 0]),
+                    (nr::HTTP_SET, [1, 0x10, u64::MAX, 0, 0, 0]),
+                    (nr::HTTP_FIND, [0, 0xdead_0000_0000, 4, 0, 0, 0]),
+                    (nr::HTTP_FIND, [0, b"host".as_ptr() as u64, 4, u64::MAX - 8, 1000, 0]),
+                    (nr::HTTP_METHOD, [0x3000, 16, 0, 0, 0, 0]),
+                    (nr::GET_MEMINFO, [0x1000, 0, 0, 0, 0, 0]),
+                    (0x1_2345, [0; 6]),
+                ];
+                let mut out = Vec::new();
+                for (n, a) in calls {
+                    // SAFETY: deliberately bad arguments; the host must validate them.
+                    out.push(unsafe { guest::call6(n, a) } as i64);
+                }
+                (200, format!("{out:?}").into_bytes())
+            }
+            b"/bad-wait" => {
+                // SAFETY: a request buffer in the system area: the host must refuse it.
+                unsafe { guest::call6(nr::WAIT_FOR_REQUESTS_PAUSED, [0x3000, 0, 0, 0, 0, 0]) };
+                (500, b"survived".to_vec())
+            }
+            b"/syscalls" => {
+                // Unknown (999), forbidden (ptrace 101, mount 165, reboot 169, socket 41) and
+                // task-creating (fork 57, clone 56) system calls.
+                let mut out = Vec::new();
+                for n in [999u64, 101, 165, 169, 41, 57, 56] {
+                    // SAFETY: the host emulates every syscall; none of these touch memory.
+                    out.push(unsafe { guest::call6(n, [0; 6]) } as i64);
+                }
+                (200, format!("{out:?}").into_bytes())
+            }
+            b"/raise-segv" => {
+                // SAFETY: kill(getpid(), SIGSEGV) through the raw call.
+                unsafe { guest::call6(62, [1, 11, 0, 0, 0, 0]) };
+                (500, b"survived".to_vec())
+            }
+            b"/timing" => {
+                // A timing probe: the guest may read the TSC; what it measures is its own.
+                // SAFETY: RDTSC has no side effects.
+                let t0 = unsafe { core::arch::x86_64::_rdtsc() };
+                let t1 = unsafe { core::arch::x86_64::_rdtsc() };
+                (200, format!("{}", t1.wrapping_sub(t0) < 1_000_000).into_bytes())
+            }
             b"/time" => {
                 let t = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

@@ -131,33 +131,6 @@ fn infinite_loop_times_out_and_the_next_request_works() {
 }
 
 #[test]
-fn faults_are_clear_errors_and_the_vm_recovers() {
-    let mut vm = boot(config());
-    let cases: &[(&str, &str)] = &[
-        ("/null", "null pointer dereference"),
-        ("/ud2", "invalid opcode"),
-        ("/recurse", "stack overflow"),
-        ("/write-code", "write to read-only memory"),
-        ("/oom", "SIGABRT"),
-        ("/abort", "SIGABRT"),
-        ("/exit", "exited with status 3"),
-        ("/bad-body", "body: guest range"),
-        ("/bad-ctype", "content-type: guest range"),
-        ("/bad-headers", "extra: guest range"),
-        ("/bad-status", "status 7 is outside"),
-    ];
-    for (url, expect) in cases {
-        let err = vm.handle(&Request::get(url)).unwrap_err().to_string();
-        assert!(
-            err.contains(expect),
-            "{url}: expected {expect:?} in {err:?}"
-        );
-        let b = body(&mut vm, &Request::get("/next"));
-        assert!(b.contains("url=/next counter=1"), "after {url}: {b}");
-    }
-}
-
-#[test]
 fn host_never_writes_system_pages_for_the_guest() {
     let mut vm = boot(config());
     assert_eq!(
