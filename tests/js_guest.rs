@@ -144,7 +144,11 @@ fn echo_deno_and_env_examples() {
 #[test]
 fn hundred_thousand_secrets_never_leak() {
     let mut vm = boot("tests/js/apps/isolation.js", &["--warmup", "0"]);
-    let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     let mut leaked = 0;
     for i in 0..100_000u32 {
         // xorshift64: a fresh secret per request, different in every run.
@@ -152,9 +156,15 @@ fn hundred_thousand_secrets_never_leak() {
         x ^= x >> 7;
         x ^= x << 17;
         let secret = format!("{x:016x}");
-        let req = Request { method: "POST".into(), body: secret.clone().into_bytes(), ..Request::get(&format!("/?id={i}")) };
+        let req = Request {
+            method: "POST".into(),
+            body: secret.clone().into_bytes(),
+            ..Request::get(&format!("/?id={i}"))
+        };
         let t = text(&vm.handle(&req).unwrap());
-        let want = format!(r#"{{"count":1,"previous":null,"stored":1,"seen":[{{"id":"{i}","secret":"{secret}"}}]}}"#);
+        let want = format!(
+            r#"{{"count":1,"previous":null,"stored":1,"seen":[{{"id":"{i}","secret":"{secret}"}}]}}"#
+        );
         if t != want {
             leaked += 1;
             eprintln!("request {i}: {t}");

@@ -248,8 +248,21 @@ fn start(p: &Program) -> Result<Running, String> {
     Ok(Running { tx, workers })
 }
 
+/// Confines this VM thread with seccomp (on unless KVMJS_NO_SECCOMP=1).
+fn confine() -> Result<(), String> {
+    kvmjs_vm::limits::prepare_thread().map_err(|e| e.to_string())?;
+    if std::env::var_os("KVMJS_NO_SECCOMP").is_some() {
+        return Ok(());
+    }
+    kvmjs_vm::seccomp::apply_to_this_thread().map_err(|e| e.to_string())
+}
+
 /// A worker: one VM, requests until the queue closes.
 fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>) {
+    if let Err(e) = confine() {
+        tracing::error!("VM thread not started: {e}");
+        return;
+    }
     while let Ok(job) = rx.recv_blocking() {
         if job.reply.is_closed() {
             continue; // the client went away while the job was queued

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod memory;
 pub mod process;
 pub mod request;
+pub mod seccomp;
 pub mod snapshot;
 pub mod syscalls;
 pub mod vcpu;

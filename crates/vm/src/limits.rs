@@ -113,6 +113,17 @@ pub fn arm(run: *mut kvm_bindings::kvm_run, after: Duration) -> Result<(), Limit
     })
 }
 
+/// Creates this thread's timer now (before a seccomp filter forbids timer_create).
+pub fn prepare_thread() -> Result<(), LimitsError> {
+    TIMER.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_none() {
+            *t = Some(ThreadTimer::new()?);
+        }
+        Ok(())
+    })
+}
+
 /// Disarms this thread's timer and forgets the vCPU.
 pub fn disarm() {
     TIMER.with(|t| {

@@ -628,6 +628,29 @@ mod tests {
     }
 
     #[test]
+    fn guest_memory_is_never_executable_on_the_host() {
+        let m = GuestMemory::new(4 << 20, false).unwrap();
+        let snap = MemorySnapshot::capture(&m).unwrap();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        for base in [m.host_base(), snap.map.ptr.as_ptr() as u64] {
+            let line = maps
+                .lines()
+                .find(|l| {
+                    let (range, _) = l.split_once(' ').unwrap();
+                    let (lo, hi) = range.split_once('-').unwrap();
+                    let (lo, hi) = (
+                        u64::from_str_radix(lo, 16).unwrap(),
+                        u64::from_str_radix(hi, 16).unwrap(),
+                    );
+                    (lo..hi).contains(&base)
+                })
+                .expect("mapping listed");
+            let perms = line.split_whitespace().nth(1).unwrap();
+            assert_eq!(&perms[..3], "rw-", "{line}");
+        }
+    }
+
+    #[test]
     fn protected_ranges_refuse_guest_facing_writes_only() {
         let mut m = GuestMemory::new(1 << 20, false).unwrap();
         m.protect(vec![(0, 0x2000), (0x8000, 0x9000)]);

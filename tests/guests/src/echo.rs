@@ -154,12 +154,19 @@ fn main() {
             b"/many-headers" => {
                 // 10,000 extra headers through the raw call (the safe wrapper caps at 64).
                 let field = b"X-A: b";
-                let table: Vec<[u64; 2]> = (0..10_000).map(|_| [field.as_ptr() as u64, field.len() as u64]).collect();
+                let table: Vec<[u64; 2]> = (0..10_000)
+                    .map(|_| [field.as_ptr() as u64, field.len() as u64])
+                    .collect();
                 let mut extra = [0u64; 7];
                 extra[0] = table.as_ptr() as u64;
                 extra[1] = 10_000;
                 // SAFETY: every pointer is valid; the count is what the host must refuse.
-                unsafe { guest::call6(nr::BACKEND_RESPONSE, [200, 0, 0, 0, 0, extra.as_ptr() as u64]) };
+                unsafe {
+                    guest::call6(
+                        nr::BACKEND_RESPONSE,
+                        [200, 0, 0, 0, 0, extra.as_ptr() as u64],
+                    )
+                };
                 (500, b"survived".to_vec())
             }
             b"/bad-api-args" => {
@@ -170,7 +177,10 @@ fn main() {
                     (nr::HTTP_APPEND, [1, u64::MAX, 10, 0, 0, 0]),
                     (nr::HTTP_SET, [1, 0x10, u64::MAX, 0, 0, 0]),
                     (nr::HTTP_FIND, [0, 0xdead_0000_0000, 4, 0, 0, 0]),
-                    (nr::HTTP_FIND, [0, b"host".as_ptr() as u64, 4, u64::MAX - 8, 1000, 0]),
+                    (
+                        nr::HTTP_FIND,
+                        [0, b"host".as_ptr() as u64, 4, u64::MAX - 8, 1000, 0],
+                    ),
                     (nr::HTTP_METHOD, [0x3000, 16, 0, 0, 0, 0]),
                     (nr::GET_MEMINFO, [0x1000, 0, 0, 0, 0, 0]),
                     (0x1_2345, [0; 6]),
@@ -206,8 +216,12 @@ fn main() {
                 // A timing probe: the guest may read the TSC; what it measures is its own.
                 // SAFETY: RDTSC has no side effects.
                 let t0 = unsafe { core::arch::x86_64::_rdtsc() };
+                // SAFETY: as above.
                 let t1 = unsafe { core::arch::x86_64::_rdtsc() };
-                (200, format!("{}", t1.wrapping_sub(t0) < 1_000_000).into_bytes())
+                (
+                    200,
+                    format!("{}", t1.wrapping_sub(t0) < 1_000_000).into_bytes(),
+                )
             }
             b"/time" => {
                 let t = std::time::SystemTime::now()
