@@ -102,15 +102,12 @@ impl Drop for ThreadTimer {
 
 /// Arms this thread's timer to kick `run` out of KVM_RUN after `after`.
 pub fn arm(run: *mut kvm_bindings::kvm_run, after: Duration) -> Result<(), LimitsError> {
+    prepare_thread()?;
     KVM_RUN.with(|p| p.set(run));
     TIMER.with(|t| {
-        let mut t = t.borrow_mut();
-        if t.is_none() {
-            *t = Some(ThreadTimer::new()?);
-        }
-        t.as_ref().expect("timer was just created").set(after);
-        Ok(())
-    })
+        t.borrow().as_ref().expect("prepare_thread created the timer").set(after);
+    });
+    Ok(())
 }
 
 /// Creates this thread's timer now (before a seccomp filter forbids timer_create).
