@@ -6,7 +6,7 @@
 use crate::metrics::Metrics;
 use crate::pool::{ProgramPool, SubmitError};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Request as HttpRequest, Response as HttpResponse, StatusCode};
@@ -120,6 +120,38 @@ impl State {
     }
 }
 
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Reads a body of at most `limit` bytes. An oversized body is read on (and dropped, up
+/// to 8x the limit) before the 413, so a proxy that is still sending it (Varnish) reads
+/// the answer instead of a reset connection.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > limit {
+            if seen > limit.saturating_mul(8).max(1 << 20) {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&data);
+    }
+    if seen > limit {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf.freeze())
+    }
+}
+
 /// Serves one request.
 pub async fn handle(
     req: HttpRequest<Incoming>,
@@ -149,19 +181,16 @@ pub async fn handle(
     let name = pool.cfg.name.clone();
     let (parts, body) = req.into_parts();
     let limit = pool.cfg.vm.max_request_body as usize;
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+    let body = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
             st.metrics.error(&name, "body_too_large");
             return Ok(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds {limit} bytes (max_request_body)\n"),
             ));
         }
-        Err(e) => {
+        Err(BodyError::Read(e)) => {
             return Ok(text(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}\n"),

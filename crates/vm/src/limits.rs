@@ -105,7 +105,10 @@ pub fn arm(run: *mut kvm_bindings::kvm_run, after: Duration) -> Result<(), Limit
     prepare_thread()?;
     KVM_RUN.with(|p| p.set(run));
     TIMER.with(|t| {
-        t.borrow().as_ref().expect("prepare_thread created the timer").set(after);
+        t.borrow()
+            .as_ref()
+            .expect("prepare_thread created the timer")
+            .set(after);
     });
     Ok(())
 }
