@@ -36,12 +36,6 @@ pub enum MemoryError {
         /// Its length.
         len: u64,
     },
-    /// A string the guest passed is not UTF-8 where it must be.
-    #[error("guest string at {addr:#x} is not valid UTF-8")]
-    NotUtf8 {
-        /// Its address.
-        addr: u64,
-    },
 }
 
 /// Result alias for this module.
@@ -145,11 +139,6 @@ impl DirtyBitmap {
         }
         self.lo = usize::MAX;
         self.hi = 0;
-    }
-
-    /// The words of the bitmap.
-    pub fn words(&self) -> &[u64] {
-        &self.words
     }
 }
 
@@ -502,7 +491,8 @@ impl MemorySnapshot {
     ) -> (ResetStats, Vec<u64>) {
         assert_eq!(mem.size(), self.map.size as u64, "snapshot of another size");
         let mut stats = ResetStats::default();
-        let mut protect = vec![0u64; if hot.is_some() { kvm_dirty.len() } else { 0 }];
+        // Filled only when a page is re-armed (rare): no allocation on the usual reset.
+        let mut protect: Vec<u64> = Vec::new();
         let ps = PAGE_SIZE as usize;
         let host = std::mem::take(&mut mem.host_dirty.words);
         let mut zero_run: Option<(usize, usize)> = None;
@@ -537,7 +527,7 @@ impl MemorySnapshot {
                         *s = s.saturating_add(1);
                         if *s > DEMOTE_AFTER {
                             *s = 0;
-                            protect[i] |= 1 << bit;
+                            mark(&mut protect, kvm_dirty.len(), page);
                         }
                     }
                 }
@@ -586,6 +576,14 @@ impl MemorySnapshot {
     }
 }
 
+/// Sets page `p`'s bit in `bitmap`, sizing it to `words` on first use.
+fn mark(bitmap: &mut Vec<u64>, words: usize, p: usize) {
+    if bitmap.is_empty() {
+        bitmap.resize(words, 0);
+    }
+    bitmap[p / 64] |= 1 << (p % 64);
+}
+
 /// Zeroes pages `start..start+n`: memset for short runs, madvise for long ones. Discarded
 /// pages are unmapped anyway, so their write tracking is re-armed at once.
 fn zero_pages(
@@ -593,15 +591,16 @@ fn zero_pages(
     (start, n): (usize, usize),
     huge: bool,
     hot: Option<&mut HotPages>,
-    protect: &mut [u64],
+    protect: &mut Vec<u64>,
 ) {
     let ps = PAGE_SIZE as usize;
     if n >= DISCARD_RUN_PAGES && !huge {
         map.discard(start * ps, n * ps);
         if let Some(h) = hot {
+            let words = h.streak.len().div_ceil(64);
             for p in start..start + n {
                 h.streak[p] = 0;
-                protect[p / 64] |= 1 << (p % 64);
+                mark(protect, words, p);
             }
         }
     } else {

@@ -233,8 +233,6 @@ pub struct Process {
     pub request_memory_base: Option<(u64, u64)>,
     /// Set by any syscall that changes this struct, so a reset can skip the clone.
     pub changed: bool,
-    /// Set when the FS base changed, so a reset restores the system registers.
-    pub sregs_changed: bool,
 }
 
 /// Size of the request area: 1 MiB of strings and header table, plus the body limit.
@@ -264,7 +262,6 @@ impl Process {
             max_memory,
             request_memory_base: None,
             changed: false,
-            sregs_changed: false,
         }
     }
 

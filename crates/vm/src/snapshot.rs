@@ -37,11 +37,6 @@ impl Snapshot {
     pub fn pages(&self) -> usize {
         self.memory.present_pages()
     }
-
-    /// The program's settings.
-    pub fn config(&self) -> &Arc<VmConfig> {
-        &self.cfg
-    }
 }
 
 impl Vm {
@@ -64,7 +59,6 @@ impl Vm {
         };
         let sregs = cpu::user_sregs(&self.base_sregs, self.cr3, self.proc.fs_base);
         self.proc.changed = false;
-        self.proc.sregs_changed = false;
         self.proc.request_memory_base =
             Some((self.proc.memory_used(), self.cfg.max_request_memory));
         let memory = MemorySnapshot::capture(&self.mem)?;

@@ -157,7 +157,6 @@ fn arch_prctl(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
             }
             ctx.proc.fs_base = a[1];
             ctx.proc.changed = true;
-            ctx.proc.sregs_changed = true;
             Flow::ok(0)
         }
         ARCH_GET_FS => match ctx.mem.write_u64(a[1], ctx.proc.fs_base) {
@@ -313,7 +312,10 @@ mod tests {
             f.call(Sysno::arch_prctl, [ARCH_SET_FS, 0x7000, 0, 0, 0, 0]),
             0
         );
-        assert!(f.proc.sregs_changed);
+        assert_eq!(
+            f.proc.fs_base, 0x7000,
+            "the base the vCPU gets on the next resume"
+        );
         assert_eq!(
             f.call(Sysno::arch_prctl, [ARCH_GET_FS, 0x70_0000, 0, 0, 0, 0]),
             0
