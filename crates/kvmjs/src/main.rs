@@ -32,6 +32,36 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print every tinykvm.json key kvmjs reads, with its meaning.
     Keys,
+    /// Run the host capability probe and print what it found and decided; `--record`
+    /// prints the raw inputs instead (the format of the unit tests' CPU fixtures).
+    Probe {
+        /// Print the raw probe inputs.
+        #[arg(long)]
+        record: bool,
+    },
+}
+
+/// Runs the host probe once, logs its one-line summary, and refuses a host that cannot
+/// work with the probe's explanation.
+pub(crate) fn host_caps() -> Result<&'static kvmjs_vm::Caps, String> {
+    let hv = kvmjs_vm::Hypervisor::get()?;
+    tracing::info!("{}", hv.caps());
+    Ok(hv.caps())
+}
+
+fn probe(record: bool) -> Result<(), String> {
+    if record {
+        let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("cannot open /dev/kvm: {e}"))?;
+        let inputs = kvmjs_vm::caps::inputs::live::read(&kvm).map_err(|e| e.to_string())?;
+        print!("{}", inputs.to_record());
+        return Ok(());
+    }
+    let caps = kvmjs_vm::Hypervisor::get()?.caps();
+    println!("{caps}");
+    for w in &caps.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -46,6 +76,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args).map_err(|e| e.to_string()),
         Command::Serve(args) => serve::serve(args).map_err(|e| e.to_string()),
+        Command::Probe { record } => probe(record),
         Command::Keys => {
             for (k, doc) in config::KEYS {
                 println!("{k:<26} {doc}");

@@ -116,6 +116,17 @@ fn p(program: &str) -> ProgramLabel {
 }
 
 impl Metrics {
+    /// Metrics with the host probe exported as the info metric `kvmjs_host_info`.
+    pub fn with_host_info(labels: Vec<(String, String)>) -> Self {
+        let mut m = Metrics::default();
+        m.registry.register(
+            "host",
+            "What the start-up host probe found and decided (CPU, KVM, guest XCR0/CPUID, clock)",
+            prometheus_client::metrics::info::Info::new(labels),
+        );
+        m
+    }
+
     /// Records an answered request.
     pub fn request(
         &self,
@@ -198,5 +209,18 @@ mod tests {
         ] {
             assert!(t.contains(want), "missing {want} in:\n{t}");
         }
+    }
+
+    #[test]
+    fn host_info_is_exported() {
+        let m = Metrics::with_host_info(vec![
+            ("vendor".into(), "amd".into()),
+            ("guest_xcr0".into(), "0xe7".into()),
+        ]);
+        let t = m.render();
+        assert!(
+            t.contains("kvmjs_host_info{vendor=\"amd\",guest_xcr0=\"0xe7\"} 1"),
+            "{t}"
+        );
     }
 }

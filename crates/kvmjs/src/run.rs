@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 /// Errors of `kvmjs run`.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The host cannot run VMs (the probe says why).
+    #[error("{0}")]
+    Host(String),
     /// The guest file could not be read.
     #[error("cannot read guest program {path}: {source}")]
     Read {
@@ -93,6 +96,7 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> Result<(), RunError> {
+    crate::host_caps().map_err(RunError::Host)?;
     let elf = std::fs::read(&a.guest).map_err(|source| RunError::Read {
         path: a.guest.clone(),
         source,

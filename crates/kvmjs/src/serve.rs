@@ -29,7 +29,7 @@ pub enum ServeError {
     #[error("the kvmjs guest program was not found at {0}; build it (`cargo build --release`) or pass --guest")]
     Guest(PathBuf),
     /// Huge pages are requested but none are reserved.
-    #[error("program {program:?} sets hugepages, but {reason}; reserve them, e.g. `echo {pages} > /proc/sys/vm/nr_hugepages` (2 MB each), or set hugepages to false")]
+    #[error("program {program:?} sets hugepages, but {reason}; reserve them, e.g. `echo {pages} > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`, or set hugepages to false")]
     HugePages {
         /// Program.
         program: String,
@@ -38,6 +38,9 @@ pub enum ServeError {
         /// Pages to reserve.
         pages: u64,
     },
+    /// The host cannot run the programs (the probe says why).
+    #[error("{0}")]
+    Host(String),
     /// Socket problems.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -65,6 +68,10 @@ pub struct ServeArgs {
     /// Seconds to receive a request head before 408.
     #[arg(long, default_value_t = 10.0)]
     header_timeout: f64,
+    /// Threads for the HTTP front (VMs run on threads of their own); default: the CPUs
+    /// this process may use.
+    #[arg(long)]
+    io_threads: Option<usize>,
     /// JS app to serve when there is no --config.
     app: Option<PathBuf>,
 }
@@ -132,14 +139,21 @@ fn check_hugepages(programs: &[Program]) -> Result<(), ServeError> {
                 })
                 .unwrap_or(0)
         };
-        let free = field("HugePages_Free:");
+        // Guest memory asks for 2 MiB pages by name (MAP_HUGE_2MB), so count that pool,
+        // not the default size's (1 GiB on some hosts).
+        let pool = |f: &str| {
+            std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{f}"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
+        let (free, total) = match (pool("free_hugepages"), pool("nr_hugepages")) {
+            (Some(f), Some(t)) => (f, t),
+            _ => (field("HugePages_Free:"), field("HugePages_Total:")),
+        };
         if free == 0 {
             return Err(ServeError::HugePages {
                 program: p.name.clone(),
-                reason: format!(
-                    "no huge pages are free (HugePages_Total {})",
-                    field("HugePages_Total:")
-                ),
+                reason: format!("no 2 MB huge pages are free ({total} reserved)"),
                 pages: need,
             });
         }
@@ -194,12 +208,29 @@ pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
         }
     };
     check_hugepages(&programs)?;
+    let caps = crate::host_caps().map_err(ServeError::Host)?;
+    for p in &programs {
+        caps.check_address_space(p.vm.address_space)
+            .map_err(|e| ServeError::Host(format!("program {:?}: {e}", p.name)))?;
+    }
+    let io_threads = a.io_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    if io_threads == 0 {
+        return Err(ServeError::Host("--io-threads must be at least 1".into()));
+    }
+    tracing::info!("HTTP front on {io_threads} threads");
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(io_threads)
         .enable_all()
         .build()?;
+    let host_info: Vec<(String, String)> = caps
+        .labels()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     rt.block_on(async move {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_host_info(host_info));
         let pools: Vec<Arc<ProgramPool>> = programs
             .into_iter()
             .map(|p| Arc::new(ProgramPool::new(p, metrics.clone())))

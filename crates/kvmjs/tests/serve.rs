@@ -398,7 +398,7 @@ fn config_errors_are_clear() {
         );
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
-            !o.status.success() && err.contains("/proc/sys/vm/nr_hugepages"),
+            !o.status.success() && err.contains("hugepages-2048kB/nr_hugepages"),
             "{err}"
         );
     } else {

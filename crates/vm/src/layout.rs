@@ -7,10 +7,12 @@
 //! 0x0000_3000  exception stubs (ring 0)         supervisor, executable
 //! 0x0000_4000  syscall entry + resume stub      user, read-only, executable
 //! 0x0000_5000  resume slots (rip, rax, rdx)     user, read-only
-//! 0x0000_6000  XSAVE image of the snapshot      user, read-only
+//! 0x0000_6000  (unused)
 //! 0x0000_7000  exception stack (rsp0)           supervisor, read-write
 //! 0x0000_A000  #DF stack (IST1)                 supervisor, read-write
 //! 0x0000_B000  trap page -> unbacked GPA        user, write: every write exits (MMIO)
+//! 0x0000_C000  XSAVE image of the snapshot      user, read-only; as many pages as the
+//!              guest's XCR0 needs (caps::Caps::xsave_pages), at most 4
 //! 0x0001_0000  page tables                      supervisor, read-only
 //! 0x0040_0000  ELF image, then brk heap, then the mmap area
 //! top - 8 MiB  main stack (guard page below it); top = address_space
@@ -34,8 +36,12 @@ pub const EXCEPTION_STUBS: u64 = 0x3000;
 pub const USER_STUBS: u64 = 0x4000;
 /// Read-only data for the resume trampoline.
 pub const RESUME_SLOTS: u64 = 0x5000;
-/// The snapshot's XSAVE image, restored in-guest by the resume trampoline.
-pub const XSAVE_IMAGE: u64 = 0x6000;
+/// The snapshot's XSAVE image, restored in-guest by the resume trampoline. Its size
+/// depends on the CPU (2.4 KiB with AVX-512 on Zen 4, 2.6 KiB on Intel; 11 KiB if AMX
+/// were enabled), so it gets a window up to the page tables and the probe checks the fit.
+pub const XSAVE_IMAGE: u64 = 0xC000;
+/// End of the XSAVE image's window.
+pub const XSAVE_WINDOW_END: u64 = PAGE_TABLES;
 /// Top of the ring-0 stack used for exception frames (TSS.rsp0).
 pub const EXCEPTION_STACK_TOP: u64 = 0xA000;
 /// Top of the double-fault stack (TSS.ist1).

@@ -4,6 +4,7 @@
 //! after every request. Nothing here knows about HTTP or JavaScript.
 
 pub mod api;
+pub mod caps;
 pub mod config;
 pub mod cpu;
 pub mod fault;
@@ -19,7 +20,9 @@ pub mod syscalls;
 pub mod vcpu;
 pub mod vm;
 
+pub use caps::Caps;
 pub use config::{AllowedPath, VmConfig};
 pub use request::{Request, RequestStats, Response};
 pub use snapshot::Snapshot;
+pub use vcpu::Hypervisor;
 pub use vm::{flavour, Flavour, RequestError, Vm, VmError};

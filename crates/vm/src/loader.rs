@@ -164,6 +164,18 @@ mod at {
     pub const RANDOM: u64 = 25;
     pub const HWCAP2: u64 = 26;
     pub const EXECFN: u64 = 31;
+    pub const MINSIGSTKSZ: u64 = 51;
+}
+
+/// The CPU-dependent auxv entries, from the host probe.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuAux {
+    /// AT_HWCAP.
+    pub hwcap: u64,
+    /// AT_HWCAP2.
+    pub hwcap2: u64,
+    /// AT_MINSIGSTKSZ.
+    pub minsigstksz: u64,
 }
 
 /// Builds the initial stack below `top`; returns the entry stack pointer (at argc).
@@ -173,7 +185,7 @@ pub fn build_stack(
     image: &LoadedImage,
     argv: &[String],
     envp: &[String],
-    hwcap: u64,
+    cpu: &CpuAux,
     random: [u8; 16],
 ) -> Result<u64, LoaderError> {
     let strings: usize = argv.iter().chain(envp).map(|s| s.len() + 1).sum();
@@ -215,11 +227,12 @@ pub fn build_stack(
         (at::GID, 0),
         (at::EGID, 0),
         (at::PLATFORM, platform),
-        (at::HWCAP, hwcap),
+        (at::HWCAP, cpu.hwcap),
         (at::CLKTCK, 100),
         (at::SECURE, 0),
         (at::RANDOM, rand),
-        (at::HWCAP2, 0),
+        (at::HWCAP2, cpu.hwcap2),
+        (at::MINSIGSTKSZ, cpu.minsigstksz),
         (at::EXECFN, execfn),
         (at::NULL, 0),
     ];
@@ -281,7 +294,16 @@ mod tests {
         let top = 32 << 20;
         let argv = vec!["prog".to_string(), "arg1".to_string()];
         let env = vec!["A=b".to_string()];
-        let sp = build_stack(&mut mem, top, &img, &argv, &env, 0, [7; 16]).unwrap();
+        let sp = build_stack(
+            &mut mem,
+            top,
+            &img,
+            &argv,
+            &env,
+            &CpuAux::default(),
+            [7; 16],
+        )
+        .unwrap();
         assert_eq!(sp % 16, 0);
         assert_eq!(mem.read_u64(sp).unwrap(), 2);
         let a1 = mem.read_u64(sp + 16).unwrap();

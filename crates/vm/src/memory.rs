@@ -58,7 +58,10 @@ impl Mapping {
     fn new(size: u64, hugepages: bool) -> Result<Self> {
         let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         if hugepages {
-            flags |= libc::MAP_HUGETLB;
+            // Name the size: a bare MAP_HUGETLB takes the host's *default* huge page size,
+            // which is 1 GiB on some hosts; the layout (2 MiB-aligned regions, 2 MiB page
+            // table entries) assumes 2 MiB, and /proc/sys/vm/nr_hugepages reserves those.
+            flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_2MB;
         }
         // SAFETY: an anonymous mapping with no address hint touches no existing memory.
         let ptr = unsafe {
@@ -73,7 +76,7 @@ impl Mapping {
         };
         if ptr == libc::MAP_FAILED {
             let hint = if hugepages {
-                "; no huge pages are reserved: raise /proc/sys/vm/nr_hugepages (e.g. `echo 512 > /proc/sys/vm/nr_hugepages`) or set hugepages to false"
+                "; no huge pages are reserved: reserve 2 MiB pages (e.g. `echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`) or set hugepages to false"
             } else {
                 "; lower address_space"
             };

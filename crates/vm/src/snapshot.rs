@@ -49,9 +49,20 @@ impl Vm {
             .write_system(stubs::SLOT_RAX, &0u64.to_le_bytes())?;
         self.mem
             .write_system(stubs::SLOT_RDX, &cont.rdx.to_le_bytes())?;
-        let xsave = self.machine.xsave_image()?;
-        let n = xsave.len().min(PAGE_SIZE as usize);
-        self.mem.write_system(layout::XSAVE_IMAGE, &xsave[..n])?;
+        // Exactly the bytes the guest's XCR0 needs, with XSTATE_BV limited to it: the
+        // trampoline's XRSTOR (mask = that XCR0) then reads nothing outside the image.
+        let hv = Hypervisor::get().map_err(VmError::Hypervisor)?;
+        let x = &hv.caps().xsave;
+        let raw = self.machine.xsave_image()?;
+        let image = crate::caps::xsave::sanitize_image(&raw, x.xcr0, x.size as usize).ok_or(
+            VmError::Config(format!(
+                "KVM_GET_XSAVE returned {} bytes but the guest's XCR0 {:#x} needs {}",
+                raw.len(),
+                x.xcr0,
+                x.size
+            )),
+        )?;
+        self.mem.write_system(layout::XSAVE_IMAGE, &image)?;
         let regs = kvm_regs {
             rip: layout::USER_STUBS + stubs::RESUME_ENTRY,
             rax: 0,

@@ -2,13 +2,14 @@
 //! and decoding of exits into [`Exit`]. General registers travel through
 //! KVM_CAP_SYNC_REGS (no GET/SET_REGS ioctl per exit: each costs ~5 µs on PVM).
 
+use crate::caps::{self, Caps};
 use crate::cpu;
 use crate::layout::{self, TRAP_EXCEPTION, TRAP_PROBE, TRAP_SYSCALL};
 use crate::memory::GuestMemory;
 use kvm_bindings::{
     kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, CpuId, KVM_MEM_LOG_DIRTY_PAGES,
 };
-use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use std::sync::OnceLock;
 
 /// Errors from KVM.
@@ -17,9 +18,6 @@ pub enum KvmError {
     /// /dev/kvm could not be opened.
     #[error("cannot open /dev/kvm: {0}; KVM must be available and this user needs read-write access to /dev/kvm (e.g. membership of group kvm)")]
     Open(kvm_ioctls::Error),
-    /// A required capability is missing.
-    #[error("KVM lacks {0}; kvmjs needs a Linux 5.x+ KVM (VMX, SVM or PVM)")]
-    MissingCap(&'static str),
     /// An ioctl failed.
     #[error("KVM {op} failed: {source}")]
     Ioctl {
@@ -34,16 +32,17 @@ fn ioctl<T>(op: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, KvmE
     r.map_err(|source| KvmError::Ioctl { op, source })
 }
 
-/// `/dev/kvm` and facts about it, opened once per process.
+/// `/dev/kvm` and the host probe's result, opened once per process.
 pub struct Hypervisor {
     kvm: Kvm,
+    caps: Caps,
     cpuid: CpuId,
 }
 
 static HYPERVISOR: OnceLock<Result<Hypervisor, String>> = OnceLock::new();
 
 impl Hypervisor {
-    /// The process-wide handle.
+    /// The process-wide handle; the first call opens /dev/kvm and runs the host probe.
     pub fn get() -> Result<&'static Hypervisor, String> {
         HYPERVISOR
             .get_or_init(|| Self::open().map_err(|e| e.to_string()))
@@ -51,28 +50,49 @@ impl Hypervisor {
             .map_err(Clone::clone)
     }
 
-    fn open() -> Result<Self, KvmError> {
+    fn open() -> Result<Self, HostError> {
         let kvm = Kvm::new().map_err(KvmError::Open)?;
-        for (cap, name) in [
-            (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
-            (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
-            (Cap::Xsave, "KVM_CAP_XSAVE"),
-        ] {
-            if !kvm.check_extension(cap) {
-                return Err(KvmError::MissingCap(name));
-            }
+        let inputs = caps::inputs::live::read(&kvm).map_err(|source| KvmError::Ioctl {
+            op: "GET_SUPPORTED_CPUID",
+            source,
+        })?;
+        let caps = Caps::compute(&inputs)?;
+        let cpuid = CpuId::from_entries(&caps.cpuid).map_err(|_| KvmError::Ioctl {
+            op: "SET_CPUID2 (table too large)",
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
+        let mut hv = Hypervisor { kvm, caps, cpuid };
+        let cpl = caps::probe_syscall_cpl(&hv)?;
+        hv.caps.syscall_cpl = Some(cpl);
+        for w in &hv.caps.warnings {
+            tracing::warn!("{w}");
         }
-        let cpuid = ioctl(
-            "GET_SUPPORTED_CPUID",
-            kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES),
-        )?;
-        Ok(Hypervisor { kvm, cpuid })
+        Ok(hv)
     }
 
-    /// CPUID leaves the guest sees.
+    /// The host probe's result.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// CPUID leaves the guest sees (the normalised table).
     pub fn cpuid(&self) -> &CpuId {
         &self.cpuid
     }
+}
+
+/// Why the host cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// KVM failed.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// The probe refused the host.
+    #[error(transparent)]
+    Caps(#[from] crate::caps::CapsError),
+    /// The probe VM failed.
+    #[error("the start-up probe VM failed: {0}")]
+    Probe(String),
 }
 
 /// Why KVM_RUN returned.
@@ -114,29 +134,19 @@ pub struct Machine {
     pub manual_protect: bool,
 }
 
-const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u32 = 168;
+/// IA32_TIME_STAMP_COUNTER (SDM vol. 4; kvm-bindings has no MSR numbers).
 const MSR_IA32_TSC: u32 = 0x10;
 
 fn host_tsc() -> u64 {
     // SAFETY: RDTSC has no memory effects and is allowed in user mode on Linux hosts.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
-const KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE: u64 = 1;
-
-/// `struct kvm_clear_dirty_log` with the bitmap pointer in place of the union.
-#[repr(C)]
-struct ClearDirtyLog {
-    slot: u32,
-    num_pages: u32,
-    first_page: u64,
-    dirty_bitmap: u64,
-}
-
+// kvm-ioctls has no wrapper for KVM_CLEAR_DIRTY_LOG; the number is _IOWR(KVMIO, 0xc0, ..).
 vmm_sys_util::ioctl_iowr_nr!(
     KVM_CLEAR_DIRTY_LOG,
     kvm_bindings::KVMIO,
     0xc0,
-    ClearDirtyLog
+    kvm_bindings::kvm_clear_dirty_log
 );
 
 impl Machine {
@@ -157,23 +167,33 @@ impl Machine {
         })?;
         let mut vcpu = ioctl("CREATE_VCPU", vm.create_vcpu(0))?;
         ioctl("SET_CPUID2", vcpu.set_cpuid2(&hv.cpuid))?;
+        let caps = hv.caps();
         ioctl("SET_MSRS", vcpu.set_msrs(&cpu::syscall_msrs()))?;
         let mut xcrs = kvm_xcrs {
             nr_xcrs: 1,
             ..Default::default()
         };
         xcrs.xcrs[0].xcr = 0;
-        xcrs.xcrs[0].value = cpu::xcr0(&hv.cpuid);
+        xcrs.xcrs[0].value = caps.xsave.kvm_xcr0;
         ioctl("SET_XCRS", vcpu.set_xcrs(&xcrs))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         let mut cap = kvm_bindings::kvm_enable_cap {
-            cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            cap: kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
             ..Default::default()
         };
-        cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
-        let manual_protect = vm.check_extension_raw(u64::from(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2))
-            > 0
-            && vm.enable_cap(&cap).is_ok();
+        cap.args[0] = u64::from(kvm_bindings::KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE);
+        let manual_protect = caps.manual_dirty_log
+            && match vm.enable_cap(&cap) {
+                Ok(()) => true,
+                Err(e) => {
+                    // The probe saw the capability: say why the adaptive reset is off.
+                    static ONCE: std::sync::Once = std::sync::Once::new();
+                    ONCE.call_once(|| {
+                        tracing::warn!("enabling KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 failed ({e}); resets re-protect every page")
+                    });
+                    false
+                }
+            };
         Ok(Machine {
             vm,
             vcpu,
@@ -235,11 +255,13 @@ impl Machine {
         if !self.manual_protect || bitmap.iter().all(|w| *w == 0) {
             return Ok(());
         }
-        let arg = ClearDirtyLog {
+        let arg = kvm_bindings::kvm_clear_dirty_log {
             slot: 0,
             num_pages: (self.mem_size / layout::PAGE_SIZE) as u32,
             first_page: 0,
-            dirty_bitmap: bitmap.as_ptr() as u64,
+            __bindgen_anon_1: kvm_bindings::kvm_clear_dirty_log__bindgen_ty_1 {
+                dirty_bitmap: bitmap.as_ptr() as *mut libc::c_void,
+            },
         };
         // SAFETY: `arg` describes slot 0 and points at a bitmap covering all its pages,
         // which stays alive for the call; the kernel only reads it.
@@ -358,7 +380,8 @@ impl Machine {
         ioctl("SET_MSRS", self.vcpu.set_msrs(&msrs)).map(|_| ())
     }
 
-    /// The vCPU's XSAVE area in the standard (non-compacted) format.
+    /// The vCPU's XSAVE area in the standard (non-compacted) format: KVM_GET_XSAVE's 4096
+    /// bytes (the probe keeps the guest's XCR0 within what that can carry).
     pub fn xsave_image(&self) -> Result<Vec<u8>, KvmError> {
         let x = ioctl("GET_XSAVE", self.vcpu.get_xsave())?;
         Ok(x.region.iter().flat_map(|w| w.to_le_bytes()).collect())

@@ -181,9 +181,12 @@ impl Vm {
             )));
         }
         let hv = Hypervisor::get().map_err(VmError::Hypervisor)?;
+        let caps = hv.caps();
+        caps.check_address_space(space)
+            .map_err(|e| VmError::Config(e.to_string()))?;
         let mut mem = GuestMemory::new(space, cfg.hugepages)?;
         let image = loader::load_elf(&mut mem, elf, space)?;
-        let cr3 = cpu::write_system_area(&mut mem, space, &image.regions)?;
+        let cr3 = cpu::write_system_area(&mut mem, space, &image.regions, caps)?;
         // Memory is registered before it is filled: KVM only records the mapping.
         let machine = Machine::new(hv, &mem)?;
         let mut argv = vec![cfg.name.clone()];
@@ -196,21 +199,26 @@ impl Vm {
             "KVM_DEBUG=0".into(),
             format!("{}=1", kvmjs_abi::KVMJS_HOST_ENV),
         ];
-        // The guest converts TSC ticks itself instead of trapping for clock_gettime.
-        if let Ok(khz) = machine.vcpu.get_tsc_khz() {
+        // The guest converts TSC ticks itself instead of trapping for clock_gettime, but
+        // only where the probe found the TSC invariant (else it is no clock).
+        if let Some(khz) = caps.guest_tsc_khz() {
             env.push(format!("KVMJS_TSC_KHZ={khz}"));
         }
         env.extend(cfg.environment.iter().cloned());
         let mut random = [0u8; 16];
         crate::syscalls::fill_random(&mut random);
-        let hwcap = cpu::hwcap(hv.cpuid());
+        let aux = loader::CpuAux {
+            hwcap: caps.hwcap,
+            hwcap2: caps.hwcap2,
+            minsigstksz: caps.minsigstksz,
+        };
         let sp = loader::build_stack(
             &mut mem,
             layout::stack_top(space),
             &image,
             &argv,
             &env,
-            hwcap,
+            &aux,
             random,
         )?;
         mem.protect(protected_ranges(&image.regions));

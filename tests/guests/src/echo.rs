@@ -1,12 +1,15 @@
 //! Echo test guest: answers with the method, URL, headers and a request counter (which
 //! proves reset: it is 1 on every request in ephemeral mode). Some paths misbehave on
 //! purpose so the host's fault handling can be tested.
+//! `--vectors` runs the vector-state check of [`vectors`] instead.
 
 use kvmjs_abi::guest::{self, CallMode};
 use kvmjs_abi::{nr, KvmRequest};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+mod vectors;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Data a previous request stored; a reset must make it disappear.
@@ -60,6 +63,8 @@ fn main() {
             std::process::exit(2);
         }
         Some("--respond-at-boot") => respond(200, b"too early", 0),
+        // Vector registers loaded before the snapshot must be there on every request.
+        Some("--vectors") => vectors::serve(),
         _ => {}
     }
     println!("echo guest booting");

@@ -349,3 +349,44 @@ fn warmup_requests_run_before_the_snapshot() {
         assert!(body(&mut vm, &Request::get("/x")).contains("counter=6\n"));
     }
 }
+
+/// What the guest should find: the widest vector set this CPU has (the VM exposes it all).
+/// AVX-512 also needs BW, as the guest does, for its 64-bit opmasks.
+fn expected_vectors() -> &'static str {
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+        "avx512"
+    } else if std::is_x86_feature_detected!("avx") {
+        "avx"
+    } else {
+        "sse"
+    }
+}
+
+#[test]
+fn vector_registers_survive_every_reset() {
+    // The guest loads known patterns into every ZMM/YMM/XMM register (and k1-k7, MXCSR,
+    // the x87 control word) before its pause, overwrites them while answering, and checks
+    // the next request finds the patterns again: the host's restore of the snapshot's
+    // XSAVE state must cover every component the guest can use.
+    let want = format!("vectors={} ok\n", expected_vectors());
+    for (ephemeral, requests) in [(true, 200), (false, 50)] {
+        let mut vm = boot(VmConfig {
+            main_arguments: vec!["--vectors".into()],
+            ephemeral,
+            ..config()
+        });
+        for i in 0..requests {
+            let url = format!("/v/{i}");
+            let r = vm
+                .handle(&Request::get(&url))
+                .unwrap_or_else(|e| panic!("ephemeral={ephemeral} request {i}: {e}"));
+            let b = String::from_utf8_lossy(&r.body);
+            assert!(
+                r.status == 200 && b.starts_with(&want),
+                "ephemeral={ephemeral} request {i}: status {}: {b}",
+                r.status
+            );
+            assert!(b.contains(&format!("url={url}\n")), "request {i}: {b}");
+        }
+    }
+}

@@ -5,9 +5,10 @@
 pub mod paging;
 pub mod stubs;
 
+use crate::caps::Caps;
 use crate::layout::{self, sel, PAGE_SIZE};
 use crate::memory::GuestMemory;
-use kvm_bindings::{kvm_dtable, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, CpuId, Msrs};
+use kvm_bindings::{kvm_dtable, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs};
 use paging::{PageTables, PagingError, NX, P, RW, US};
 
 const CR0_PE: u64 = 1;
@@ -50,11 +51,13 @@ pub struct Region {
     pub exec: bool,
 }
 
-/// Writes the GDT, TSS, IDT, stubs and page tables; returns CR3.
+/// Writes the GDT, TSS, IDT, stubs and page tables; returns CR3. The XSAVE image window
+/// and the resume trampoline's XRSTOR mask come from the host probe.
 pub fn write_system_area(
     mem: &mut GuestMemory,
     address_space: u64,
     image: &[Region],
+    caps: &Caps,
 ) -> Result<u64, PagingError> {
     // GDT: accessed bits preset so the CPU never writes the (read-only) table.
     let gdt: [u64; 8] = [
@@ -94,7 +97,7 @@ pub fn write_system_area(
     )?;
     mem.write(
         layout::USER_STUBS + stubs::RESUME_ENTRY,
-        &stubs::resume_entry(),
+        &stubs::resume_entry(caps.xsave.xcr0),
     )?;
 
     let mut pt = PageTables::new(mem)?;
@@ -104,7 +107,6 @@ pub fn write_system_area(
         (layout::EXCEPTION_STUBS, P),
         (layout::USER_STUBS, P | US),
         (layout::RESUME_SLOTS, P | US | NX),
-        (layout::XSAVE_IMAGE, P | US | NX),
         (layout::EXCEPTION_STACK_TOP - 3 * PAGE_SIZE, P | RW | NX),
         (layout::EXCEPTION_STACK_TOP - 2 * PAGE_SIZE, P | RW | NX),
         (layout::EXCEPTION_STACK_TOP - PAGE_SIZE, P | RW | NX),
@@ -112,6 +114,10 @@ pub fn write_system_area(
     ];
     for (va, flags) in sys {
         pt.map_4k(va, va, flags)?;
+    }
+    for i in 0..caps.xsave_pages {
+        let va = layout::XSAVE_IMAGE + i * PAGE_SIZE;
+        pt.map_4k(va, va, P | US | NX)?;
     }
     pt.map_4k(
         layout::TRAP_VA,
@@ -278,31 +284,6 @@ pub fn syscall_msrs() -> Msrs {
         e(MSR_KERNEL_GS_BASE, 0),
     ])
     .expect("five MSR entries fit")
-}
-
-/// XCR0 to enable: x87, SSE, AVX, and AVX-512 when the CPU has all of it.
-pub fn xcr0(cpuid: &CpuId) -> u64 {
-    let supported = cpuid
-        .as_slice()
-        .iter()
-        .find(|e| e.function == 0xd && e.index == 0)
-        .map(|e| u64::from(e.eax))
-        .unwrap_or(0x3);
-    let mut x = supported & 0x7;
-    if supported & 0xe0 == 0xe0 {
-        x |= 0xe0;
-    }
-    x | 0x3
-}
-
-/// CPUID leaf 1 EDX, for AT_HWCAP.
-pub fn hwcap(cpuid: &CpuId) -> u64 {
-    cpuid
-        .as_slice()
-        .iter()
-        .find(|e| e.function == 1)
-        .map(|e| u64::from(e.edx))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

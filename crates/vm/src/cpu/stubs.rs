@@ -60,9 +60,14 @@ pub fn syscall_entry() -> Vec<u8> {
 /// The resume trampoline: after a reset the vCPU enters here with every GPR of the
 /// snapshot except RAX/RDX/RIP, restores the snapshot's FPU/SSE/AVX state in-guest (a
 /// ring-3 XRSTOR is native and saves a ~5 µs SET_XSAVE ioctl), then continues.
-pub fn resume_entry() -> Vec<u8> {
-    let mut c = vec![0xb8, 0xff, 0xff, 0xff, 0xff]; // mov eax, -1
-    c.extend([0xba, 0xff, 0xff, 0xff, 0xff]); // mov edx, -1
+///
+/// The XRSTOR mask is the guest's XCR0 (`xcr0`), never -1: under PVM the effective XCR0 is
+/// the host's, and with -1 an AMX host's XRSTOR touched 8 KiB of tile data past the image.
+pub fn resume_entry(xcr0: u64) -> Vec<u8> {
+    let mut c = vec![0xb8]; // mov eax, imm32 (mask bits 0-31)
+    c.extend((xcr0 as u32).to_le_bytes());
+    c.push(0xba); // mov edx, imm32 (mask bits 32-63)
+    c.extend(((xcr0 >> 32) as u32).to_le_bytes());
     c.extend([0x48, 0x0f, 0xae, 0x2c, 0x25]); // xrstor64 [disp32]
     c.extend(disp32(XSAVE_IMAGE));
     c.extend([0x48, 0x8b, 0x04, 0x25]); // mov rax, [disp32]
@@ -101,11 +106,12 @@ mod tests {
 
     #[test]
     fn resume_entry_encoding() {
-        let c = resume_entry();
+        let c = resume_entry(0x2_0000_00e7);
         assert_eq!(c.len(), 5 + 5 + 9 + 8 + 8 + 7);
+        assert_eq!(&c[..10], &[0xb8, 0xe7, 0, 0, 0, 0xba, 2, 0, 0, 0]);
         assert_eq!(
             &c[10..19],
-            &[0x48, 0x0f, 0xae, 0x2c, 0x25, 0x00, 0x60, 0x00, 0x00]
+            &[0x48, 0x0f, 0xae, 0x2c, 0x25, 0x00, 0xc0, 0x00, 0x00]
         );
         assert_eq!(&c[35..42], &[0xff, 0x24, 0x25, 0x00, 0x50, 0x00, 0x00]);
     }
