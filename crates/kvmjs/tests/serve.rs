@@ -335,6 +335,21 @@ fn varnish_routes_to_programs_and_limits_hold() {
     );
     // Counters per program.
     assert!(metric(kport, "kvmjs_vm_exits_total{program=\"hello\"}") >= 1.0);
+    // The host probe is exported as an info metric, with the guest's XCR0 in it.
+    let m = get(kport, "/metrics").text();
+    let info = m
+        .lines()
+        .find(|l| l.starts_with("kvmjs_host_info{"))
+        .unwrap_or_else(|| panic!("no kvmjs_host_info in:\n{m}"));
+    for key in [
+        "vendor=",
+        "kvm=",
+        "guest_xcr0=\"0x",
+        "xsave_bytes=",
+        "syscall_cpl=",
+    ] {
+        assert!(info.contains(key), "{key} missing: {info}");
+    }
     assert!(
         metric(
             kport,

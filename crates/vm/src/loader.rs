@@ -192,7 +192,11 @@ pub fn build_stack(
     if strings > (layout::STACK_SIZE / 4) as usize {
         return Err(LoaderError::StackTooSmall(strings));
     }
-    let mut sp = top;
+    // Linux ends the stack with a zero word above the last string (its end marker), so a
+    // string scan that reads a byte past a NUL stays on the stack; glibc's
+    // GLIBC_TUNABLES hwcaps parser does exactly that.
+    let mut sp = top - 8;
+    mem.write_u64(sp, 0)?;
     let mut push_bytes = |mem: &mut GuestMemory, b: &[u8]| -> Result<u64, LoaderError> {
         sp -= b.len() as u64;
         mem.write(sp, b)?;
@@ -300,11 +304,26 @@ mod tests {
             &img,
             &argv,
             &env,
-            &CpuAux::default(),
+            &CpuAux {
+                hwcap: 0x178b_fbff,
+                hwcap2: 0,
+                minsigstksz: 3376,
+            },
             [7; 16],
         )
         .unwrap();
         assert_eq!(sp % 16, 0);
+        // Linux's end marker: a zero word above every string.
+        assert_eq!(mem.read_u64(top - 8).unwrap(), 0);
+        let auxv = |key: u64| {
+            (0..40)
+                .map(|i| sp + 48 + i * 16)
+                .find(|a| mem.read_u64(*a).unwrap() == key)
+                .map(|a| mem.read_u64(a + 8).unwrap())
+        };
+        assert_eq!(auxv(at::HWCAP), Some(0x178b_fbff));
+        assert_eq!(auxv(at::HWCAP2), Some(0));
+        assert_eq!(auxv(at::MINSIGSTKSZ), Some(3376));
         assert_eq!(mem.read_u64(sp).unwrap(), 2);
         let a1 = mem.read_u64(sp + 16).unwrap();
         assert_eq!(mem.read_cstr(a1, 64).unwrap(), b"arg1");

@@ -90,9 +90,15 @@ pub enum HostError {
     /// The probe refused the host.
     #[error(transparent)]
     Caps(#[from] crate::caps::CapsError),
-    /// The probe VM failed.
+    /// The probe VM's memory could not be set up.
     #[error("the start-up probe VM failed: {0}")]
-    Probe(String),
+    ProbeMemory(#[from] crate::memory::MemoryError),
+    /// The probe VM's page tables could not be built.
+    #[error("the start-up probe VM failed: {0}")]
+    ProbePaging(#[from] crate::cpu::paging::PagingError),
+    /// A ring-3 `syscall` in the probe VM did not reach the entry stub.
+    #[error("the start-up probe VM's ring-3 `syscall` ended in {0} instead of the entry stub's trap; this KVM cannot run kvmjs guests")]
+    ProbeExit(String),
 }
 
 /// Why KVM_RUN returned.

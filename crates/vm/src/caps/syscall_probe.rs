@@ -14,7 +14,7 @@ const CODE: u64 = layout::PIE_BASE;
 /// Runs the probe VM; returns the CPL the SYSCALL entry ran at.
 pub(crate) fn probe_syscall_cpl(hv: &Hypervisor) -> Result<u8, HostError> {
     let space = layout::MIN_ADDRESS_SPACE;
-    let mut mem = GuestMemory::new(space, false).map_err(|e| HostError::Probe(e.to_string()))?;
+    let mut mem = GuestMemory::new(space, false)?;
     let code = [Region {
         start: CODE,
         end: CODE + PAGE_SIZE,
@@ -22,10 +22,8 @@ pub(crate) fn probe_syscall_cpl(hv: &Hypervisor) -> Result<u8, HostError> {
         exec: true,
     }];
     // syscall; ud2
-    mem.write(CODE, &[0x0f, 0x05, 0x0f, 0x0b])
-        .map_err(|e| HostError::Probe(e.to_string()))?;
-    let cr3 = cpu::write_system_area(&mut mem, space, &code, hv.caps())
-        .map_err(|e| HostError::Probe(e.to_string()))?;
+    mem.write(CODE, &[0x0f, 0x05, 0x0f, 0x0b])?;
+    let cr3 = cpu::write_system_area(&mut mem, space, &code, hv.caps())?;
     let mut machine = Machine::new(hv, &mem)?;
     let base = machine.sregs()?;
     machine.set_sregs(&cpu::user_sregs(&base, cr3, 0))?;
@@ -36,12 +34,14 @@ pub(crate) fn probe_syscall_cpl(hv: &Hypervisor) -> Result<u8, HostError> {
             let rip = machine.regs().rip;
             tracing::debug!(
                 "probe VM: SYSCALL entry at CPL {cpl}, RIP {} the trap write",
-                if rip == layout::USER_STUBS + cpu::stubs::SYSCALL_TAIL { "past" } else { "at" }
+                if rip == layout::USER_STUBS + cpu::stubs::SYSCALL_TAIL {
+                    "past"
+                } else {
+                    "at"
+                }
             );
             Ok(cpl)
         }
-        other => Err(HostError::Probe(format!(
-            "a ring-3 `syscall` ended in {other:?} instead of the entry stub's trap; this KVM cannot run kvmjs guests"
-        ))),
+        other => Err(HostError::ProbeExit(format!("{other:?}"))),
     }
 }
