@@ -166,33 +166,12 @@ pub fn guest_table(p: &ProbeInputs, x: &XsavePolicy) -> Vec<kvm_cpuid_entry2> {
         if e.function == 0xd || (matches!(e.function, 0x1d | 0x1e) && x.xcr0 & AMX != AMX) {
             continue;
         }
-        let kvm = Regs {
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-        };
-        let r = leaf(p, x, e.function, e.index, kvm);
-        out.push(kvm_cpuid_entry2 {
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
-            ..e
-        });
+        let r = leaf(p, x, e.function, e.index, Regs::of(&e));
+        out.push(r.entry(e.function, e.index, e.flags));
     }
     let flags = kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
     for (index, r) in xsave_leaves(p, x) {
-        out.push(kvm_cpuid_entry2 {
-            function: 0xd,
-            index,
-            flags,
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
-            ..Default::default()
-        });
+        out.push(r.entry(0xd, index, flags));
     }
     out.sort_by_key(|e| (e.function, e.index));
     out
@@ -203,11 +182,6 @@ pub fn find(table: &[kvm_cpuid_entry2], function: u32, index: u32) -> Regs {
     table
         .iter()
         .find(|e| e.function == function && e.index == index)
-        .map(|e| Regs {
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-        })
+        .map(Regs::of)
         .unwrap_or_default()
 }

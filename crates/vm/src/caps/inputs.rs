@@ -21,6 +21,32 @@ pub struct Regs {
     pub edx: u32,
 }
 
+impl Regs {
+    /// The registers of a KVM CPUID entry.
+    pub fn of(e: &kvm_cpuid_entry2) -> Regs {
+        Regs {
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+        }
+    }
+
+    /// A KVM CPUID entry with these registers.
+    pub fn entry(self, function: u32, index: u32, flags: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            flags,
+            eax: self.eax,
+            ebx: self.ebx,
+            ecx: self.ecx,
+            edx: self.edx,
+            ..Default::default()
+        }
+    }
+}
+
 /// KVM capability values that kvmjs reads (KVM_CHECK_EXTENSION results; 0 = absent).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvmCaps {
@@ -97,16 +123,7 @@ impl ProbeInputs {
     pub fn kvm_entries(&self) -> Vec<kvm_cpuid_entry2> {
         self.kvm
             .iter()
-            .map(|(&(function, index), &(flags, r))| kvm_cpuid_entry2 {
-                function,
-                index,
-                flags,
-                eax: r.eax,
-                ebx: r.ebx,
-                ecx: r.ecx,
-                edx: r.edx,
-                ..Default::default()
-            })
+            .map(|(&(function, index), &(flags, r))| r.entry(function, index, flags))
             .collect()
     }
 
@@ -315,20 +332,7 @@ pub mod live {
         let kvm_table = supported
             .as_slice()
             .iter()
-            .map(|e| {
-                (
-                    (e.function, e.index),
-                    (
-                        e.flags,
-                        Regs {
-                            eax: e.eax,
-                            ebx: e.ebx,
-                            ecx: e.ecx,
-                            edx: e.edx,
-                        },
-                    ),
-                )
-            })
+            .map(|e| ((e.function, e.index), (e.flags, Regs::of(e))))
             .collect();
         let c = |cap: Cap| kvm.check_extension_int(cap);
         let caps = KvmCaps {
