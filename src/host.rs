@@ -100,7 +100,13 @@ pub fn send(res: &HttpResponse) {
         return;
     }
     let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
-    guest::backend_response(res.status, &ctype, res.body.as_bytes(), &refs);
+    // With background work the host sends the response, then lets this call return.
+    let flags = if res.background {
+        kvmjs_abi::RESPONSE_FLAG_CONTINUE
+    } else {
+        0
+    };
+    guest::backend_response_flags(res.status, &ctype, res.body.as_bytes(), &refs, flags);
 }
 
 /// Serves requests forever (each returns here only in non-ephemeral mode).
@@ -113,6 +119,11 @@ pub fn serve(engine: &mut Engine) -> ! {
         let http = unsafe { read_request(&req) };
         let res = engine.handle(&http);
         send(&res);
+        if res.background {
+            // The response is out: finish ctx.waitUntil work, then pause again (the host
+            // resets the VM there in ephemeral mode).
+            engine.run_background();
+        }
     }
 }
 

@@ -34,11 +34,27 @@ fn app_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// In a VM every brk/mmap/munmap is a VM exit, and each request starts from the same
+/// snapshot, so glibc trimming the heap or serving a large block with mmap would repeat
+/// the same system calls in every request. Keep freed memory in the heap instead: it grows
+/// during warm-up and is reused from then on.
+fn keep_the_heap() {
+    // SAFETY: mallopt only changes malloc's tuning; no allocation is in flight here.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TOP_PAD, 4 << 20);
+    }
+}
+
 fn main() {
     let under_kvmjs = std::env::var_os(kvmjs_abi::KVMJS_HOST_ENV).is_some();
     let in_vm = under_kvmjs || std::env::var_os("KVM_NAME").is_some();
     if under_kvmjs {
         guest::set_call_mode(CallMode::Syscall);
+    }
+    if in_vm {
+        keep_the_heap();
     }
     let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

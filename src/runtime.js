@@ -89,13 +89,31 @@
 
   const describe = (v) => (v === null ? "null" : Array.isArray(v) ? "an array" : typeof v === "object" ? `an object (${v.constructor?.name ?? "Object"})` : typeof v);
 
+  // Taken before the app runs, which may replace them.
+  const toString = String;
+  const objectToString = Object.prototype.toString;
+  const call = Function.prototype.call.bind(Function.prototype.call);
+  const InternalErrorClass = InternalError;
+  // A thrown value that is not an Error, as String() shows it.
+  const thrownValue = (e) => {
+    try {
+      return toString(e);
+    } catch {
+      return call(objectToString, e);
+    }
+  };
+
   const errorResult = (e, debug) => {
-    const oom = e === null || (e instanceof InternalError && /out of memory/.test(e.message));
+    // QuickJS throws an InternalError, or null when it cannot allocate even that; an app's
+    // `throw null` is told apart by asking whether the heap refused an allocation.
+    const oom =
+      (e === null && native.heapExhausted()) ||
+      (e instanceof InternalErrorClass && e.message === "out of memory");
     let text;
     if (oom) text = "out of memory\n";
     else {
-      const summary = e instanceof Error ? `${e.name}: ${e.message}` : `uncaught ${String(e)}`;
-      text = `Internal Server Error: ${summary}\n`;
+      const summary = e instanceof Error ? `${e.name}: ${e.message}` : `Uncaught ${thrownValue(e)}`;
+      text = `Internal Server Error: ${summary.split("\n")[0]}\n`;
       if (debug && e instanceof Error && e.stack) text += e.stack;
     }
     return [500, ["content-type", "text/plain;charset=UTF-8"], text];
@@ -108,6 +126,7 @@
     return [res.status, flat, await body.bytes(res)];
   };
 
+  let pendingWaits = null;
   define("__kvmjs", {
     setEnv(obj) {
       Object.assign(env, obj);
@@ -126,8 +145,17 @@
     timersNext: () => timers.next(),
     timersRun: () => timers.run(),
     timersClear: () => timers.clear(),
-    // One request: resolves to [status, flat headers, body (string or Uint8Array)].
-    async handle(method, url, headers, reqBody, debug) {
+    // The ctx.waitUntil work of the last request, when it runs after the response.
+    background() {
+      const p = pendingWaits;
+      pendingWaits = null;
+      return p ?? Promise.resolve();
+    },
+    // One request: resolves to [status, flat headers, body (string or Uint8Array),
+    // whether waitUntil work is left for background()]. With `deferWaits` (under the
+    // kvmjs host) the response leaves first and the work runs after it, as on Workers;
+    // otherwise (no host to continue the VM after the response) it finishes first.
+    async handle(method, url, headers, reqBody, debug, deferWaits) {
       const waits = [];
       const ctx = {
         waitUntil(p) {
@@ -154,9 +182,13 @@
           result = errorResult(e, debug);
         }
       }
-      // ctx.waitUntil work finishes before the response is final (and the VM is reset).
+      if (waits.length === 0) return [...result, false];
+      if (deferWaits) {
+        pendingWaits = Promise.all(waits);
+        return [...result, true];
+      }
       await Promise.all(waits);
-      return result;
+      return [...result, false];
     },
   });
 })();

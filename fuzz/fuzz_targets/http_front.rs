@@ -26,10 +26,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         .build()
         .unwrap();
     rt.block_on(async {
-        let state = Arc::new(http::State {
-            pools: Vec::new(),
-            metrics: Arc::new(metrics::Metrics::default()),
-        });
+        let state = Arc::new(http::State::new(
+            Vec::new(),
+            Arc::new(metrics::Metrics::default()),
+            &http::Limits::default(),
+        ));
         let (client, server) = tokio::io::duplex(1 << 16);
         let svc = hyper::service::service_fn(move |req| http::handle(req, state.clone()));
         let mut b = hyper::server::conn::http1::Builder::new();

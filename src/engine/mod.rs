@@ -3,16 +3,19 @@
 //! response types, so another engine (V8) can sit behind the same interface later.
 
 pub mod clock;
+pub mod heap;
 pub mod loader;
 pub mod natives;
 pub mod random;
 
 use crate::options::Options;
 use clock::Clock;
+use heap::Heap;
 use rquickjs::context::EvalOptions;
+use rquickjs::convert::Coerced;
 use rquickjs::{
-    Array, CatchResultExt, CaughtError, Context, Function, Module, Object, Persistent, Promise,
-    Runtime, TypedArray, Value,
+    Array, CatchResultExt, CaughtError, Context, Function, Object, Persistent, Promise, Runtime,
+    Type, TypedArray, Value,
 };
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +67,8 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Body,
+    /// `ctx.waitUntil` work is left to run after the response ([`Engine::run_background`]).
+    pub background: bool,
 }
 
 impl HttpResponse {
@@ -73,6 +78,7 @@ impl HttpResponse {
             status,
             headers: vec![("content-type".into(), "text/plain;charset=UTF-8".into())],
             body: Body::Text(msg.to_string()),
+            background: false,
         }
     }
 }
@@ -99,8 +105,12 @@ pub struct Engine {
     interrupted: Arc<AtomicBool>,
     /// Whether waiting forever is fine because a host timer ends the request.
     host_timeout: bool,
+    /// The QuickJS heap (knows whether it ran out).
+    heap: Heap,
 }
 
+/// The message for an uncaught exception: an Error's name, message and stack, or the
+/// value thrown (`Uncaught null`).
 fn caught(e: CaughtError<'_>) -> String {
     match e {
         CaughtError::Exception(ex) => {
@@ -113,22 +123,73 @@ fn caught(e: CaughtError<'_>) -> String {
                 format!("{name}: {msg}\n{}", stack.trim_end())
             }
         }
-        CaughtError::Value(v) => format!("uncaught value: {v:?}"),
+        CaughtError::Value(v) => format!("Uncaught {}", thrown_value(&v)),
         CaughtError::Error(e) => e.to_string(),
     }
 }
 
-fn is_oom(msg: &str) -> bool {
-    msg.contains("out of memory") || msg.starts_with("uncaught value: Value(Null")
+/// A thrown value that is not an Error, as `String(value)` shows it.
+fn thrown_value(v: &Value<'_>) -> String {
+    match v.type_of() {
+        Type::Uninitialized => "exception without a value".into(),
+        Type::Symbol => {
+            let d = v
+                .as_symbol()
+                .and_then(|s| s.description().ok())
+                .and_then(|d| d.as_string().and_then(|s| s.to_string().ok()));
+            format!("Symbol({})", d.unwrap_or_default())
+        }
+        _ => match v.get::<Coerced<String>>() {
+            Ok(Coerced(s)) => s,
+            Err(_) => {
+                // toString threw (or there is none, as for Object.create(null)).
+                let _ = v.ctx().catch();
+                "[object Object]".into()
+            }
+        },
+    }
+}
+
+/// Whether an exception means that the heap ran out. QuickJS throws an InternalError "out
+/// of memory", or `null` when it cannot even allocate that; an app may throw `null` too,
+/// so `null` counts only when the heap refused an allocation during this request.
+fn is_oom(e: &CaughtError<'_>, heap: &Heap) -> bool {
+    match e {
+        CaughtError::Exception(ex) => {
+            ex.message().as_deref() == Some("out of memory")
+                && ex
+                    .get::<_, String>("name")
+                    .is_ok_and(|n| n == "InternalError")
+        }
+        CaughtError::Value(v) => {
+            heap.exhausted() && matches!(v.type_of(), Type::Null | Type::Uninitialized)
+        }
+        CaughtError::Error(e) => matches!(e, rquickjs::Error::Allocation),
+    }
+}
+
+/// What a caught exception means for the request.
+fn failure(e: CaughtError<'_>, heap: &Heap) -> Failure {
+    if is_oom(&e, heap) {
+        Failure::OutOfMemory
+    } else {
+        Failure::Other(caught(e))
+    }
+}
+
+/// [`failure`] for an rquickjs error (a pending exception is taken from `ctx`).
+fn js_failure(ctx: &rquickjs::Ctx<'_>, heap: &Heap, e: rquickjs::Error) -> Failure {
+    failure(CaughtError::from_error(ctx, e), heap)
 }
 
 impl Engine {
     /// Creates the runtime, installs the Web API prelude and the native functions.
     pub fn new(opts: Options, clock: Clock, wall_ms: f64, in_vm: bool) -> Result<Engine, String> {
-        let rt = Runtime::new().map_err(|e| format!("cannot create the QuickJS runtime: {e}"))?;
-        rt.set_memory_limit(opts.memory_limit);
+        // The heap enforces --memory-limit itself (QuickJS's own limit stays off).
+        let heap = Heap::new(opts.memory_limit);
+        let rt = Runtime::new_with_alloc(heap.clone())
+            .map_err(|e| format!("cannot create the QuickJS runtime: {e}"))?;
         rt.set_max_stack_size(opts.stack_size);
-        rt.set_loader(loader::FsResolver, loader::FsLoader);
         let deadline_us = Arc::new(AtomicU64::new(0));
         let interrupted = Arc::new(AtomicBool::new(false));
         let (d, i) = (deadline_us.clone(), interrupted.clone());
@@ -143,7 +204,8 @@ impl Engine {
         let ctx =
             Context::full(&rt).map_err(|e| format!("cannot create the QuickJS context: {e}"))?;
         let glue = ctx.with(|ctx| -> Result<Persistent<Object<'static>>, String> {
-            natives::install(&ctx, clock, wall_ms, in_vm).map_err(|e| e.to_string())?;
+            natives::install(&ctx, clock, wall_ms, in_vm, heap.clone())
+                .map_err(|e| e.to_string())?;
             for (name, src) in prelude::PRELUDE {
                 let mut eo = EvalOptions::default();
                 eo.global = true;
@@ -172,64 +234,82 @@ impl Engine {
             deadline_us,
             interrupted,
             host_timeout: in_vm,
+            heap,
         })
     }
 
     fn call_glue<'js, R: rquickjs::FromJs<'js>>(
         ctx: &rquickjs::Ctx<'js>,
         glue: &Persistent<Object<'static>>,
+        heap: &Heap,
         name: &str,
         args: impl rquickjs::function::IntoArgs<'js>,
-    ) -> Result<R, String> {
-        let g = glue.clone().restore(ctx).map_err(|e| e.to_string())?;
-        let f: Function = g.get(name).map_err(|e| e.to_string())?;
-        f.call(args).catch(ctx).map_err(caught)
+    ) -> Result<R, Failure> {
+        let g = glue
+            .clone()
+            .restore(ctx)
+            .map_err(|e| js_failure(ctx, heap, e))?;
+        let f: Function = g.get(name).map_err(|e| js_failure(ctx, heap, e))?;
+        f.call(args).catch(ctx).map_err(|e| failure(e, heap))
     }
 
-    /// Evaluates the app module; fails when it throws or registers no handler.
+    /// Evaluates the app module; fails when it throws or registers no handler. Modules are
+    /// named relative to the app's directory, and errors name them so.
     pub fn load_app(&mut self, path: &str, env: &[(String, String)]) -> Result<(), String> {
         let source = std::fs::read(path).map_err(|e| format!("cannot read the app {path}: {e}"))?;
+        let dir = loader::AppDir::of(path);
+        let name = std::path::Path::new(path)
+            .file_name()
+            .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned());
+        self.rt.set_loader(
+            loader::FsResolver(dir.clone()),
+            loader::FsLoader(dir.clone()),
+        );
+        self.heap.reset();
+        let explain = |f: Failure| match f {
+            Failure::CpuLimit => format!("{name}: top-level code exceeded the CPU limit"),
+            Failure::OutOfMemory => format!("{name}: out of memory while loading"),
+            Failure::NeverSettles => format!("{name}: top-level await never settles"),
+            Failure::Other(m) => m,
+        };
         let glue = self.glue.clone();
-        let (module, promise) = self.ctx.with(|ctx| -> Result<_, String> {
-            let env_obj = Object::new(ctx.clone()).map_err(|e| e.to_string())?;
-            for (k, v) in env {
-                env_obj
-                    .set(k.as_str(), v.as_str())
-                    .map_err(|e| e.to_string())?;
-            }
-            Self::call_glue::<()>(&ctx, &glue, "setEnv", (env_obj,))?;
-            let declared = Module::declare(ctx.clone(), path, source)
-                .catch(&ctx)
-                .map_err(caught)?;
-            let (m, p) = declared.eval().catch(&ctx).map_err(caught)?;
-            let ns = m.namespace().catch(&ctx).map_err(caught)?;
-            Ok((Persistent::save(&ctx, ns), Persistent::save(&ctx, p)))
-        })?;
+        let heap = self.heap.clone();
+        let (module, promise) = self
+            .ctx
+            .with(|ctx| -> Result<_, Failure> {
+                let env_obj = Object::new(ctx.clone()).map_err(|e| js_failure(&ctx, &heap, e))?;
+                for (k, v) in env {
+                    env_obj
+                        .set(k.as_str(), v.as_str())
+                        .map_err(|e| js_failure(&ctx, &heap, e))?;
+                }
+                Self::call_glue::<()>(&ctx, &glue, &heap, "setEnv", (env_obj,))?;
+                let declared = loader::declare(&ctx, &name, source)
+                    .catch(&ctx)
+                    .map_err(|e| failure(e, &heap))?;
+                let (m, p) = declared.eval().catch(&ctx).map_err(|e| failure(e, &heap))?;
+                let ns = m.namespace().catch(&ctx).map_err(|e| failure(e, &heap))?;
+                Ok((Persistent::save(&ctx, ns), Persistent::save(&ctx, p)))
+            })
+            .map_err(explain)?;
         self.set_deadline(self.opts.cpu_limit_ms.max(1000.0));
         let r = self.drive(&promise);
         self.set_deadline(0.0);
-        match r {
-            Ok(()) => {}
-            Err(Failure::CpuLimit) => {
-                return Err(format!("{path}: top-level code exceeded the CPU limit"))
-            }
-            Err(Failure::OutOfMemory) => {
-                return Err(format!("{path}: out of memory while loading"))
-            }
-            Err(Failure::NeverSettles) => {
-                return Err(format!("{path}: top-level await never settles"))
-            }
-            Err(Failure::Other(m)) => return Err(m),
+        r.map_err(explain)?;
+        let ok = self
+            .ctx
+            .with(|ctx| -> Result<bool, Failure> {
+                let ns = module
+                    .restore(&ctx)
+                    .map_err(|e| js_failure(&ctx, &heap, e))?;
+                Self::call_glue(&ctx, &glue, &heap, "useModule", (ns,))
+            })
+            .map_err(explain)?;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{name} registers no handler: export default {{ fetch(request, env, ctx) }} or call Deno.serve(handler)"))
         }
-        self.ctx.with(|ctx| -> Result<(), String> {
-            let ns = module.restore(&ctx).map_err(|e| e.to_string())?;
-            let ok: bool = Self::call_glue(&ctx, &glue, "useModule", (ns,))?;
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("{path} registers no handler: export default {{ fetch(request, env, ctx) }} or call Deno.serve(handler)"))
-            }
-        })
     }
 
     fn set_deadline(&self, budget_ms: f64) {
@@ -244,6 +324,7 @@ impl Engine {
 
     /// Runs jobs and timers until `p` settles.
     fn drive(&self, p: &Persistent<Promise<'static>>) -> Result<(), Failure> {
+        let heap = &self.heap;
         loop {
             loop {
                 match self.rt.execute_pending_job() {
@@ -253,53 +334,75 @@ impl Engine {
                         if self.interrupted.load(Ordering::Relaxed) {
                             return Err(Failure::CpuLimit);
                         }
-                        let msg = e.0.with(|ctx| {
-                            caught(CaughtError::from_error(&ctx, rquickjs::Error::Exception))
+                        let f = e.0.with(|ctx| {
+                            failure(
+                                CaughtError::from_error(&ctx, rquickjs::Error::Exception),
+                                heap,
+                            )
                         });
-                        if is_oom(&msg) {
-                            return Err(Failure::OutOfMemory);
+                        match f {
+                            Failure::Other(msg) => natives::log(
+                                3,
+                                &format!("uncaught exception in a job: {msg}"),
+                                self.host_timeout,
+                            ),
+                            f => {
+                                if f == Failure::OutOfMemory {
+                                    natives::log(
+                                        3,
+                                        "out of memory in a promise job",
+                                        self.host_timeout,
+                                    );
+                                }
+                                return Err(f);
+                            }
                         }
-                        natives::log(
-                            3,
-                            &format!("uncaught exception in a job: {msg}"),
-                            self.host_timeout,
-                        );
                     }
                 }
             }
             if self.interrupted.load(Ordering::Relaxed) {
                 return Err(Failure::CpuLimit);
             }
+            if heap.out_of_memory_reported() {
+                return Err(Failure::OutOfMemory);
+            }
             let glue = self.glue.clone();
             let state = self.ctx.with(|ctx| -> Result<Option<i32>, Failure> {
                 let promise = p
                     .clone()
                     .restore(&ctx)
-                    .map_err(|e| Failure::Other(e.to_string()))?;
+                    .map_err(|e| js_failure(&ctx, heap, e))?;
                 match promise.state() {
                     rquickjs::promise::PromiseState::Resolved => Ok(None),
                     rquickjs::promise::PromiseState::Rejected => {
                         let r: rquickjs::Result<Value> = promise.result().expect("settled");
-                        Err(Failure::Other(caught(r.catch(&ctx).expect_err("rejected"))))
+                        Err(failure(r.catch(&ctx).expect_err("rejected"), heap))
                     }
                     rquickjs::promise::PromiseState::Pending => {
-                        let next: f64 = Self::call_glue(&ctx, &glue, "timersNext", ())
-                            .map_err(Failure::Other)?;
+                        let next: f64 = Self::call_glue(&ctx, &glue, heap, "timersNext", ())?;
                         Ok(Some(next as i32))
                     }
                 }
             });
             match state {
                 Ok(None) => return Ok(()),
-                Err(Failure::Other(m)) if is_oom(&m) => return Err(Failure::OutOfMemory),
+                Err(_) if self.interrupted.load(Ordering::Relaxed) => {
+                    return Err(Failure::CpuLimit)
+                }
                 Err(f) => return Err(f),
                 Ok(Some(next)) if next >= 0 => {
                     if next > 0 {
                         std::thread::sleep(Duration::from_millis(next as u64));
                     }
                     self.ctx
-                        .with(|ctx| Self::call_glue::<f64>(&ctx, &glue, "timersRun", ()))
-                        .map_err(Failure::Other)?;
+                        .with(|ctx| Self::call_glue::<f64>(&ctx, &glue, heap, "timersRun", ()))
+                        .map_err(|f| {
+                            if self.interrupted.load(Ordering::Relaxed) {
+                                Failure::CpuLimit
+                            } else {
+                                f
+                            }
+                        })?;
                 }
                 Ok(Some(_)) if self.host_timeout => {
                     // Nothing can settle the promise: wait for the host's request timer.
@@ -313,37 +416,48 @@ impl Engine {
     /// Runs the app's handler for one request.
     pub fn handle(&mut self, req: &HttpRequest<'_>) -> HttpResponse {
         let glue = self.glue.clone();
+        let heap = self.heap.clone();
         let debug = self.opts.debug;
+        heap.reset();
         self.set_deadline(self.opts.cpu_limit_ms);
         let started = self
             .ctx
-            .with(|ctx| -> Result<Persistent<Promise<'static>>, String> {
-                let headers = Array::new(ctx.clone()).map_err(|e| e.to_string())?;
+            .with(|ctx| -> Result<Persistent<Promise<'static>>, Failure> {
+                let err = |e| js_failure(&ctx, &heap, e);
+                let headers = Array::new(ctx.clone()).map_err(err)?;
                 for (i, (k, v)) in req.headers.iter().enumerate() {
-                    let pair = Array::new(ctx.clone()).map_err(|e| e.to_string())?;
-                    pair.set(0, k.as_ref()).map_err(|e| e.to_string())?;
-                    pair.set(1, v.as_ref()).map_err(|e| e.to_string())?;
-                    headers.set(i, pair).map_err(|e| e.to_string())?;
+                    let pair = Array::new(ctx.clone()).map_err(err)?;
+                    pair.set(0, k.as_ref()).map_err(err)?;
+                    pair.set(1, v.as_ref()).map_err(err)?;
+                    headers.set(i, pair).map_err(err)?;
                 }
                 let body: Value = match req.body {
                     Some(b) => TypedArray::<u8>::new_copy(ctx.clone(), b)
-                        .map_err(|e| e.to_string())?
+                        .map_err(err)?
                         .into_value(),
                     None => Value::new_null(ctx.clone()),
                 };
                 let p: Promise = Self::call_glue(
                     &ctx,
                     &glue,
+                    &heap,
                     "handle",
-                    (req.method.as_ref(), req.url.as_str(), headers, body, debug),
+                    (
+                        req.method.as_ref(),
+                        req.url.as_str(),
+                        headers,
+                        body,
+                        debug,
+                        // Under the kvmjs host the VM continues after the response.
+                        self.host_timeout,
+                    ),
                 )?;
                 Ok(Persistent::save(&ctx, p))
             });
         let result = match started {
             Ok(p) => self.drive(&p).and_then(|()| self.take_result(&p)),
             Err(_) if self.interrupted.load(Ordering::Relaxed) => Err(Failure::CpuLimit),
-            Err(m) if is_oom(&m) => Err(Failure::OutOfMemory),
-            Err(m) => Err(Failure::Other(m)),
+            Err(f) => Err(f),
         };
         self.set_deadline(0.0);
         match result {
@@ -352,14 +466,44 @@ impl Engine {
         }
     }
 
+    /// Runs the `ctx.waitUntil` work of the last request after its response was sent,
+    /// until it settles (rejections were already logged by `waitUntil`). The host bounds
+    /// it with max_background_time; the CPU limit does not apply, as on Workers.
+    pub fn run_background(&mut self) {
+        let glue = self.glue.clone();
+        let heap = self.heap.clone();
+        let started = self.ctx.with(|ctx| {
+            let p: Promise = Self::call_glue(&ctx, &glue, &heap, "background", ())?;
+            Ok::<_, Failure>(Persistent::save(&ctx, p))
+        });
+        let result = started.and_then(|p| self.drive(&p));
+        if let Err(f) = result {
+            let msg = match f {
+                Failure::OutOfMemory => "out of memory".to_string(),
+                Failure::CpuLimit => "CPU time limit exceeded".to_string(),
+                Failure::NeverSettles => "its promises never settle".to_string(),
+                Failure::Other(m) => m,
+            };
+            natives::log(
+                3,
+                &format!("waitUntil work failed after the response: {msg}"),
+                self.host_timeout,
+            );
+        }
+        let _ = self
+            .ctx
+            .with(|ctx| Self::call_glue::<()>(&ctx, &glue, &self.heap, "timersClear", ()));
+    }
+
     fn take_result(&self, p: &Persistent<Promise<'static>>) -> Result<HttpResponse, Failure> {
         self.ctx.with(|ctx| {
-            let other = |e: rquickjs::Error| Failure::Other(e.to_string());
+            let other = |e: rquickjs::Error| js_failure(&ctx, &self.heap, e);
             let promise = p.clone().restore(&ctx).map_err(other)?;
             let arr: Array = promise.result().expect("settled").map_err(other)?;
             let status: i32 = arr.get(0).map_err(other)?;
             let flat: Vec<String> = arr.get(1).map_err(other)?;
             let body: Value = arr.get(2).map_err(other)?;
+            let background: bool = arr.get(3).map_err(other)?;
             let body = if let Some(s) = body.as_string() {
                 Body::Text(s.to_string().map_err(other)?)
             } else {
@@ -376,6 +520,7 @@ impl Engine {
                 status: u16::try_from(status).unwrap_or(500),
                 headers,
                 body,
+                background,
             })
         })
     }
@@ -385,7 +530,7 @@ impl Engine {
         // Leftover timers of a failed request must not fire in the next one.
         let _ = self
             .ctx
-            .with(|ctx| Self::call_glue::<()>(&ctx, &glue, "timersClear", ()));
+            .with(|ctx| Self::call_glue::<()>(&ctx, &glue, &self.heap, "timersClear", ()));
         match f {
             Failure::CpuLimit => {
                 natives::log(
@@ -436,7 +581,7 @@ impl Engine {
         let glue = self.glue.clone();
         let _ = self
             .ctx
-            .with(|ctx| Self::call_glue::<()>(&ctx, &glue, "reseed", ()));
+            .with(|ctx| Self::call_glue::<()>(&ctx, &glue, &self.heap, "reseed", ()));
     }
 }
 
@@ -444,10 +589,51 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// The failure `src` throws, with the heap exhausted or not.
+    fn thrown(src: &str, exhausted: bool) -> Failure {
+        let heap = Heap::new(1 << 20);
+        let rt = Runtime::new().unwrap();
+        let ctx = Context::full(&rt).unwrap();
+        if exhausted {
+            use rquickjs::allocator::Allocator;
+            assert!(heap.clone().alloc(2 << 20).is_null());
+        }
+        ctx.with(|ctx| {
+            let e = ctx.eval::<(), _>(src).catch(&ctx).unwrap_err();
+            failure(e, &heap)
+        })
+    }
+
     #[test]
-    fn oom_messages_are_recognised() {
-        assert!(is_oom("InternalError: out of memory"));
-        assert!(!is_oom("TypeError: x is not a function"));
+    fn thrown_values_are_classified() {
+        let other = |s: &str| Failure::Other(s.to_string());
+        assert_eq!(thrown("throw null", false), other("Uncaught null"));
+        assert_eq!(thrown("throw null", true), Failure::OutOfMemory);
+        assert_eq!(thrown("throw undefined", true), other("Uncaught undefined"));
+        assert_eq!(thrown("throw 42", false), other("Uncaught 42"));
+        assert_eq!(thrown("throw 1.5", false), other("Uncaught 1.5"));
+        assert_eq!(thrown("throw 'str'", false), other("Uncaught str"));
+        assert_eq!(thrown("throw {}", false), other("Uncaught [object Object]"));
+        assert_eq!(
+            thrown("throw Object.create(null)", false),
+            other("Uncaught [object Object]")
+        );
+        assert_eq!(
+            thrown("throw { toString() { throw 1 } }", false),
+            other("Uncaught [object Object]")
+        );
+        assert_eq!(
+            thrown("throw Symbol('s')", false),
+            other("Uncaught Symbol(s)")
+        );
+        assert_eq!(
+            thrown("throw new InternalError('out of memory')", false),
+            Failure::OutOfMemory
+        );
+        assert!(matches!(
+            thrown("throw new TypeError('x')", true),
+            Failure::Other(m) if m.starts_with("TypeError: x")
+        ));
     }
 }
 

@@ -1,8 +1,11 @@
 //! The native functions behind the JS prelude (`globalThis.__native`): URL parsing with
 //! the `url` crate's WHATWG API, UTF-8, randomness, clocks and logging. The prelude
 //! builds every Web API class on these; the host removes `__native` once it has run.
+//! Also: whether the heap ran out (for telling QuickJS's out-of-memory `null` from an
+//! app's `throw null`).
 
 use super::clock::Clock;
+use super::heap::Heap;
 use super::random;
 use rquickjs::function::Opt;
 use rquickjs::{ArrayBuffer, Ctx, Exception, Function, IntoJs, Object, Result, TypedArray, Value};
@@ -155,8 +158,21 @@ pub fn install(
     clock: Clock,
     wall_at_start_ms: f64,
     to_host_log: bool,
+    heap: Heap,
 ) -> Result<()> {
     let n = Object::new(ctx.clone())?;
+    // Whether the heap refused an allocation in this request: a thrown `null` is then
+    // QuickJS's out-of-memory signal rather than the app's own `throw null`.
+    let h = heap.clone();
+    n.set(
+        "heapExhausted",
+        Function::new(ctx.clone(), move || h.exhausted())?,
+    )?;
+    // reportError of an out-of-memory exception: the request ends as out of memory.
+    n.set(
+        "outOfMemory",
+        Function::new(ctx.clone(), move || heap.report_out_of_memory())?,
+    )?;
     n.set("urlParse", Function::new(ctx.clone(), js_url_parse)?)?;
     n.set("urlSet", Function::new(ctx.clone(), js_url_set)?)?;
     n.set("utf8Encode", Function::new(ctx.clone(), js_utf8_encode)?)?;

@@ -239,10 +239,20 @@
   }
   tag(EventTarget, "EventTarget");
 
+  // Whether `e` is QuickJS running out of memory: an InternalError, or null when even that
+  // could not be allocated (an app's own `throw null` leaves the heap unexhausted).
+  const InternalErrorClass = globalThis.InternalError;
+  const isOutOfMemory = (e) =>
+    typeof native.heapExhausted === "function" &&
+    ((e === null && native.heapExhausted()) ||
+      (typeof InternalErrorClass === "function" && e instanceof InternalErrorClass && e.message === "out of memory"));
+
   // DEVIATION: no "error" event is fired at the global scope (it is not an EventTarget);
-  // the exception is only logged.
+  // the exception is only logged. Running out of memory (in a timer, listener or microtask)
+  // also ends the request: it answers 500 "out of memory", as it would from the handler.
   function reportError(e) {
     requireArgs(arguments.length, 1, "reportError");
+    if (isOutOfMemory(e)) native.outOfMemory();
     try {
       const c = globalThis.console;
       if (c && typeof c.error === "function") { c.error("Uncaught", e); return; }

@@ -86,6 +86,21 @@ pub fn wait_for_requests_paused(req: &mut KvmRequest) {
 /// it returns when the host resumes the guest for the next request.
 #[cfg(target_arch = "x86_64")]
 pub fn backend_response(status: u16, content_type: &[u8], body: &[u8], headers: &[&[u8]]) {
+    backend_response_flags(status, content_type, body, headers, 0)
+}
+
+/// [`backend_response`] with kvmjs flags in `BackendResponseExtra::reserved[0]`, e.g.
+/// [`crate::RESPONSE_FLAG_CONTINUE`]: with it the call returns (after the response has been
+/// sent) even in ephemeral mode, so the guest can finish background work and then call
+/// [`wait_for_requests_paused`].
+#[cfg(target_arch = "x86_64")]
+pub fn backend_response_flags(
+    status: u16,
+    content_type: &[u8],
+    body: &[u8],
+    headers: &[&[u8]],
+    flags: u64,
+) {
     let mut hdrs = [ResponseHeader {
         field: 0,
         field_len: 0,
@@ -104,9 +119,9 @@ pub fn backend_response(status: u16, content_type: &[u8], body: &[u8], headers: 
         ttl: 0.0,
         grace: 0.0,
         keep: 0.0,
-        reserved: [0; 4],
+        reserved: [flags, 0, 0, 0],
     };
-    let extra_ptr = if n == 0 {
+    let extra_ptr = if n == 0 && flags == 0 {
         0
     } else {
         &extra as *const BackendResponseExtra as u64

@@ -52,6 +52,11 @@ pub const INFO_FLAG_WARMUP: u16 = 0x1;
 pub const MAX_RESPONSE_HEADERS: usize = 64;
 /// Content-type lengths must be below this.
 pub const MAX_CONTENT_TYPE_LEN: usize = 0x1000;
+/// `BackendResponseExtra::reserved[0]` bit (a kvmjs extension; upstream hosts ignore it):
+/// the guest has background work (a Workers `ctx.waitUntil`). The host sends the response
+/// at once, then resumes the guest until it calls `wait_for_requests_paused` again (within
+/// its background time limit), and only then resets it.
+pub const RESPONSE_FLAG_CONTINUE: u64 = 0x1;
 /// Environment variable the kvmjs host sets so guests pick the `syscall` call form.
 pub const KVMJS_HOST_ENV: &str = "KVMJS_HOST";
 

@@ -161,6 +161,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "kvmjs: seconds without requests before the program is unloaded (0: never; default 300)",
     ),
     (
+        "max_background_time",
+        "kvmjs: seconds of ctx.waitUntil work a VM may run after a response, before it is reset (default 30)",
+    ),
+    (
         "queue_size",
         "kvmjs: requests that may wait for a free VM (default 256)",
     ),
@@ -431,6 +435,9 @@ fn program(
                 let t = ctx.num(k, v, 0.0, 1e9)?;
                 p.idle_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
             }
+            "max_background_time" => {
+                vm.max_background_time = Duration::from_secs_f64(ctx.num(k, v, 0.0, 3600.0)?)
+            }
             "queue_size" => p.queue_size = ctx.int(k, v, 1, 1 << 20)? as usize,
             "queue_timeout" => p.queue_timeout = Duration::from_secs_f64(ctx.num(k, v, 0.001, 3600.0)?),
             other if IGNORED.contains(&other) => {
@@ -626,6 +633,7 @@ mod tests {
             "idle_timeout",
             "prefix",
             "host",
+            "max_background_time",
         ] {
             assert!(KEYS.iter().any(|(n, _)| *n == k), "{k}");
         }

@@ -1,5 +1,6 @@
 //! Prometheus metrics per program, served at /metrics.
 
+use kvmjs_vm::RequestError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,6 +18,11 @@ struct ProgramLabel {
 struct StatusLabel {
     program: String,
     code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +53,10 @@ pub struct Metrics {
     cold_start_seconds: Family<ProgramLabel, Histogram, fn() -> Histogram>,
     errors: Family<ErrorLabel, Counter>,
     loaded: Family<ProgramLabel, Gauge>,
+    background: Family<ProgramLabel, Histogram, fn() -> Histogram>,
+    connections: Gauge,
+    connections_closed: Family<ReasonLabel, Counter>,
+    body_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +72,10 @@ impl Default for Metrics {
             cold_start_seconds: Family::new_with_constructor(latency_histogram),
             errors: Family::default(),
             loaded: Family::default(),
+            background: Family::new_with_constructor(latency_histogram),
+            connections: Gauge::default(),
+            connections_closed: Family::default(),
+            body_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -104,6 +118,26 @@ impl Default for Metrics {
             "program_loaded",
             "Whether the program's VMs are running",
             m.loaded.clone(),
+        );
+        registry.register(
+            "background_seconds",
+            "Time VMs spent on ctx.waitUntil work after responses (then the reset)",
+            m.background.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the server closed or refused to protect itself, by reason",
+            m.connections_closed.clone(),
+        );
+        registry.register(
+            "request_body_bytes",
+            "Request-body bytes buffered now (bounded by --max-body-memory)",
+            m.body_bytes.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -174,6 +208,34 @@ impl Metrics {
         self.loaded.get_or_create(&p(program)).set(1);
     }
 
+    /// Counts a connection closed or refused by the server: `shed` (closed to make room
+    /// at the connection cap), `refused` (at the cap with nothing to shed),
+    /// `body_timeout` (408: the body was too slow).
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Sets the front's gauges: open connections and buffered body bytes.
+    pub fn set_front(&self, connections: usize, body_bytes: usize) {
+        self.connections.set(connections as i64);
+        self.body_bytes.set(body_bytes as i64);
+    }
+
+    /// Records the background (waitUntil) work after a response; a failure also counts
+    /// in `kvmjs_errors_total{kind="background_timeout"|"background"}`.
+    pub fn background(&self, program: &str, took: Duration, err: Option<&RequestError>) {
+        self.background
+            .get_or_create(&p(program))
+            .observe(took.as_secs_f64());
+        match err {
+            Some(RequestError::Timeout(_)) => self.error(program, "background_timeout"),
+            Some(_) => self.error(program, "background"),
+            None => {}
+        }
+    }
+
     /// Records an idle unload.
     pub fn unload(&self, program: &str) {
         self.loaded.get_or_create(&p(program)).set(0);
@@ -198,6 +260,8 @@ mod tests {
         m.request("hello", 200, Duration::from_micros(80), 1, 50, 13.0);
         m.error("hello", "timeout");
         m.cold_start("hello", Duration::from_millis(15));
+        m.connection_closed("shed");
+        m.set_front(3, 4096);
         let t = m.render();
         for want in [
             "kvmjs_requests_total{program=\"hello\",code=\"200\"} 1",
@@ -206,6 +270,9 @@ mod tests {
             "kvmjs_errors_total{program=\"hello\",kind=\"timeout\"} 1",
             "kvmjs_cold_starts_total{program=\"hello\"} 1",
             "kvmjs_request_duration_seconds_bucket",
+            "kvmjs_connections_closed_total{reason=\"shed\"} 1",
+            "kvmjs_connections 3",
+            "kvmjs_request_body_bytes 4096",
         ] {
             assert!(t.contains(want), "missing {want} in:\n{t}");
         }

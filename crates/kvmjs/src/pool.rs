@@ -52,6 +52,9 @@ struct Job {
     reply: oneshot::Sender<Option<Outcome>>,
     /// A job still queued after this is answered as busy rather than run.
     queue_deadline: Instant,
+    /// Kept until the job is dropped (served or discarded): the request body's claim on
+    /// the front's body-memory budget, since the body lives here until then.
+    _hold: Box<dyn Send>,
 }
 
 struct Running {
@@ -91,8 +94,8 @@ impl ProgramPool {
         }
     }
 
-    /// Runs `req` on one of the program's VMs.
-    pub async fn submit(&self, req: Request) -> Result<Outcome, SubmitError> {
+    /// Runs `req` on one of the program's VMs; `hold` is dropped with the request.
+    pub async fn submit(&self, req: Request, hold: Box<dyn Send>) -> Result<Outcome, SubmitError> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _guard = InFlight(&self.in_flight);
         self.touch();
@@ -103,6 +106,7 @@ impl ProgramPool {
             req,
             reply,
             queue_deadline: start + self.cfg.queue_timeout,
+            _hold: hold,
         };
         let busy = || SubmitError::Busy {
             program: self.cfg.name.clone(),
@@ -142,7 +146,8 @@ impl ProgramPool {
         }
         let t0 = Instant::now();
         let cfg = self.cfg.clone();
-        let started = tokio::task::spawn_blocking(move || start(&cfg))
+        let metrics = self.metrics.clone();
+        let started = tokio::task::spawn_blocking(move || start(&cfg, metrics))
             .await
             .unwrap_or_else(|e| Err(format!("boot thread failed: {e}")));
         match started {
@@ -204,13 +209,14 @@ async fn stop(running: Running) {
 }
 
 /// Boots the program on worker 0 and forks the other workers from its snapshot.
-fn start(p: &Program) -> Result<Running, String> {
+fn start(p: &Program, metrics: Arc<Metrics>) -> Result<Running, String> {
     let elf = std::fs::read(&p.guest)
         .map_err(|e| format!("cannot read guest {}: {e}", p.guest.display()))?;
     let (tx, rx) = async_channel::bounded::<Job>(p.queue_size);
     let (snap_tx, snap_rx) = std::sync::mpsc::channel::<Result<Arc<Snapshot>, String>>();
     let cfg = Arc::new(p.vm.clone());
     let rx0 = rx.clone();
+    let m0 = metrics.clone();
     let mut workers = Vec::with_capacity(p.concurrency);
     let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
@@ -224,10 +230,10 @@ fn start(p: &Program) -> Result<Running, String> {
             Ok(vm) => {
                 let snap = vm.snapshot().expect("a booted VM has a snapshot");
                 let _ = snap_tx.send(Ok(snap.clone()));
-                serve(vm, snap, rx0);
+                serve(vm, snap, rx0, m0);
             }
             Err(e) => {
-                let _ = snap_tx.send(Err(e.to_string()));
+                let _ = snap_tx.send(Err(boot_error(e)));
             }
         }),
     )?);
@@ -235,17 +241,29 @@ fn start(p: &Program) -> Result<Running, String> {
         .recv()
         .map_err(|_| "the boot thread died".to_string())??;
     for i in 1..p.concurrency {
-        let (snap, rx) = (snap.clone(), rx.clone());
+        let (snap, rx, metrics) = (snap.clone(), rx.clone(), metrics.clone());
         let name = p.name.clone();
         workers.push(spawn(
             i,
             Box::new(move || match Vm::from_snapshot(snap.clone()) {
-                Ok(vm) => serve(vm, snap, rx),
+                Ok(vm) => serve(vm, snap, rx, metrics),
                 Err(e) => tracing::error!(program = %name, "cannot fork VM {i}: {e}"),
             }),
         )?);
     }
     Ok(Running { tx, workers })
+}
+
+/// A boot failure without the "program X failed to boot:" prefix that
+/// [`kvmjs_vm::VmError::Boot`] puts in its message, since [`SubmitError::Boot`] adds it.
+fn boot_error(e: kvmjs_vm::VmError) -> String {
+    match e {
+        kvmjs_vm::VmError::Boot { reason, output, .. } if output.trim().is_empty() => reason,
+        kvmjs_vm::VmError::Boot { reason, output, .. } => {
+            format!("{reason}\n--- guest output ---\n{}", output.trim_end())
+        }
+        e => e.to_string(),
+    }
 }
 
 /// Confines this VM thread with seccomp (on unless KVMJS_NO_SECCOMP=1).
@@ -258,7 +276,7 @@ fn confine() -> Result<(), String> {
 }
 
 /// A worker: one VM, requests until the queue closes.
-fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>) {
+fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metrics: Arc<Metrics>) {
     if let Err(e) = confine() {
         tracing::error!("VM thread not started: {e}");
         return;
@@ -298,6 +316,15 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>) {
             result,
             stats: vm.last_stats(),
         }));
+        // The response is on its way: now the app's ctx.waitUntil work, if any, then the
+        // reset. This VM takes no job meanwhile; the others of the pool do.
+        if let Some(bg) = vm.finish_background() {
+            let name = &vm.config().name;
+            if let Err(e) = &bg.result {
+                tracing::warn!(program = %name, "background work (waitUntil) failed: {e}");
+            }
+            metrics.background(name, bg.duration, bg.result.as_ref().err());
+        }
         if broken {
             // A VM whose reset failed is discarded; a fresh fork takes its place.
             match Vm::from_snapshot(snap.clone()) {

@@ -49,6 +49,16 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// A limit flag is out of range.
+    #[error("{flag} {value}: {problem}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong and what to pass instead.
+        problem: String,
+    },
     /// Runtime problems.
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
@@ -68,6 +78,23 @@ pub struct ServeArgs {
     /// Seconds to receive a request head before 408.
     #[arg(long, default_value_t = 10.0)]
     header_timeout: f64,
+    /// Seconds a request body gets before 408, plus one second per --body-min-rate bytes
+    /// received.
+    #[arg(long, default_value_t = 10.0)]
+    body_timeout: f64,
+    /// Bytes per second a request body must keep up to be given more time (0: only
+    /// --body-timeout counts).
+    #[arg(long, default_value_t = 16384)]
+    body_min_rate: u64,
+    /// MB of request bodies buffered at once, all requests together; a body that would
+    /// go beyond gets 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    max_body_memory: u64,
+    /// Open connections at most; at the cap a new connection replaces the oldest idle or
+    /// slow one, or gets 503. Default: what the open-file limit leaves for connections,
+    /// at most 16384.
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Threads for the HTTP front (VMs run on threads of their own); default: the CPUs
     /// this process may use.
     #[arg(long)]
@@ -164,6 +191,82 @@ fn check_hugepages(programs: &[Program]) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// The front's limits from the flags; raises the open-file limit, which the connection cap
+/// is derived from.
+fn limits(a: &ServeArgs, vms: usize) -> Result<Limits, ServeError> {
+    let secs = |flag: &'static str, v: f64| {
+        if v.is_finite() && v > 0.0 && v <= 86400.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(ServeError::Flag {
+                flag,
+                value: v.to_string(),
+                problem: "expected seconds, more than 0 and at most 86400".into(),
+            })
+        }
+    };
+    if a.max_body_memory == 0 || a.max_body_memory > 1 << 20 {
+        return Err(ServeError::Flag {
+            flag: "--max-body-memory",
+            value: a.max_body_memory.to_string(),
+            problem: "expected MB from 1 to 1048576".into(),
+        });
+    }
+    let fd = match http::conn::raise_fd_limit() {
+        Ok(l) => {
+            if l.after > l.before {
+                tracing::info!(
+                    "open-file limit raised from {} to {} (the hard limit)",
+                    l.before,
+                    l.after
+                );
+            } else {
+                tracing::info!("open-file limit {} (already the hard limit)", l.after);
+            }
+            l.after
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            1024
+        }
+    };
+    let safe = http::conn::default_max_connections(fd, vms);
+    let max_connections = match a.max_connections {
+        Some(0) => {
+            return Err(ServeError::Flag {
+                flag: "--max-connections",
+                value: "0".into(),
+                problem: "expected at least 1".into(),
+            })
+        }
+        Some(n) => {
+            if n as u64 + http::conn::reserved_fds(vms) > fd {
+                tracing::warn!("--max-connections {n} leaves fewer than {} of the {fd} file descriptors for VMs and the server; connections may fail with EMFILE (at most {safe} is safe)", http::conn::reserved_fds(vms));
+            }
+            n
+        }
+        None => safe,
+    };
+    let l = Limits {
+        header_timeout: secs("--header-timeout", a.header_timeout)?,
+        body: http::body::BodyPace {
+            timeout: secs("--body-timeout", a.body_timeout)?,
+            min_rate: a.body_min_rate,
+        },
+        max_body_memory: (a.max_body_memory << 20) as usize,
+        max_connections,
+        ..Limits::default()
+    };
+    tracing::info!(
+        "limits: {} connections, {} MB of request bodies, body time {:?} + 1 s per {} bytes",
+        l.max_connections,
+        a.max_body_memory,
+        l.body.timeout,
+        l.body.min_rate
+    );
+    Ok(l)
+}
+
 async fn signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -220,6 +323,7 @@ pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
         return Err(ServeError::Host("--io-threads must be at least 1".into()));
     }
     tracing::info!("HTTP front on {io_threads} threads");
+    let limits = limits(&a, programs.iter().map(|p| p.concurrency).sum())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(io_threads)
         .enable_all()
@@ -258,14 +362,7 @@ pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
                 }
             })
         };
-        let limits = Limits {
-            header_timeout: Duration::from_secs_f64(a.header_timeout),
-            ..Limits::default()
-        };
-        let state = Arc::new(State {
-            pools: pools.clone(),
-            metrics,
-        });
+        let state = Arc::new(State::new(pools.clone(), metrics, &limits));
         http::serve(listener, state, limits, signal()).await?;
         reaper.abort();
         for p in &pools {

@@ -3,7 +3,10 @@
 
 use crate::request::Response;
 use crate::syscalls::{errno, Args, Ctx, Flow, Stop};
-use kvmjs_abi::{nr, MemInfo, HTTP_REQ, HTTP_RESP, MAX_CONTENT_TYPE_LEN, MAX_RESPONSE_HEADERS};
+use kvmjs_abi::{
+    nr, BackendResponseExtra, MemInfo, HTTP_REQ, HTTP_RESP, MAX_CONTENT_TYPE_LEN,
+    MAX_RESPONSE_HEADERS, RESPONSE_FLAG_CONTINUE,
+};
 
 /// Longest single header field the guest may pass.
 const MAX_FIELD: u64 = 64 << 10;
@@ -104,7 +107,14 @@ fn backend_response(ctx: &mut Ctx<'_>, a: &Args) -> Result<Response, String> {
         .iter()
         .map(|h| h.as_bytes().to_vec())
         .collect();
+    let mut background = false;
     if a[5] != 0 {
+        let flags_at = a[5] + std::mem::offset_of!(BackendResponseExtra, reserved) as u64;
+        let flags = ctx
+            .mem
+            .read_u64(flags_at)
+            .map_err(|e| format!("extra: {e}"))?;
+        background = flags & RESPONSE_FLAG_CONTINUE != 0;
         let ptr = ctx.mem.read_u64(a[5]).map_err(|e| format!("extra: {e}"))?;
         let n = ctx
             .mem
@@ -145,6 +155,7 @@ fn backend_response(ctx: &mut Ctx<'_>, a: &Args) -> Result<Response, String> {
         content_type,
         body,
         headers,
+        background,
     })
 }
 

@@ -61,6 +61,8 @@ pub struct VmConfig {
     pub max_boot_time: Duration,
     /// Time allowed per request.
     pub max_request_time: Duration,
+    /// Time the guest may spend on background work (`ctx.waitUntil`) after a response.
+    pub max_background_time: Duration,
     /// Reset to the snapshot after every request.
     pub ephemeral: bool,
     /// Back guest memory with huge pages (MAP_HUGETLB).
@@ -88,6 +90,8 @@ impl Default for VmConfig {
             max_response_body: 64 * MIB,
             max_boot_time: Duration::from_secs(16),
             max_request_time: Duration::from_secs(8),
+            // Cloudflare Workers' limit for waitUntil work after the response.
+            max_background_time: Duration::from_secs(30),
             ephemeral: true,
             hugepages: false,
             main_arguments: Vec::new(),

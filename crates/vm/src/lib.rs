@@ -25,4 +25,4 @@ pub use config::{AllowedPath, VmConfig};
 pub use request::{Request, RequestStats, Response};
 pub use snapshot::Snapshot;
 pub use vcpu::Hypervisor;
-pub use vm::{flavour, Flavour, RequestError, Vm, VmError};
+pub use vm::{flavour, Background, Flavour, RequestError, Vm, VmError};

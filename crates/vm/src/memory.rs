@@ -1,9 +1,13 @@
 //! Guest memory: one anonymous mapping that backs memslot 0, the only place the host
 //! touches guest bytes. Every access is bounds-checked; every host write is recorded in a
 //! dirty bitmap so a reset restores it just like pages the guest dirtied itself.
+//! The snapshot and the reset are in [`restore`].
 
 use crate::layout::PAGE_SIZE;
 use std::ptr::NonNull;
+
+mod restore;
+pub use restore::{HotPages, MemorySnapshot, ResetStats};
 
 /// Errors from guest memory.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,17 @@ impl Mapping {
         })
     }
 
+    /// Page `page` of the mapping.
+    fn page_mut(&mut self, page: usize) -> &mut [u8] {
+        let ps = PAGE_SIZE as usize;
+        assert!(
+            (page + 1) * ps <= self.size,
+            "page {page} outside the mapping"
+        );
+        // SAFETY: the page lies inside the mapping (asserted); `&mut self` is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(page * ps), ps) }
+    }
+
     /// Drops the pages of `[off, off+len)`: they read as zero afterwards.
     fn discard(&self, off: usize, len: usize) {
         // SAFETY: the range lies inside this mapping (callers check); MADV_DONTNEED on a
@@ -155,6 +170,8 @@ pub struct GuestMemory {
     /// Ranges guest-facing writes may not touch: the guest's page tables forbid it, so the
     /// host must not do it on the guest's behalf either (e.g. through a syscall's output).
     protected: Vec<(u64, u64)>,
+    /// Never drop a page that may be mapped into the VM (see [`GuestMemory::set_keep_mapped`]).
+    keep_mapped: bool,
 }
 
 impl GuestMemory {
@@ -166,6 +183,7 @@ impl GuestMemory {
             host_dirty: DirtyBitmap::new((size / PAGE_SIZE) as usize),
             hugepages,
             protected: Vec::new(),
+            keep_mapped: false,
         })
     }
 
@@ -199,6 +217,15 @@ impl GuestMemory {
     /// The protected ranges.
     pub fn protected(&self) -> &[(u64, u64)] {
         &self.protected
+    }
+
+    /// With `on`, zeroing never drops (MADV_DONTNEED) a page the VM may have mapped: it
+    /// writes zeros instead, so KVM's mapping of the page survives. Ephemeral VMs set it
+    /// at the snapshot: a dropped page costs the next request a host fault on its first
+    /// touch, and whether that happens must not be something a request can choose for a
+    /// later one. The price: pages a request wrote stay allocated after the reset.
+    pub fn set_keep_mapped(&mut self, on: bool) {
+        self.keep_mapped = on;
     }
 
     /// Like [`GuestMemory::check`], and the range must be writable by the guest.
@@ -309,13 +336,58 @@ impl GuestMemory {
         }
         self.host_dirty
             .mark_range(addr / PAGE_SIZE, (addr + len - 1) / PAGE_SIZE);
-        if self.hugepages {
+        let ps = PAGE_SIZE as usize;
+        let aligned = off.is_multiple_of(ps) && len.is_multiple_of(PAGE_SIZE);
+        if self.hugepages || (self.keep_mapped && !aligned) {
             // SAFETY: the range was bounds-checked above.
             unsafe { std::ptr::write_bytes(self.map.ptr.as_ptr().add(off), 0, len as usize) };
+        } else if self.keep_mapped {
+            self.zero_in_place(off, len as usize);
         } else {
             self.map.discard(off, len as usize);
         }
         Ok(())
+    }
+
+    /// Zeroes page-aligned `[off, off+len)` without dropping resident pages: a resident
+    /// page that is not already zero is overwritten (one that reads as zero, e.g. the
+    /// shared zero page after a read, is left alone, so nothing new is allocated). Pages
+    /// that are not resident are dropped: either never touched (nothing to drop, no
+    /// mapping to lose) or swapped out (already unmapped from the VM).
+    fn zero_in_place(&mut self, off: usize, len: usize) {
+        let ps = PAGE_SIZE as usize;
+        let mut vec = vec![0u8; len / ps];
+        // SAFETY: `[off, off+len)` lies inside the mapping (callers check) and is
+        // page-aligned; `vec` has one byte per page.
+        let rc =
+            unsafe { libc::mincore(self.map.ptr.as_ptr().add(off).cast(), len, vec.as_mut_ptr()) };
+        if rc != 0 {
+            // Without residency information treat every page as resident: reading a
+            // non-resident page maps the zero page, which is already zero. Correct, slower.
+            vec.fill(1);
+        }
+        let mut run: Option<(usize, usize)> = None;
+        for (i, r) in vec.iter().enumerate() {
+            let at = off + i * ps;
+            if r & 1 == 0 {
+                run = match run {
+                    Some((s, n)) if s + n == at => Some((s, n + ps)),
+                    Some((s, n)) => {
+                        self.map.discard(s, n);
+                        Some((at, ps))
+                    }
+                    None => Some((at, ps)),
+                };
+                continue;
+            }
+            let page = self.map.page_mut(at / ps);
+            if !is_zero(page) {
+                page.fill(0);
+            }
+        }
+        if let Some((s, n)) = run {
+            self.map.discard(s, n);
+        }
     }
 
     /// Copies `len` bytes inside guest memory (ranges may overlap).
@@ -362,254 +434,12 @@ impl GuestMemory {
     }
 }
 
-/// A read-only copy of guest memory taken at the snapshot point.
-#[derive(Debug)]
-pub struct MemorySnapshot {
-    map: Mapping,
-    /// Per page: whether the snapshot holds data there (otherwise the page is zero).
-    present: Vec<bool>,
-    present_pages: usize,
-}
-
-/// What one reset did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ResetStats {
-    /// Pages whose contents differed from the snapshot and were restored.
-    pub dirty_pages: u64,
-    /// Of those, pages copied back from the snapshot (the rest were zeroed).
-    pub copied_pages: u64,
-    /// Pages compared because they were writable or logged as dirty.
-    pub checked_pages: u64,
-    /// Pages whose write tracking was re-armed.
-    pub protected_pages: u64,
-}
-
-/// Runs of at least this many zero pages are dropped with madvise instead of memset.
-const DISCARD_RUN_PAGES: usize = 16;
-/// A writable ("hot") page unchanged for this many resets gets write-tracked again.
-const DEMOTE_AFTER: u8 = 8;
-
-/// Adaptive reset state for one VM (manual dirty-log protection).
-///
-/// Re-dirtying a write-tracked page costs a fault (~3 µs on PVM) per request, while
-/// comparing and copying a page costs ~0.3 µs. So a page the guest dirtied stays writable
-/// ("hot") and is compared with the snapshot at every reset, restored if it differs; a hot
-/// page that stays unchanged for [`DEMOTE_AFTER`] resets is tracked again.
-#[derive(Debug)]
-pub struct HotPages {
-    /// Per page: 0 = tracked; n > 0 = hot, unchanged for n-1 resets.
-    streak: Vec<u8>,
-}
-
-impl HotPages {
-    /// No hot pages yet.
-    pub fn new(pages: usize) -> Self {
-        HotPages {
-            streak: vec![0; pages],
-        }
-    }
-
-    /// Number of hot pages.
-    pub fn count(&self) -> usize {
-        self.streak.iter().filter(|&&s| s > 0).count()
-    }
-}
-
 fn is_zero(page: &[u8]) -> bool {
     let (pre, mid, post) = {
         // SAFETY: reinterpreting bytes as u64 words is valid for any bit pattern.
         unsafe { page.align_to::<u64>() }
     };
     pre.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
-}
-
-impl MemorySnapshot {
-    /// Copies every page of `mem` that holds data.
-    pub fn capture(mem: &GuestMemory) -> Result<Self> {
-        let map = Mapping::new(mem.size(), false)?;
-        let present = mem.resident_pages();
-        let mut present_pages = 0;
-        let ps = PAGE_SIZE as usize;
-        for (page, _) in present.iter().enumerate().filter(|(_, &p)| p) {
-            present_pages += 1;
-            // SAFETY: both mappings have the same size and `page` indexes a page in them.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    mem.map.ptr.as_ptr().add(page * ps),
-                    map.ptr.as_ptr().add(page * ps),
-                    ps,
-                );
-            }
-        }
-        Ok(MemorySnapshot {
-            map,
-            present,
-            present_pages,
-        })
-    }
-
-    /// Pages holding data in the snapshot.
-    pub fn present_pages(&self) -> usize {
-        self.present_pages
-    }
-
-    /// Size of the memory it was taken from.
-    pub fn size(&self) -> u64 {
-        self.map.size as u64
-    }
-
-    /// Fills fresh (all-zero) guest memory with the snapshot's pages.
-    pub fn copy_into(&self, mem: &mut GuestMemory) {
-        assert_eq!(mem.size(), self.size(), "snapshot of another size");
-        let ps = PAGE_SIZE as usize;
-        for (page, _) in self.present.iter().enumerate().filter(|(_, &p)| p) {
-            // SAFETY: same-size mappings, `page` indexes a page of both.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.map.ptr.as_ptr().add(page * ps),
-                    mem.map.ptr.as_ptr().add(page * ps),
-                    ps,
-                );
-            }
-        }
-    }
-
-    fn page(map: &Mapping, page: usize) -> &[u8] {
-        let ps = PAGE_SIZE as usize;
-        // SAFETY: callers pass a page index inside the mapping.
-        unsafe { std::slice::from_raw_parts(map.ptr.as_ptr().add(page * ps), ps) }
-    }
-
-    /// Restores every page dirty in `kvm_dirty` (KVM's log) or in the host's bitmap.
-    ///
-    /// Without `hot` (KVM re-protects on every log read) every such page is restored.
-    /// With `hot`, pages are compared first and the returned bitmap names the pages whose
-    /// write tracking must be re-armed. `trace` collects the restored page numbers.
-    pub fn restore(
-        &self,
-        mem: &mut GuestMemory,
-        kvm_dirty: &[u64],
-        mut hot: Option<&mut HotPages>,
-        mut trace: Option<&mut Vec<u64>>,
-    ) -> (ResetStats, Vec<u64>) {
-        assert_eq!(mem.size(), self.map.size as u64, "snapshot of another size");
-        let mut stats = ResetStats::default();
-        // Filled only when a page is re-armed (rare): no allocation on the usual reset.
-        let mut protect: Vec<u64> = Vec::new();
-        let ps = PAGE_SIZE as usize;
-        let host = std::mem::take(&mut mem.host_dirty.words);
-        let mut zero_run: Option<(usize, usize)> = None;
-        for (i, &kw) in kvm_dirty.iter().enumerate() {
-            let hw = host.get(i).copied().unwrap_or(0);
-            let mut w = kw | hw;
-            while w != 0 {
-                let bit = w.trailing_zeros() as usize;
-                w &= w - 1;
-                let page = i * 64 + bit;
-                if page >= self.present.len() {
-                    continue;
-                }
-                let logged = kw & (1 << bit) != 0;
-                let changed = match hot {
-                    None => true,
-                    Some(_) => {
-                        stats.checked_pages += 1;
-                        let cur = Self::page(&mem.map, page);
-                        if self.present[page] {
-                            cur != Self::page(&self.map, page)
-                        } else {
-                            !is_zero(cur)
-                        }
-                    }
-                };
-                if let (Some(h), true) = (hot.as_deref_mut(), logged) {
-                    let s = &mut h.streak[page];
-                    if changed {
-                        *s = 1;
-                    } else {
-                        *s = s.saturating_add(1);
-                        if *s > DEMOTE_AFTER {
-                            *s = 0;
-                            mark(&mut protect, kvm_dirty.len(), page);
-                        }
-                    }
-                }
-                if !changed {
-                    continue;
-                }
-                stats.dirty_pages += 1;
-                if let Some(t) = trace.as_deref_mut() {
-                    t.push(page as u64);
-                }
-                if self.present[page] {
-                    stats.copied_pages += 1;
-                    // SAFETY: same-size mappings; `page` is in range (checked above).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            self.map.ptr.as_ptr().add(page * ps),
-                            mem.map.ptr.as_ptr().add(page * ps),
-                            ps,
-                        );
-                    }
-                } else {
-                    zero_run = match zero_run {
-                        Some((start, n)) if start + n == page => Some((start, n + 1)),
-                        Some(run) => {
-                            zero_pages(
-                                &mem.map,
-                                run,
-                                mem.hugepages,
-                                hot.as_deref_mut(),
-                                &mut protect,
-                            );
-                            Some((page, 1))
-                        }
-                        None => Some((page, 1)),
-                    };
-                }
-            }
-        }
-        if let Some(run) = zero_run {
-            zero_pages(&mem.map, run, mem.hugepages, hot, &mut protect);
-        }
-        mem.host_dirty.words = host;
-        mem.clear_host_dirty();
-        stats.protected_pages = protect.iter().map(|w| u64::from(w.count_ones())).sum();
-        (stats, protect)
-    }
-}
-
-/// Sets page `p`'s bit in `bitmap`, sizing it to `words` on first use.
-fn mark(bitmap: &mut Vec<u64>, words: usize, p: usize) {
-    if bitmap.is_empty() {
-        bitmap.resize(words, 0);
-    }
-    bitmap[p / 64] |= 1 << (p % 64);
-}
-
-/// Zeroes pages `start..start+n`: memset for short runs, madvise for long ones. Discarded
-/// pages are unmapped anyway, so their write tracking is re-armed at once.
-fn zero_pages(
-    map: &Mapping,
-    (start, n): (usize, usize),
-    huge: bool,
-    hot: Option<&mut HotPages>,
-    protect: &mut Vec<u64>,
-) {
-    let ps = PAGE_SIZE as usize;
-    if n >= DISCARD_RUN_PAGES && !huge {
-        map.discard(start * ps, n * ps);
-        if let Some(h) = hot {
-            let words = h.streak.len().div_ceil(64);
-            for p in start..start + n {
-                h.streak[p] = 0;
-                mark(protect, words, p);
-            }
-        }
-    } else {
-        // SAFETY: pages `start..start+n` lie inside the mapping (they came from its bitmap).
-        unsafe { std::ptr::write_bytes(map.ptr.as_ptr().add(start * ps), 0, n * ps) };
-    }
 }
 
 #[cfg(test)]
@@ -630,29 +460,6 @@ mod tests {
     }
 
     #[test]
-    fn guest_memory_is_never_executable_on_the_host() {
-        let m = GuestMemory::new(4 << 20, false).unwrap();
-        let snap = MemorySnapshot::capture(&m).unwrap();
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        for base in [m.host_base(), snap.map.ptr.as_ptr() as u64] {
-            let line = maps
-                .lines()
-                .find(|l| {
-                    let (range, _) = l.split_once(' ').unwrap();
-                    let (lo, hi) = range.split_once('-').unwrap();
-                    let (lo, hi) = (
-                        u64::from_str_radix(lo, 16).unwrap(),
-                        u64::from_str_radix(hi, 16).unwrap(),
-                    );
-                    (lo..hi).contains(&base)
-                })
-                .expect("mapping listed");
-            let perms = line.split_whitespace().nth(1).unwrap();
-            assert_eq!(&perms[..3], "rw-", "{line}");
-        }
-    }
-
-    #[test]
     fn protected_ranges_refuse_guest_facing_writes_only() {
         let mut m = GuestMemory::new(1 << 20, false).unwrap();
         m.protect(vec![(0, 0x2000), (0x8000, 0x9000)]);
@@ -670,84 +477,6 @@ mod tests {
     }
 
     #[test]
-    fn host_writes_are_tracked_and_restored() {
-        let mut m = GuestMemory::new(1 << 20, false).unwrap();
-        m.write(0x2000, b"snapshot").unwrap();
-        let snap = MemorySnapshot::capture(&m).unwrap();
-        m.clear_host_dirty();
-        m.write(0x2000, b"changed!").unwrap();
-        m.write(0x5000, b"new page").unwrap();
-        m.write_u64(0x40000, 7).unwrap();
-        let none = vec![0u64; (m.size() / PAGE_SIZE / 64) as usize];
-        let (st, _) = snap.restore(&mut m, &none, None, None);
-        assert_eq!(st.dirty_pages, 3);
-        assert_eq!(st.copied_pages, 1);
-        assert_eq!(m.slice(0x2000, 8).unwrap(), b"snapshot");
-        assert_eq!(m.slice(0x5000, 8).unwrap(), &[0; 8]);
-        assert_eq!(m.read_u64(0x40000).unwrap(), 0);
-    }
-
-    #[test]
-    fn kvm_bitmap_pages_are_restored_and_long_zero_runs_discarded() {
-        let mut m = GuestMemory::new(1 << 20, false).unwrap();
-        let snap = MemorySnapshot::capture(&m).unwrap();
-        m.clear_host_dirty();
-        // Pretend the guest wrote 40 pages (bypassing host tracking).
-        // SAFETY: the range is inside the 1 MiB mapping.
-        unsafe { std::ptr::write_bytes(m.map.ptr.as_ptr().add(0x10000), 0xAB, 40 * 4096) };
-        let mut bitmap = vec![0u64; 4];
-        for p in 16..56 {
-            bitmap[p / 64] |= 1 << (p % 64);
-        }
-        let (st, _) = snap.restore(&mut m, &bitmap, None, None);
-        assert_eq!(st.dirty_pages, 40);
-        assert!(m.slice(0x10000, 40 * 4096).unwrap().iter().all(|&b| b == 0));
-    }
-
-    #[test]
-    fn hot_pages_are_compared_and_demoted_when_unchanged() {
-        let mut m = GuestMemory::new(1 << 20, false).unwrap();
-        m.write(0x2000, b"snapshot").unwrap();
-        let snap = MemorySnapshot::capture(&m).unwrap();
-        m.clear_host_dirty();
-        let mut hot = HotPages::new(256);
-        let mut logged = vec![0u64; 4];
-        logged[0] = 1 << 2 | 1 << 3; // pages 2 and 3 writable and logged
-        let guest_write = |m: &GuestMemory, at: usize, v: u8| {
-            // SAFETY: inside the 1 MiB mapping; stands in for a guest write KVM logs.
-            unsafe { *m.map.ptr.as_ptr().add(at) = v };
-        };
-        guest_write(&m, 0x2000, b'X');
-        let (st, protect) = snap.restore(&mut m, &logged, Some(&mut hot), None);
-        assert_eq!(
-            (st.dirty_pages, st.checked_pages, st.protected_pages),
-            (1, 2, 0)
-        );
-        assert_eq!(m.slice(0x2000, 8).unwrap(), b"snapshot");
-        assert_eq!(
-            hot.count(),
-            2,
-            "both logged pages stay writable; page 3 starts an unchanged streak"
-        );
-        assert!(protect.iter().all(|w| *w == 0));
-        let mut demoted = 0;
-        for _ in 0..DEMOTE_AFTER + 1 {
-            let (st, protect) = snap.restore(&mut m, &logged, Some(&mut hot), None);
-            assert_eq!(st.dirty_pages, 0);
-            demoted += st.protected_pages;
-            // As KVM does: a re-protected page is logged again only after a new write.
-            for (l, p) in logged.iter_mut().zip(&protect) {
-                *l &= !p;
-            }
-        }
-        assert_eq!(
-            demoted, 2,
-            "both unchanged pages are re-protected after the streak"
-        );
-        assert_eq!(hot.count(), 0);
-    }
-
-    #[test]
     fn zero_and_copy_within() {
         let mut m = GuestMemory::new(1 << 20, false).unwrap();
         m.write(0x3000, b"abcdef").unwrap();
@@ -756,5 +485,27 @@ mod tests {
         m.zero(0x3000, 0x1000).unwrap();
         assert_eq!(m.slice(0x3000, 6).unwrap(), &[0; 6]);
         assert!(m.zero(0xff000, 0x2000).is_err());
+    }
+
+    #[test]
+    fn zeroing_keeps_resident_pages_when_asked() {
+        for keep in [false, true] {
+            let mut m = GuestMemory::new(1 << 20, false).unwrap();
+            m.set_keep_mapped(keep);
+            m.write(0x10000, &[7; 0x4000]).unwrap();
+            let _ = m.slice(0x20000, 1).unwrap()[0]; // read only: maps the zero page
+            m.zero(0x10000, 0x20000).unwrap();
+            // Before reading it back, which would map the zero page.
+            let res = m.resident_pages();
+            assert_eq!(res[0x10], keep, "keep_mapped={keep}: written page");
+            assert!(!res[0x18], "a never-touched page stays unallocated");
+            assert!(m.slice(0x10000, 0x20000).unwrap().iter().all(|&b| b == 0));
+            if keep {
+                // An unaligned range is written over.
+                m.write(0x30000, b"abc").unwrap();
+                m.zero(0x30001, 2).unwrap();
+                assert_eq!(m.slice(0x30000, 3).unwrap(), b"a\0\0");
+            }
+        }
     }
 }

@@ -41,6 +41,9 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Extra header fields as `"Name: value"`.
     pub headers: Vec<Vec<u8>>,
+    /// The guest asked to continue after the response ([`kvmjs_abi::RESPONSE_FLAG_CONTINUE`]):
+    /// it has background work to finish before the VM is reset.
+    pub background: bool,
 }
 
 /// Counters for one request.

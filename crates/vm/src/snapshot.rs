@@ -1,13 +1,18 @@
 //! The warm snapshot: taken at the guest's first `wait_for_requests_paused`, restored after
 //! every request, and shared (read-only, behind an `Arc`) by every VM forked from it, so a
 //! pool boots its program once.
+//!
+//! With manual dirty-log protection the snapshot also fixes which pages stay writable
+//! across resets ([`HotPages`]): measured once with host-generated calibration requests
+//! ([`Vm::calibrate`]), then the same for every VM and every reset, so nothing a request
+//! does changes what a later request's writes cost.
 
 use crate::config::VmConfig;
 use crate::cpu::{self, stubs, stubs::SyscallReturn};
 use crate::layout::{self, PAGE_SIZE};
 use crate::memory::{GuestMemory, HotPages, MemorySnapshot};
 use crate::process::Process;
-use crate::request::RequestStats;
+use crate::request::{Request, RequestStats};
 use crate::syscalls::{Exchange, GuestLog};
 use crate::vcpu::{Hypervisor, Machine};
 use crate::vm::{Position, RequestError, Trap, Vm, VmError};
@@ -30,6 +35,55 @@ pub struct Snapshot {
     tail_patched: bool,
     /// Guest TSC minus host TSC at the snapshot: forks continue the same timeline.
     tsc_delta: i64,
+    /// The boot VM's calibration (None without manual dirty-log protection or in
+    /// non-ephemeral mode).
+    calibration: Option<Calibration>,
+}
+
+/// What the boot VM's calibration decided, for every VM of the snapshot.
+struct Calibration {
+    /// Pages that stay writable across resets.
+    writable: HotPages,
+    /// The calibration requests that succeeded, which every fork sends too.
+    requests: Vec<Request>,
+}
+
+/// Calibration requests the boot VM sends to measure the writable set (cycling through
+/// [`calibration_requests`]).
+const MEASURE_REQUESTS: usize = 6;
+/// Passes over [`calibration_requests`] every VM makes to make the writable set writable
+/// in its own KVM page tables (a page becomes writable only when the guest writes it).
+const WARM_PASSES: usize = 2;
+
+/// The calibration requests: the configured warm-up request if any, and `GET /` bare and
+/// with the headers a browser or curl sends (the header count alone changes which heap
+/// pages a request writes). Host-generated, so the writable set depends on the program
+/// and never on a user's request.
+fn calibration_requests(cfg: &VmConfig) -> Vec<Request> {
+    let mut reqs = Vec::new();
+    if let Some(w) = &cfg.warmup {
+        reqs.push(Request {
+            method: w.method.clone(),
+            url: w.url.clone(),
+            headers: w.headers.clone(),
+            warmup: true,
+            ..Default::default()
+        });
+    }
+    reqs.push(Request {
+        warmup: true,
+        ..Request::get("/")
+    });
+    reqs.push(Request {
+        headers: vec![
+            "Host: localhost".into(),
+            "User-Agent: kvmjs-calibration".into(),
+            "Accept: */*".into(),
+        ],
+        warmup: true,
+        ..Request::get("/")
+    });
+    reqs
 }
 
 impl Snapshot {
@@ -76,8 +130,9 @@ impl Vm {
         let boot_dirty = self.machine.dirty_log()?;
         self.machine.protect(&boot_dirty)?;
         self.mem.clear_host_dirty();
+        self.mem.set_keep_mapped(self.cfg.ephemeral);
         if self.machine.manual_protect {
-            self.hot = Some(HotPages::new((self.mem.size() / PAGE_SIZE) as usize));
+            self.hot = Some(HotPages::none((self.mem.size() / PAGE_SIZE) as usize));
         }
         self.machine.set_regs(&regs);
         self.machine.set_sregs(&sregs)?;
@@ -95,6 +150,7 @@ impl Vm {
             protected: self.mem.protected().to_vec(),
             tail_patched: self.syscall_return.is_some(),
             tsc_delta: self.machine.tsc_delta()?,
+            calibration: None,
         }));
         self.pos = Position::AtPause {
             req_ptr,
@@ -108,13 +164,15 @@ impl Vm {
         self.snapshot.clone()
     }
 
-    /// A new VM at the snapshot's pause: no boot, no warm-up.
+    /// A new VM at the snapshot's pause: no boot, no warm-up; only the calibration
+    /// requests that make the snapshot's writable set writable here too.
     pub fn from_snapshot(snap: Arc<Snapshot>) -> Result<Vm, VmError> {
         let hv = Hypervisor::get().map_err(VmError::Hypervisor)?;
         let cfg = snap.cfg.clone();
         let mut mem = GuestMemory::new(snap.memory.size(), cfg.hugepages)?;
         snap.memory.copy_into(&mut mem);
         mem.protect(snap.protected.clone());
+        mem.set_keep_mapped(cfg.ephemeral);
         let mut machine = Machine::new(hv, &mem)?;
         let base_sregs = machine.sregs()?;
         machine.set_sregs(&snap.sregs)?;
@@ -125,8 +183,8 @@ impl Vm {
         machine.align_tsc(snap.tsc_delta)?;
         let hot = machine
             .manual_protect
-            .then(|| HotPages::new((mem.size() / PAGE_SIZE) as usize));
-        Ok(Vm {
+            .then(|| HotPages::none((mem.size() / PAGE_SIZE) as usize));
+        let mut vm = Vm {
             machine,
             mem,
             cfg,
@@ -146,7 +204,136 @@ impl Vm {
             dirty_trace: None,
             hot,
             snapshot: Some(snap),
-        })
+        };
+        vm.calibrate(false).map_err(|e| VmError::Boot {
+            name: vm.cfg.name.clone(),
+            reason: format!("a calibration request failed: {e}"),
+            output: vm.log.recent(),
+        })?;
+        Ok(vm)
+    }
+
+    /// Fixes which pages stay writable across resets, before any user request.
+    ///
+    /// `measure` (the boot VM): send [`MEASURE_REQUESTS`] calibration requests with every
+    /// page left writable, so that afterwards KVM's log names every page they wrote; that
+    /// set goes into the snapshot, shared by every fork. Then, in every VM: re-arm the
+    /// set, send the calibration requests [`WARM_PASSES`] times under the final policy
+    /// and keep the pages they wrote: exactly those are writable in this VM's page tables
+    /// now, and the log bits of writable pages are never cleared, so it stays that way. A
+    /// page of the set that these requests did not write is tracked like any other (if it
+    /// stayed in the set, the first request to write it would make it writable for all
+    /// later ones).
+    ///
+    /// Only ephemeral VMs with manual dirty-log protection calibrate: without it KVM
+    /// re-arms every page at every reset anyway; non-ephemeral VMs keep request state by
+    /// design. A calibration request that fails (the program's own error or time limit)
+    /// is dropped: neither this VM nor its forks send it again.
+    pub(crate) fn calibrate(&mut self, measure: bool) -> Result<(), RequestError> {
+        if !self.cfg.ephemeral || self.hot.is_none() {
+            return Ok(());
+        }
+        let pages = (self.mem.size() / PAGE_SIZE) as usize;
+        let (set, mut reqs) = if measure {
+            let mut reqs = calibration_requests(&self.cfg);
+            self.hot = Some(HotPages::all(pages));
+            self.calibration_round(&mut reqs, MEASURE_REQUESTS)?;
+            let mut set = HotPages::from_bitmap(self.machine.dirty_log()?);
+            // Pages the guest cannot write are handled apart (below): KVM logs some of them
+            // (page-table accessed/dirty bits) more in a fork than in the boot VM.
+            for &(start, end) in self.mem.protected() {
+                set.remove_range(
+                    (start / PAGE_SIZE) as usize,
+                    end.div_ceil(PAGE_SIZE) as usize,
+                );
+            }
+            let snap = self
+                .snapshot
+                .as_mut()
+                .and_then(Arc::get_mut)
+                .ok_or_else(|| {
+                    RequestError::Broken("the snapshot was shared before calibration".into())
+                })?;
+            snap.calibration = Some(Calibration {
+                writable: set.clone(),
+                requests: reqs.clone(),
+            });
+            (set, reqs)
+        } else {
+            let snap = self
+                .snapshot
+                .as_ref()
+                .ok_or_else(|| RequestError::Broken("no snapshot".into()))?;
+            match &snap.calibration {
+                Some(c) => (c.writable.clone(), c.requests.clone()),
+                None => (HotPages::none(pages), Vec::new()),
+            }
+        };
+        self.machine.protect(set.bitmap())?;
+        self.hot = Some(set);
+        let n = WARM_PASSES * reqs.len();
+        self.calibration_round(&mut reqs, n)?;
+        let written = self.machine.dirty_log()?;
+        if let Some(h) = self.hot.as_mut() {
+            h.retain(&written);
+            // Pages the guest cannot write (system pages, read-only segments) are never
+            // re-armed: only KVM writes them (accessed/dirty bits in the page tables, on
+            // its own faults), through the host mapping, so their tracking changes no cost
+            // the guest sees, and re-arming them would cost an ioctl at most resets.
+            for &(start, end) in self.mem.protected() {
+                h.insert_range(
+                    (start / PAGE_SIZE) as usize,
+                    end.div_ceil(PAGE_SIZE) as usize,
+                );
+            }
+        }
+        self.last = RequestStats::default();
+        Ok(())
+    }
+
+    /// Sends `n` calibration requests, cycling through `reqs` (each followed by a reset,
+    /// as the VM is ephemeral). A request that fails (the program's own error, or its
+    /// time limit) is dropped from `reqs` and not sent again, so a program whose `GET /`
+    /// hangs costs one max_request_time at boot, not one per calibration request.
+    fn calibration_round(&mut self, reqs: &mut Vec<Request>, n: usize) -> Result<(), RequestError> {
+        let (mut sent, mut i) = (0, 0);
+        while sent < n && !reqs.is_empty() {
+            i %= reqs.len();
+            let r = self.handle(&reqs[i]);
+            // Background work (ctx.waitUntil) is part of the request: finish it, and its
+            // reset, before looking at the log.
+            let r = match self.finish_background() {
+                Some(b) => r.and(b.result),
+                None => r.map(|_| ()),
+            };
+            if self.is_broken() || matches!(r, Err(RequestError::Broken(_))) {
+                return Err(r.err().unwrap_or_else(|| {
+                    RequestError::Broken("the reset after a calibration request failed".into())
+                }));
+            }
+            match r {
+                Ok(()) => {
+                    sent += 1;
+                    i += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        program = %self.cfg.name,
+                        url = %reqs[i].url,
+                        "calibration request failed: {e}"
+                    );
+                    reqs.remove(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pages never re-protected at this VM's resets: the calibrated writable set plus the
+    /// pages the guest cannot write at all (0 without manual dirty-log protection, or in
+    /// non-ephemeral mode).
+    pub fn writable_pages(&self) -> usize {
+        self.hot.as_ref().map_or(0, HotPages::count)
     }
 
     /// Restores memory, process state and registers to the snapshot; returns the number
@@ -163,7 +350,7 @@ impl Vm {
         let (st, protect) = snap.memory.restore(
             &mut self.mem,
             &dirty,
-            self.hot.as_mut(),
+            self.hot.as_ref(),
             self.dirty_trace.as_mut(),
         );
         self.machine.protect(&protect)?;

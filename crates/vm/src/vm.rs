@@ -123,7 +123,20 @@ pub(crate) enum Position {
         trap: Option<Trap>,
     },
     AfterResponse(Trap),
+    /// Responded with background work to finish ([`Vm::finish_background`]).
+    Background(Trap),
     Broken(String),
+}
+
+/// How a request's background work ([`Vm::finish_background`]) ended.
+#[derive(Debug)]
+pub struct Background {
+    /// `Ok` when the guest paused again in time; the VM has been reset either way.
+    pub result: Result<(), RequestError>,
+    /// VM exits it took.
+    pub exits: u64,
+    /// How long it ran, reset included.
+    pub duration: Duration,
 }
 
 /// What was learned about this host's KVM at the first trap.
@@ -291,6 +304,11 @@ impl Vm {
             }
             Stop::Fatal(m) => return Err(fail(&vm, m)),
         }
+        // Fixes the pages that stay writable across resets (snapshot.rs) before any user
+        // request can influence them.
+        if let Err(e) = vm.calibrate(true) {
+            return Err(fail(&vm, format!("a calibration request failed: {e}")));
+        }
         stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
         vm.boot_stats = stats;
         Ok(vm)
@@ -304,7 +322,8 @@ impl Vm {
         trap: Trap,
         deadline: Instant,
     ) -> Result<(u64, Trap), RequestError> {
-        let Some(w) = self.cfg.warmup.clone() else {
+        // tinykvm.json allows `num_requests: 0`: no warm-up (only calibration uses it).
+        let Some(w) = self.cfg.warmup.clone().filter(|w| w.num_requests > 0) else {
             return Ok((req_ptr, trap));
         };
         self.pos = Position::AtPause {
@@ -391,8 +410,10 @@ impl Vm {
         self.snapshot.as_ref().map_or(0, |s| s.pages())
     }
 
-    /// Serves one request.
+    /// Serves one request. Background work a previous request left running (see
+    /// [`Vm::finish_background`]) is finished first.
     pub fn handle(&mut self, req: &Request) -> Result<Response, RequestError> {
+        self.finish_background();
         let t0 = Instant::now();
         let mut stats = RequestStats::default();
         let written = self.log.written;
@@ -405,6 +426,8 @@ impl Vm {
             }
         }
         let reset = match &out {
+            // The reset waits for the background work (finish_background).
+            Ok(r) if r.background => false,
             Ok(_) => self.cfg.ephemeral,
             // Nothing ran: a non-ephemeral guest keeps its state.
             Err(RequestError::Place(_)) => self.cfg.ephemeral,
@@ -427,6 +450,53 @@ impl Vm {
         out
     }
 
+    /// Finishes the background work (a Workers `ctx.waitUntil`) of the last request, whose
+    /// response has already been returned: resumes the guest until it pauses again, within
+    /// `max_background_time`, then resets it (ephemeral mode, or after a failure). `None`
+    /// when there was none. The pool calls this right after sending the response, so the
+    /// client never waits for the background work; the next request on this VM does.
+    pub fn finish_background(&mut self) -> Option<Background> {
+        let Position::Background(trap) = self.pos else {
+            return None;
+        };
+        let t0 = Instant::now();
+        let mut stats = RequestStats::default();
+        let deadline = t0 + self.cfg.max_background_time;
+        let written = self.log.written;
+        let result = self
+            .resume(trap, 0)
+            .map_err(RequestError::from)
+            .and_then(|()| match self.run(deadline, &mut stats)? {
+                (Stop::Paused { req_ptr }, t) => {
+                    self.pos = Position::AtPause {
+                        req_ptr,
+                        trap: Some(t),
+                    };
+                    Ok(())
+                }
+                (stop, _) => Err(unexpected(stop, "while finishing background work")),
+            });
+        let result = result.map_err(|mut e| {
+            if let RequestError::Guest(m) | RequestError::Exited(_, m) = &mut e {
+                if let Some(said) = self.log.summary_since(written) {
+                    m.push_str(&format!(" (guest output: {said})"));
+                }
+            }
+            tracing::debug!(program = %self.cfg.name, "background work failed: {e}");
+            e
+        });
+        if self.cfg.ephemeral || result.is_err() {
+            if let Err(e) = self.reset(result.is_err()) {
+                self.pos = Position::Broken(e.to_string());
+            }
+        }
+        Some(Background {
+            result,
+            exits: stats.exits,
+            duration: t0.elapsed(),
+        })
+    }
+
     fn serve(
         &mut self,
         req: &Request,
@@ -446,6 +516,11 @@ impl Vm {
                         ))
                     }
                 }
+            }
+            Position::Background(_) => {
+                return Err(RequestError::Broken(
+                    "background work is still running (call finish_background)".into(),
+                ))
             }
             Position::Booting => return Err(RequestError::Broken("it has not booted".into())),
             Position::Broken(ref m) => return Err(RequestError::Broken(m.clone())),
@@ -468,7 +543,11 @@ impl Vm {
         }
         match self.run(deadline, stats)? {
             (Stop::Responded(r), t) => {
-                self.pos = Position::AfterResponse(t);
+                self.pos = if r.background {
+                    Position::Background(t)
+                } else {
+                    Position::AfterResponse(t)
+                };
                 Ok(r)
             }
             (stop, _) => Err(unexpected(stop, "before sending a response")),

@@ -50,6 +50,44 @@ fn respond(status: u16, body: &[u8], count: u64) {
     guest::backend_response(status, b"text/plain", body, &[h.as_bytes()]);
 }
 
+/// Background work done so far (non-ephemeral mode keeps counting).
+static BACKGROUND_DONE: AtomicU64 = AtomicU64::new(0);
+
+/// `/background?ms=N`: responds at once with RESPONSE_FLAG_CONTINUE, then works for N ms
+/// (forever when N is absent) before returning to the pause, as a Workers app's
+/// `ctx.waitUntil` does. The response reports how much background work had finished.
+fn background(url: &[u8], count: u64) {
+    let ms = std::str::from_utf8(url)
+        .ok()
+        .and_then(|u| u.split("ms=").nth(1))
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = format!(
+        "responded; background work done before: {}\n",
+        BACKGROUND_DONE.load(Ordering::Relaxed)
+    );
+    let h = format!("X-Counter: {count}");
+    guest::backend_response_flags(
+        200,
+        b"text/plain",
+        body.as_bytes(),
+        &[h.as_bytes()],
+        kvmjs_abi::RESPONSE_FLAG_CONTINUE,
+    );
+    let Some(ms) = ms else {
+        loop {
+            std::hint::spin_loop();
+        }
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    // Check the clock rarely: each read is a VM exit.
+    while std::time::Instant::now() < until {
+        for _ in 0..100_000 {
+            std::hint::spin_loop();
+        }
+    }
+    BACKGROUND_DONE.fetch_add(1, Ordering::Relaxed);
+}
+
 fn main() {
     if std::env::var_os(kvmjs_abi::KVMJS_HOST_ENV).is_some() {
         guest::set_call_mode(CallMode::Syscall);
@@ -74,6 +112,10 @@ fn main() {
         let count = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         let url = bytes(req.url, u64::from(req.url_len));
         let path = url.split(|&b| b == b'?').next().unwrap_or(b"");
+        if path == b"/background" {
+            background(url, count);
+            continue;
+        }
         let (status, body): (u16, Vec<u8>) = match path {
             b"/loop" => loop {
                 std::hint::spin_loop();

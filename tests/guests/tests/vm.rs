@@ -390,3 +390,154 @@ fn vector_registers_survive_every_reset() {
         }
     }
 }
+
+/// `ctx.waitUntil` semantics: the response leaves the VM before the background work runs;
+/// the work then runs (bounded by max_background_time) and the VM resets after it.
+#[test]
+fn background_work_runs_after_the_response() {
+    for ephemeral in [true, false] {
+        let mut vm = boot(VmConfig {
+            ephemeral,
+            max_background_time: Duration::from_secs(2),
+            ..config()
+        });
+        for i in 0..3u64 {
+            let t0 = Instant::now();
+            let b = body(&mut vm, &Request::get("/background?ms=300"));
+            let responded = t0.elapsed();
+            // The response does not wait for the 300 ms of work.
+            assert!(
+                responded < Duration::from_millis(150),
+                "ephemeral={ephemeral}: response took {responded:?}"
+            );
+            // Ephemeral: every request starts from the snapshot, where no work was done;
+            // non-ephemeral: the earlier requests' work had finished.
+            let done = if ephemeral { 0 } else { i };
+            assert!(
+                b.contains(&format!("background work done before: {done}")),
+                "ephemeral={ephemeral} request {i}: {b}"
+            );
+            let bg = vm.finish_background().expect("background work was pending");
+            assert!(bg.result.is_ok(), "{:?}", bg.result);
+            assert!(
+                bg.duration >= Duration::from_millis(300) && bg.duration < Duration::from_secs(2),
+                "{:?}",
+                bg.duration
+            );
+            assert!(vm.finish_background().is_none());
+        }
+        // handle() finishes pending work itself when the caller did not.
+        body(&mut vm, &Request::get("/background?ms=100"));
+        let t0 = Instant::now();
+        body(&mut vm, &Request::get("/x"));
+        assert!(t0.elapsed() >= Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn endless_background_work_is_stopped_and_the_vm_recovers() {
+    let mut vm = boot(VmConfig {
+        max_background_time: Duration::from_millis(200),
+        ..config()
+    });
+    let b = body(&mut vm, &Request::get("/background"));
+    assert!(b.starts_with("responded"), "{b}");
+    let t0 = Instant::now();
+    let bg = vm.finish_background().expect("pending");
+    assert!(
+        matches!(bg.result, Err(RequestError::Timeout(_))),
+        "{:?}",
+        bg.result
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    let b = body(&mut vm, &Request::get("/after"));
+    assert!(b.contains("counter=1"), "{b}");
+}
+
+/// Which pages stay writable across resets is fixed before the first request and is the
+/// same in every VM of a snapshot: requests that write other pages, fail or run out of
+/// memory never change it, so no request can change what a later request's writes cost
+/// (README, "What a request can learn about earlier ones").
+#[test]
+fn writable_set_is_fixed_before_requests_and_shared_by_forks() {
+    let mut vm = boot(config());
+    let n = vm.writable_pages();
+    let manual = kvmjs_vm::Hypervisor::get().unwrap().caps().manual_dirty_log;
+    assert_eq!(
+        n > 0,
+        manual,
+        "calibration keeps the pages `GET /` writes writable"
+    );
+    let mut fork = Vm::from_snapshot(vm.snapshot().unwrap()).unwrap();
+    assert_eq!(
+        fork.writable_pages(),
+        n,
+        "a fork makes the same set writable"
+    );
+    for v in [&mut vm, &mut fork] {
+        for i in 0..20 {
+            let store = Request {
+                method: "POST".into(),
+                body: vec![i as u8; 256 << 10],
+                ..Request::get("/store")
+            };
+            body(v, &store);
+            let _ = v.handle(&Request::get("/oom"));
+            let _ = v.handle(&Request::get("/recurse"));
+            body(v, &Request::get(&format!("/echo/{i}")));
+            assert_eq!(v.writable_pages(), n, "after round {i}");
+        }
+    }
+    let still = boot(VmConfig {
+        ephemeral: false,
+        ..config()
+    });
+    assert_eq!(
+        still.writable_pages(),
+        0,
+        "non-ephemeral VMs keep nothing writable"
+    );
+}
+
+/// A calibration request that fails is sent once, then dropped (also by forks): a
+/// configured warm-up URL that hangs costs one max_request_time, not one per request.
+#[test]
+fn a_failing_calibration_request_is_sent_once() {
+    let cfg = VmConfig {
+        warmup: Some(kvmjs_vm::config::Warmup {
+            num_requests: 0,
+            url: "/loop".into(),
+            method: "GET".into(),
+            headers: vec![],
+        }),
+        max_request_time: Duration::from_millis(500),
+        ..config()
+    };
+    let t = Instant::now();
+    let mut vm = boot(cfg);
+    let booted = t.elapsed();
+    let manual = kvmjs_vm::Hypervisor::get().unwrap().caps().manual_dirty_log;
+    let timeouts = if manual { 1 } else { 0 };
+    assert!(
+        booted >= Duration::from_millis(500) * timeouts && booted < Duration::from_millis(1500),
+        "boot took {booted:?}"
+    );
+    assert_eq!(
+        vm.writable_pages() > 0,
+        manual,
+        "the other requests calibrated"
+    );
+    let t = Instant::now();
+    let fork = Vm::from_snapshot(vm.snapshot().unwrap()).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "fork took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(fork.writable_pages(), vm.writable_pages());
+    assert!(body(&mut vm, &Request::get("/x")).contains("counter=1\n"));
+}

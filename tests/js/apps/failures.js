@@ -24,6 +24,15 @@ export default {
         ctx.waitUntil(new Promise((r) => setTimeout(() => { done = true; console.log("waitUntil finished"); r(); }, 10)));
         return new Response(`done before respond: ${done}`);
       }
+      case "/wait-until-slow": {
+        // Background work of `ms` ms (default: forever) after an immediate response.
+        const ms = new URL(request.url).searchParams.get("ms");
+        arguments[2].waitUntil(ms === null ? new Promise(() => {}) : new Promise((r) => setTimeout(() => {
+          console.log("background work done");
+          r();
+        }, Number(ms))));
+        return new Response("responded first");
+      }
       case "/sleep":
         // Holds a VM for 300 ms without using CPU: for concurrency and drain tests.
         return new Promise((r) => setTimeout(() => r(new Response("slept")), 300));

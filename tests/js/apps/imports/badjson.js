@@ -1,0 +1,2 @@
+import data from "./bad.json";
+export default { fetch: () => new Response(JSON.stringify(data)) };

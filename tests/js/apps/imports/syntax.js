@@ -1,0 +1,2 @@
+import { key } from "./broken.js";
+export default { fetch: () => new Response(key) };
