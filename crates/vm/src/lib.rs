@@ -20,9 +20,9 @@ pub mod syscalls;
 pub mod vcpu;
 pub mod vm;
 
-pub use caps::Caps;
+pub use caps::{Caps, Flavour};
 pub use config::{AllowedPath, VmConfig};
 pub use request::{Request, RequestStats, Response};
 pub use snapshot::Snapshot;
 pub use vcpu::Hypervisor;
-pub use vm::{flavour, Background, Flavour, RequestError, Vm, VmError};
+pub use vm::{flavour, Background, RequestError, Vm, VmError};

@@ -8,7 +8,7 @@
 //! does changes what a later request's writes cost.
 
 use crate::config::VmConfig;
-use crate::cpu::{self, stubs, stubs::SyscallReturn};
+use crate::cpu::{self, stubs};
 use crate::layout::{self, PAGE_SIZE};
 use crate::memory::{GuestMemory, HotPages, MemorySnapshot};
 use crate::process::Process;
@@ -28,11 +28,8 @@ pub struct Snapshot {
     req_ptr: u64,
     cfg: Arc<VmConfig>,
     cr3: u64,
-    syscall_return: Option<SyscallReturn>,
     boot_stats: RequestStats,
     protected: Vec<(u64, u64)>,
-    /// Whether the syscall entry's return was already patched in the captured memory.
-    tail_patched: bool,
     /// Guest TSC minus host TSC at the snapshot: forks continue the same timeline.
     tsc_delta: i64,
     /// The boot VM's calibration (None without manual dirty-log protection or in
@@ -145,10 +142,8 @@ impl Vm {
             req_ptr,
             cfg: self.cfg.clone(),
             cr3: self.cr3,
-            syscall_return: self.syscall_return,
             boot_stats: self.boot_stats,
             protected: self.mem.protected().to_vec(),
-            tail_patched: self.syscall_return.is_some(),
             tsc_delta: self.machine.tsc_delta()?,
             calibration: None,
         }));
@@ -177,9 +172,6 @@ impl Vm {
         let base_sregs = machine.sregs()?;
         machine.set_sregs(&snap.sregs)?;
         machine.set_regs(&snap.regs);
-        if let Some(kind) = snap.syscall_return.filter(|_| !snap.tail_patched) {
-            mem.write_system(layout::USER_STUBS + stubs::SYSCALL_TAIL, kind.bytes())?;
-        }
         machine.align_tsc(snap.tsc_delta)?;
         let hot = machine
             .manual_protect
@@ -193,7 +185,6 @@ impl Vm {
             log: GuestLog::default(),
             cr3: snap.cr3,
             base_sregs,
-            syscall_return: snap.syscall_return,
             fs_applied: snap.sregs.fs.base,
             pos: Position::AtPause {
                 req_ptr: snap.req_ptr,
@@ -365,12 +356,6 @@ impl Vm {
         if full {
             self.machine.clear_events()?;
             self.machine.reset_msrs()?;
-        }
-        if let Some(kind) = self.syscall_return.filter(|_| !snap.tail_patched) {
-            // The tail was patched after the snapshot: the restore put `ud2` back.
-            self.mem
-                .write_system(layout::USER_STUBS + stubs::SYSCALL_TAIL, kind.bytes())
-                .map_err(|e| RequestError::Broken(e.to_string()))?;
         }
         self.machine.set_regs(&snap.regs);
         self.pos = Position::AtPause {

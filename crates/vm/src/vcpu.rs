@@ -62,8 +62,7 @@ impl Hypervisor {
             source: kvm_ioctls::Error::new(libc::E2BIG),
         })?;
         let mut hv = Hypervisor { kvm, caps, cpuid };
-        let cpl = caps::probe_syscall_cpl(&hv)?;
-        hv.caps.syscall_cpl = Some(cpl);
+        hv.caps.flavour = Some(caps::probe_flavour(&hv)?);
         for w in &hv.caps.warnings {
             tracing::warn!("{w}");
         }

@@ -5,14 +5,15 @@
 //! Trap paths (why each exists is in the README's architecture section):
 //! - `syscall` from ring 3 lands in the LSTAR stub, which writes the number to the trap
 //!   page (one MMIO exit) and returns with `jmp *%rcx` (PVM: the stub runs in ring 3) or
-//!   `sysretq` (VMX/SVM: ring 0). Which one is detected at the first trap.
+//!   `sysretq` (VMX/SVM: ring 0). Which one the host probe's VM detected (caps::Flavour).
 //! - upstream's ring-3 `out` reaches the host directly on VMX/SVM; on PVM it raises #GP,
 //!   which the host recognises and emulates (slower, but upstream guests still run).
 //! - CPU exceptions go through the IDT to ring-0 stubs that report the vector.
 
 use crate::api;
+use crate::caps::Flavour;
 use crate::config::VmConfig;
-use crate::cpu::{self, stubs, stubs::SyscallReturn};
+use crate::cpu;
 use crate::fault;
 use crate::layout::{self, PAGE_SIZE};
 use crate::limits::{self, LimitsError};
@@ -25,7 +26,7 @@ use crate::snapshot::Snapshot;
 use crate::syscalls::{self, Ctx, Exchange, Flow, GuestLog, Stop};
 use crate::vcpu::{Exit, Hypervisor, KvmError, Machine};
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Errors creating or booting a VM.
@@ -133,26 +134,13 @@ pub(crate) enum Position {
 pub struct Background {
     /// `Ok` when the guest paused again in time; the VM has been reset either way.
     pub result: Result<(), RequestError>,
-    /// VM exits it took.
-    pub exits: u64,
     /// How long it ran, reset included.
     pub duration: Duration,
 }
 
-/// What was learned about this host's KVM at the first trap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Flavour {
-    /// Privilege level the SYSCALL entry ran at (3 on PVM, 0 on VMX/SVM).
-    pub syscall_cpl: u8,
-    /// Whether RIP had already moved past the trapping write at the MMIO exit.
-    pub rip_past_trap: bool,
-}
-
-static FLAVOUR: OnceLock<Flavour> = OnceLock::new();
-
-/// The detected KVM flavour, once any VM has trapped.
+/// The KVM flavour the host probe detected (once /dev/kvm has been opened).
 pub fn flavour() -> Option<Flavour> {
-    FLAVOUR.get().copied()
+    Hypervisor::get().ok()?.caps().flavour
 }
 
 /// A booted program.
@@ -165,7 +153,6 @@ pub struct Vm {
     pub(crate) log: GuestLog,
     pub(crate) cr3: u64,
     pub(crate) base_sregs: kvm_sregs,
-    pub(crate) syscall_return: Option<SyscallReturn>,
     /// FS base the vCPU has now (so a change costs one SET_SREGS, once).
     pub(crate) fs_applied: u64,
     pub(crate) snapshot: Option<Arc<Snapshot>>,
@@ -254,7 +241,6 @@ impl Vm {
             log: GuestLog::default(),
             cr3,
             base_sregs,
-            syscall_return: None,
             fs_applied: 0,
             snapshot: None,
             pos: Position::Booting,
@@ -417,14 +403,9 @@ impl Vm {
         let t0 = Instant::now();
         let mut stats = RequestStats::default();
         let written = self.log.written;
-        let mut out = self.serve(req, t0 + self.cfg.max_request_time, &mut stats);
-        // A guest that dies usually said why on stderr first (e.g. "memory allocation of
-        // N bytes failed" before SIGABRT): keep that line with the error.
-        if let Err(RequestError::Guest(m) | RequestError::Exited(_, m)) = &mut out {
-            if let Some(said) = self.log.summary_since(written) {
-                m.push_str(&format!(" (guest output: {said})"));
-            }
-        }
+        let out = self
+            .serve(req, t0 + self.cfg.max_request_time, &mut stats)
+            .map_err(|e| self.with_guest_output(e, written));
         let reset = match &out {
             // The reset waits for the background work (finish_background).
             Ok(r) if r.background => false,
@@ -476,12 +457,8 @@ impl Vm {
                 }
                 (stop, _) => Err(unexpected(stop, "while finishing background work")),
             });
-        let result = result.map_err(|mut e| {
-            if let RequestError::Guest(m) | RequestError::Exited(_, m) = &mut e {
-                if let Some(said) = self.log.summary_since(written) {
-                    m.push_str(&format!(" (guest output: {said})"));
-                }
-            }
+        let result = result.map_err(|e| {
+            let e = self.with_guest_output(e, written);
             tracing::debug!(program = %self.cfg.name, "background work failed: {e}");
             e
         });
@@ -492,9 +469,19 @@ impl Vm {
         }
         Some(Background {
             result,
-            exits: stats.exits,
             duration: t0.elapsed(),
         })
+    }
+
+    /// A guest that dies usually said why on stderr first (e.g. "memory allocation of N
+    /// bytes failed" before SIGABRT): keeps what it wrote since `written` with the error.
+    fn with_guest_output(&self, mut e: RequestError, written: u64) -> RequestError {
+        if let RequestError::Guest(m) | RequestError::Exited(_, m) = &mut e {
+            if let Some(said) = self.log.summary_since(written) {
+                m.push_str(&format!(" (guest output: {said})"));
+            }
+        }
+        e
     }
 
     fn serve(
@@ -578,9 +565,6 @@ impl Vm {
             stats.exits += 1;
             let (nr, args, trap) = match exit {
                 Exit::Syscall(nr) => {
-                    if self.syscall_return.is_none() {
-                        self.detect_syscall_return()?;
-                    }
                     let r = self.machine.regs();
                     let cont = kvm_regs {
                         rip: r.rcx,
@@ -681,30 +665,6 @@ impl Vm {
                 self.fs_applied = self.proc.fs_base;
             }
         }
-        Ok(())
-    }
-
-    /// At the first trap: which return the syscall entry needs, and where RIP was.
-    fn detect_syscall_return(&mut self) -> Result<(), KvmError> {
-        let cpl = (self.machine.sregs()?.cs.selector & 3) as u8;
-        let kind = if cpl == 3 {
-            SyscallReturn::JumpRcx
-        } else {
-            SyscallReturn::Sysret
-        };
-        let rip = self.machine.regs().rip;
-        let tail = layout::USER_STUBS + stubs::SYSCALL_TAIL;
-        let fl = Flavour {
-            syscall_cpl: cpl,
-            rip_past_trap: rip == tail,
-        };
-        if FLAVOUR.set(fl).is_ok() {
-            tracing::info!("KVM flavour: SYSCALL entry runs at CPL {cpl} ({kind:?}); RIP at the MMIO exit is {} the trap write", if fl.rip_past_trap { "past" } else { "at" });
-        }
-        self.mem
-            .write_system(tail, kind.bytes())
-            .expect("the stub page is inside guest memory");
-        self.syscall_return = Some(kind);
         Ok(())
     }
 

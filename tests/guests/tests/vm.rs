@@ -220,7 +220,7 @@ fn upstream_out_call_form_works() {
     assert_eq!(body(&mut vm, &req), "PATCH");
     assert!(
         kvmjs_vm::flavour().is_some(),
-        "the first trap records the KVM flavour"
+        "the host probe records the KVM flavour"
     );
 }
 

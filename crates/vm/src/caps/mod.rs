@@ -12,6 +12,7 @@ pub mod inputs;
 mod syscall_probe;
 pub mod xsave;
 
+use crate::cpu::stubs::SyscallReturn;
 use crate::layout::{self, PAGE_SIZE};
 use inputs::ProbeInputs;
 use kvm_bindings::kvm_cpuid_entry2;
@@ -85,6 +86,27 @@ pub const SIGFRAME_OVERHEAD: u64 = 944;
 /// Where the XSAVE image lives and how large its window is (see [`crate::layout`]).
 pub const XSAVE_WINDOW: u64 = layout::XSAVE_WINDOW_END - layout::XSAVE_IMAGE;
 
+/// What the probe VM learned about traps on this KVM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flavour {
+    /// Privilege level the SYSCALL entry ran at (3 on PVM, 0 on VMX/SVM).
+    pub syscall_cpl: u8,
+    /// Whether RIP had already moved past the trapping write at the MMIO exit.
+    pub rip_past_trap: bool,
+}
+
+impl Flavour {
+    /// How the syscall entry must return: a ring-3 SYSCALL stays in ring 3 under PVM but
+    /// enters ring 0 under VMX/SVM.
+    pub fn syscall_return(self) -> SyscallReturn {
+        if self.syscall_cpl == 3 {
+            SyscallReturn::JumpRcx
+        } else {
+            SyscallReturn::Sysret
+        }
+    }
+}
+
 /// The probe's result: facts about the host and the decisions made from them.
 #[derive(Clone, Debug)]
 pub struct Caps {
@@ -122,9 +144,9 @@ pub struct Caps {
     pub dirty_log_ring: bool,
     /// KVM_CAP_XSAVE2 value (0 when absent).
     pub kvm_xsave2: u32,
-    /// Privilege level a ring-3 SYSCALL reaches LSTAR at (3 on PVM, 0 on VMX/SVM), from a
-    /// probe VM; `None` in pure computations.
-    pub syscall_cpl: Option<u8>,
+    /// How SYSCALL and MMIO exits behave, from the probe VM; `None` in pure computations
+    /// (and while the probe VM itself runs, whose syscall entry keeps its `ud2` tail).
+    pub flavour: Option<Flavour>,
     /// Start-up warnings (capabilities missing, components dropped).
     pub warnings: Vec<String>,
 }
@@ -235,7 +257,7 @@ impl Caps {
             manual_dirty_log: p.caps.manual_dirty_log_protect2 > 0,
             dirty_log_ring: p.caps.dirty_log_ring > 0,
             kvm_xsave2: u32::try_from(p.caps.xsave2).unwrap_or(0),
-            syscall_cpl: None,
+            flavour: None,
             warnings,
         })
     }
@@ -317,7 +339,8 @@ impl Caps {
             ("manual_dirty_log", self.manual_dirty_log.to_string()),
             (
                 "syscall_cpl",
-                self.syscall_cpl.map_or("unknown".into(), |c| c.to_string()),
+                self.flavour
+                    .map_or("unknown".into(), |f| f.syscall_cpl.to_string()),
             ),
         ]
     }
@@ -340,7 +363,7 @@ impl fmt::Display for Caps {
     }
 }
 
-pub(crate) use syscall_probe::probe_syscall_cpl;
+pub(crate) use syscall_probe::probe_flavour;
 
 #[cfg(test)]
 mod tests;

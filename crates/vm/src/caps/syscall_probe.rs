@@ -1,8 +1,9 @@
 //! Which privilege level a ring-3 SYSCALL reaches LSTAR at: 3 under PVM (it stays in
-//! ring 3), 0 under VMX/SVM. Measured once at start-up in a throwaway VM (~2 ms) that runs a
+//! ring 3), 0 under VMX/SVM; and where RIP is at the trap's MMIO exit. Measured once at start-up in a throwaway VM (~2 ms) that runs a
 //! single `syscall`, so the answer is a fact of the probe, and a /dev/kvm that cannot run
 //! guests at all is refused before any program boots.
 
+use super::Flavour;
 use crate::cpu::{self, Region};
 use crate::layout::{self, PAGE_SIZE};
 use crate::memory::GuestMemory;
@@ -11,8 +12,8 @@ use crate::vcpu::{Exit, HostError, Hypervisor, Machine};
 /// Where the probe's one instruction lives.
 const CODE: u64 = layout::PIE_BASE;
 
-/// Runs the probe VM; returns the CPL the SYSCALL entry ran at.
-pub(crate) fn probe_syscall_cpl(hv: &Hypervisor) -> Result<u8, HostError> {
+/// Runs the probe VM; returns what its one trap showed.
+pub(crate) fn probe_flavour(hv: &Hypervisor) -> Result<Flavour, HostError> {
     let space = layout::MIN_ADDRESS_SPACE;
     let mut mem = GuestMemory::new(space, false)?;
     let code = [Region {
@@ -30,17 +31,17 @@ pub(crate) fn probe_syscall_cpl(hv: &Hypervisor) -> Result<u8, HostError> {
     machine.set_regs(&cpu::entry_regs(CODE, layout::stack_top(space) - 64));
     match machine.run()? {
         Exit::Syscall(_) => {
-            let cpl = (machine.sregs()?.cs.selector & 3) as u8;
-            let rip = machine.regs().rip;
-            tracing::debug!(
-                "probe VM: SYSCALL entry at CPL {cpl}, RIP {} the trap write",
-                if rip == layout::USER_STUBS + cpu::stubs::SYSCALL_TAIL {
-                    "past"
-                } else {
-                    "at"
-                }
+            let f = Flavour {
+                syscall_cpl: (machine.sregs()?.cs.selector & 3) as u8,
+                rip_past_trap: machine.regs().rip == layout::USER_STUBS + cpu::stubs::SYSCALL_TAIL,
+            };
+            tracing::info!(
+                "KVM flavour: SYSCALL entry runs at CPL {} ({:?}); RIP at the MMIO exit is {} the trap write",
+                f.syscall_cpl,
+                f.syscall_return(),
+                if f.rip_past_trap { "past" } else { "at" }
             );
-            Ok(cpl)
+            Ok(f)
         }
         other => Err(HostError::ProbeExit(format!("{other:?}"))),
     }

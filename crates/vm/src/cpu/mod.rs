@@ -96,6 +96,13 @@ pub fn write_system_area(
         layout::USER_STUBS + stubs::SYSCALL_ENTRY,
         &stubs::syscall_entry(),
     )?;
+    // The entry's return, as the probe found it; the probe VM itself keeps the `ud2`.
+    if let Some(f) = caps.flavour {
+        mem.write(
+            layout::USER_STUBS + stubs::SYSCALL_TAIL,
+            f.syscall_return().bytes(),
+        )?;
+    }
     mem.write(
         layout::USER_STUBS + stubs::RESUME_ENTRY,
         &stubs::resume_entry(caps.xsave.xcr0),

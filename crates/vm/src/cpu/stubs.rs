@@ -26,8 +26,9 @@ fn disp32(v: u64) -> [u8; 4] {
         .to_le_bytes()
 }
 
-/// How the syscall entry returns to the caller. Detected at the first trap, because a
-/// ring-3 SYSCALL stays in ring 3 under PVM but enters ring 0 under VMX/SVM.
+/// How the syscall entry returns to the caller. Detected by the host probe's VM
+/// (`caps::Flavour`), because a ring-3 SYSCALL stays in ring 3 under PVM but enters ring 0
+/// under VMX/SVM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyscallReturn {
     /// The entry ran in ring 3 (PVM): `jmp *%rcx`.
@@ -47,8 +48,8 @@ impl SyscallReturn {
 }
 
 /// The syscall entry: report the number through the trap page, then return.
-/// The tail starts as `ud2` so nothing can run past the trap before the host has
-/// detected which return the CPU needs.
+/// The tail is `ud2` until `cpu::write_system_area` writes the return the host probe
+/// detected, so nothing in the probe VM can run past its trap.
 pub fn syscall_entry() -> Vec<u8> {
     let mut c = vec![0x89, 0x04, 0x25]; // mov [disp32], eax
     c.extend(disp32(TRAP_VA + TRAP_SYSCALL));
