@@ -1,11 +1,14 @@
 //! The host's system-call and guest-API decoding: arbitrary guest memory and a sequence of
 //! arbitrary calls (number and six registers) must never panic or touch memory outside the
-//! guest (bounds are checked by GuestMemory; ASan would catch the rest).
+//! guest (bounds are checked by GuestMemory; ASan would catch the rest). Guest memory is
+//! virtual as in a booted VM: addresses go through the page tables the address space
+//! keeps, so mmap/munmap/mprotect/mremap/madvise/brk with garbage arguments change the
+//! very tables later calls translate through.
 #![no_main]
 
 use kvmjs_vm::memory::GuestMemory;
 use kvmjs_vm::process::Process;
-use kvmjs_vm::syscalls::{self, Ctx, Exchange, Flow, GuestLog};
+use kvmjs_vm::syscalls::{self, Ctx, Exchange, GuestLog};
 use kvmjs_vm::VmConfig;
 
 const SPACE: u64 = 16 << 20;
@@ -22,11 +25,20 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(mut mem) = GuestMemory::new(SPACE, false) else {
         return;
     };
-    // The tail of the input becomes guest memory at 2 MiB; the head is the call list.
+    // The tail of the input becomes guest memory at 2 MiB (a mapping, like the data of a
+    // loaded program); the head is the call list.
     let split = data.len().min(4096) / 56 * 56;
-    let _ = mem.write(0x20_0000, &data[split..]);
-    mem.protect(vec![(0, 0x20_0000)]);
     let mut proc = Process::new(0x40_0000, SPACE, cfg.max_memory, 1 << 20);
+    let Ok(root) = proc.mm.root(&mut mem) else {
+        return;
+    };
+    mem.set_root(Some(root));
+    let fixed = kvmjs_vm::mm::flags::FIXED | kvmjs_vm::mm::flags::PRIVATE | kvmjs_vm::mm::flags::ANONYMOUS;
+    let tail = (data.len() - split).max(1) as u64;
+    if proc.mm.mmap(&mut mem, 0x20_0000, tail, 3, fixed, None, u64::MAX).is_err() {
+        return;
+    }
+    let _ = mem.write(0x20_0000, &data[split..]);
     let mut exchange = Exchange {
         method: "GET".into(),
         req_headers: vec!["Host: fuzz".into()],
@@ -60,7 +72,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         } else {
             syscalls::dispatch(&mut ctx, nr, &args)
         };
-        if let Flow::Stop(_) = flow {
+        drop(ctx);
+        // Thread operations go through the scheduler as the run loop's would (no vCPU).
+        let call = kvmjs_vm::tasks::Call { nr, args };
+        if !kvmjs_vm::tasks::apply_without_vcpu(&mut proc, flow, call, std::time::Instant::now()) {
             break;
         }
     }

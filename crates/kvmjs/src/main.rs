@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Boot a guest program, send it synthetic requests and print the responses and the
-    /// per-request counters (p50/p99 of µs, VM exits, dirty pages, reset time).
+    /// Run a Linux program to completion (its output passed through, the run's figures on
+    /// stderr, its exit status); a guest that pauses for requests is instead sent synthetic
+    /// requests, with the responses and per-request counters printed.
     Run(run::RunArgs),
     /// Serve HTTP: route requests to the programs of tinykvm.json (or to one JS app),
     /// each in a pool of per-request-isolated micro-VMs.
@@ -74,7 +75,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(args).map_err(|e| e.to_string()),
+        Command::Run(args) => match run::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e.to_string()),
+        },
         Command::Serve(args) => serve::serve(args).map_err(|e| e.to_string()),
         Command::Probe { record } => probe(record),
         Command::Keys => {

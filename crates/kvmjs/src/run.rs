@@ -1,8 +1,14 @@
-//! `kvmjs run`: boot a guest and drive it with synthetic requests.
+//! `kvmjs run`: run a Linux program to completion, or, when it pauses in
+//! `wait_for_requests_paused`, drive it with synthetic requests.
+//!
+//! A program that never pauses has its stdout/stderr passed straight through; kvmjs then
+//! prints the run's figures to stderr and exits with the program's status.
 
 use crate::summary::{mean, p50_p99};
-use kvmjs_vm::{AllowedPath, Request, RequestStats, Vm, VmConfig};
+use kvmjs_vm::program::{self, Outcome, ProgramEnd};
+use kvmjs_vm::{AllowedPath, GuestOutput, Request, RequestStats, Vm, VmConfig};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +52,8 @@ pub enum RunError {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Static x86-64 ELF speaking the libvmod-tinykvm guest ABI.
+    /// x86-64 Linux ELF: a program run to completion, or a guest speaking the
+    /// libvmod-tinykvm API (it pauses in wait_for_requests_paused and gets requests).
     guest: PathBuf,
     /// URL of each request.
     #[arg(long, default_value = "/")]
@@ -66,16 +73,21 @@ pub struct RunArgs {
     /// Reset the VM to its snapshot after every request.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     ephemeral: bool,
-    /// Guest address space in MB.
-    #[arg(long, default_value_t = 256)]
-    address_space: u64,
-    /// Guest memory limit in MB.
-    #[arg(long, default_value_t = 256)]
-    max_memory: u64,
+    /// Guest-physical memory (the frame pool) in MB [default: 256; 4096 for a dynamically
+    /// linked program: V8 commits a 512 MiB code range].
+    #[arg(long)]
+    address_space: Option<u64>,
+    /// Guest memory limit in MB [default: 256; 2048 for a dynamically linked program].
+    #[arg(long)]
+    max_memory: Option<u64>,
+    /// Do not add the system library directories to the allowed paths of a dynamically
+    /// linked program.
+    #[arg(long)]
+    no_system_libs: bool,
     /// Seconds allowed per request.
     #[arg(long, default_value_t = 8.0)]
     max_request_time: f64,
-    /// Seconds allowed until the guest pauses.
+    /// Seconds allowed until the guest pauses (a program that never pauses: until it exits).
     #[arg(long, default_value_t = 16.0)]
     max_boot_time: f64,
     /// File or directory the guest may read (repeatable).
@@ -95,9 +107,10 @@ pub struct RunArgs {
     guest_args: Vec<String>,
 }
 
-pub fn run(a: RunArgs) -> Result<(), RunError> {
+/// Runs the command; the exit code is the program's status (requests: success/failure).
+pub fn run(a: RunArgs) -> Result<ExitCode, RunError> {
     crate::host_caps().map_err(RunError::Host)?;
-    let elf = std::fs::read(&a.guest).map_err(|source| RunError::Read {
+    let elf = MappedFile::open(&a.guest).map_err(|source| RunError::Read {
         path: a.guest.clone(),
         source,
     })?;
@@ -108,30 +121,144 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
     }
     let mut allowed_paths = Vec::new();
     for p in &a.allowed_paths {
-        let abs = p.canonicalize().map_err(|source| RunError::Allow {
+        let real = p.canonicalize().map_err(|source| RunError::Allow {
             path: p.clone(),
             source,
         })?;
-        allowed_paths.push(AllowedPath::same(abs));
+        // The guest sees the path as given (made absolute, symlinks kept: /lib64 stays
+        // /lib64 where it links to /usr/lib64); the host reads the resolved one.
+        let given = std::path::absolute(p).map_err(|source| RunError::Allow {
+            path: p.clone(),
+            source,
+        })?;
+        allowed_paths.push(AllowedPath {
+            virtual_path: given.to_string_lossy().into_owned(),
+            prefix: real.is_dir(),
+            real,
+        });
     }
-    let name = a
-        .guest
-        .file_name()
-        .map_or_else(|| "guest".into(), |n| n.to_string_lossy().into_owned());
+    // argv[0] is the program's absolute path, which it may also open (deno maps its own
+    // binary): reading what it was asked to run is allowed.
+    let program_path = a.guest.canonicalize().map_err(|source| RunError::Read {
+        path: a.guest.clone(),
+        source,
+    })?;
+    allowed_paths.push(AllowedPath::same(&program_path));
+    let name = program_path.to_string_lossy().into_owned();
+    // A dynamically linked program needs its loader and libraries, and V8-sized memory:
+    // make that the default so `kvmjs run .deno/bin/deno -- eval ...` just works.
+    let dynamic = kvmjs_vm::loader::interpreter(elf.bytes()).is_some();
+    if dynamic && !a.no_system_libs {
+        for dir in SYSTEM_LIB_PATHS {
+            let p = std::path::Path::new(dir);
+            if let Ok(real) = p.canonicalize() {
+                allowed_paths.push(AllowedPath {
+                    virtual_path: (*dir).to_owned(),
+                    prefix: real.is_dir(),
+                    real,
+                });
+            }
+        }
+    }
+    let (space, memory) = if dynamic { (4096, 2048) } else { (256, 256) };
+    // The guest inherits nothing from the host's environment. A home in the VM's scratch
+    // filesystem (/tmp) gives programs their usual cache places (deno: $HOME/.cache/deno),
+    // reset with the VM, unless the user names one.
+    let mut environment = a.environment.clone();
+    if dynamic && !environment.iter().any(|e| e.starts_with("HOME=")) {
+        environment.push("HOME=/tmp".into());
+    }
     let cfg = VmConfig {
         name,
-        address_space: a.address_space << 20,
-        max_memory: a.max_memory << 20,
+        address_space: a.address_space.unwrap_or(space) << 20,
+        max_memory: a.max_memory.unwrap_or(memory) << 20,
         max_request_time: Duration::from_secs_f64(a.max_request_time),
         max_boot_time: Duration::from_secs_f64(a.max_boot_time),
         ephemeral: a.ephemeral,
         main_arguments: a.guest_args.clone(),
         allowed_paths,
-        environment: a.environment.clone(),
+        environment,
+        output: GuestOutput::Passthrough,
         ..Default::default()
     };
     let t = Instant::now();
-    let mut vm = Vm::boot(Arc::new(cfg), &elf)?;
+    let mut vm = match program::run_to_exit(Arc::new(cfg), elf.bytes())? {
+        Outcome::Paused(vm) => vm,
+        Outcome::Finished(report) => {
+            eprint!("{}", report.figures());
+            return Ok(match report.end {
+                // Linux keeps the low 8 bits of the status.
+                ProgramEnd::Exited(code) => ExitCode::from(code as u8),
+                ProgramEnd::Failed(_) => ExitCode::FAILURE,
+            });
+        }
+    };
+    run_requests(&a, &mut vm, t)
+}
+
+/// What a dynamically linked program reads besides its own files (read-only): the
+/// dynamic loader, shared libraries and the loader cache. Each is added when it exists.
+const SYSTEM_LIB_PATHS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/etc/ld.so.cache",
+];
+
+/// A program file mapped read-only: a 100 MB program (deno) costs the host only the pages
+/// the loader reads, not a heap copy (which would count in the run's RSS figure).
+struct MappedFile {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl MappedFile {
+    fn open(path: &std::path::Path) -> std::io::Result<MappedFile> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(path)?;
+        let len = usize::try_from(f.metadata()?.len())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))?;
+        if len == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the file is empty",
+            ));
+        }
+        // SAFETY: a fresh private read-only mapping of an open file; nothing aliases it
+        // mutably. (Truncating the program while it runs raises SIGBUS, as it would for
+        // any process executing it.)
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(MappedFile { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live read-only mapping of `len` bytes until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `open` made; no slice of it outlives `self`.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Drives a guest that paused for requests: sends them and prints the counters.
+fn run_requests(a: &RunArgs, vm: &mut Vm, t: Instant) -> Result<ExitCode, RunError> {
     vm.trace_dirty_pages(a.dirty_map);
     let boot = vm.boot_stats();
     println!(
@@ -216,7 +343,7 @@ pub fn run(a: RunArgs) -> Result<(), RunError> {
             total: a.requests,
         });
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Extracts one counter from a request's stats.

@@ -77,6 +77,26 @@ pub struct VmConfig {
     pub current_working_directory: String,
     /// Warm-up requests before the snapshot.
     pub warmup: Option<Warmup>,
+    /// Where guest stdout/stderr go.
+    pub output: GuestOutput,
+    /// Guest directories served by the per-VM in-memory scratch filesystem (writable,
+    /// empty at boot, reset with the VM; they shadow host paths). Absolute guest paths.
+    pub scratch_paths: Vec<String>,
+    /// Bytes the scratch filesystem may hold (ENOSPC beyond).
+    pub max_scratch_bytes: u64,
+    /// The program's guest path (readlink /proc/self/exe, the program's line in
+    /// /proc/self/maps); `None`: /proc/self/exe does not exist.
+    pub program_path: Option<String>,
+}
+
+/// Where guest stdout/stderr go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GuestOutput {
+    /// Into the host log, line by line (servers: the guest cannot flood the terminal).
+    #[default]
+    Log,
+    /// Straight to the host's stdout/stderr as written (`kvmjs run PROGRAM`).
+    Passthrough,
 }
 
 impl Default for VmConfig {
@@ -99,6 +119,10 @@ impl Default for VmConfig {
             allowed_paths: Vec::new(),
             current_working_directory: "/".into(),
             warmup: None,
+            output: GuestOutput::Log,
+            scratch_paths: vec!["/tmp".into()],
+            max_scratch_bytes: 64 * MIB,
+            program_path: None,
         }
     }
 }

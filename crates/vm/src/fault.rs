@@ -27,17 +27,17 @@ pub fn read_frame(mem: &GuestMemory, vector: u8) -> Option<Frame> {
         layout::EXCEPTION_STACK_TOP
     };
     let (base, error) = if has_error_code(vector) {
-        (top - 48, mem.read_u64(top - 48).ok()?)
+        (top - 48, mem.phys_read_u64(top - 48).ok()?)
     } else {
         (top - 40, 0)
     };
     let off = if has_error_code(vector) { 8 } else { 0 };
     Some(Frame {
         error,
-        rip: mem.read_u64(base + off).ok()?,
-        cs: mem.read_u64(base + off + 8).ok()?,
-        rflags: mem.read_u64(base + off + 16).ok()?,
-        rsp: mem.read_u64(base + off + 24).ok()?,
+        rip: mem.phys_read_u64(base + off).ok()?,
+        cs: mem.phys_read_u64(base + off + 8).ok()?,
+        rflags: mem.phys_read_u64(base + off + 16).ok()?,
+        rsp: mem.phys_read_u64(base + off + 24).ok()?,
     })
 }
 
@@ -66,7 +66,7 @@ fn vector_name(v: u8) -> &'static str {
 }
 
 /// Describes exception `vector` with its frame and (for #PF) CR2.
-pub fn describe(vector: u8, frame: &Frame, cr2: u64, address_space: u64) -> String {
+pub fn describe(vector: u8, frame: &Frame, cr2: u64) -> String {
     let ring = if frame.cs & 3 == 3 {
         ""
     } else {
@@ -79,7 +79,7 @@ pub fn describe(vector: u8, frame: &Frame, cr2: u64, address_space: u64) -> Stri
             frame.rip
         );
     }
-    let guard = layout::stack_guard(address_space);
+    let guard = crate::mm::STACK_TOP - layout::STACK_SIZE - PAGE_SIZE;
     let (present, write, fetch) = (
         frame.error & 1 != 0,
         frame.error & 2 != 0,
@@ -93,8 +93,8 @@ pub fn describe(vector: u8, frame: &Frame, cr2: u64, address_space: u64) -> Stri
         format!("jump to non-executable memory at {cr2:#x}")
     } else if write && present {
         format!("write to read-only memory at {cr2:#x} (program code or constants)")
-    } else if cr2 >= address_space {
-        format!("access to {cr2:#x}, beyond the {address_space:#x}-byte address space")
+    } else if cr2 >= crate::mm::USER_END {
+        format!("access to {cr2:#x}, outside the user address space")
     } else {
         format!("access to unmapped memory at {cr2:#x}")
     };
@@ -116,17 +116,17 @@ mod tests {
 
     #[test]
     fn page_faults_are_classified() {
-        let space = 64 << 20;
-        assert!(describe(14, &f(4), 0, space).contains("null pointer"));
+        assert!(describe(14, &f(4), 0).contains("null pointer"));
         assert!(
-            describe(14, &f(6), layout::stack_guard(space) + 8, space).contains("stack overflow")
+            describe(14, &f(6), crate::mm::STACK_TOP - layout::STACK_SIZE - 4088)
+                .contains("stack overflow")
         );
-        assert!(describe(14, &f(7), 0x401000, space).contains("read-only"));
-        assert!(describe(14, &f(0x15), 0x600000, space).contains("non-executable"));
-        assert!(describe(14, &f(4), space + 4096, space).contains("beyond"));
-        assert!(describe(6, &f(0), 0, space).contains("invalid opcode"));
+        assert!(describe(14, &f(7), 0x401000).contains("read-only"));
+        assert!(describe(14, &f(0x15), 0x600000).contains("non-executable"));
+        assert!(describe(14, &f(4), 1 << 47).contains("outside"));
+        assert!(describe(6, &f(0), 0).contains("invalid opcode"));
         let k = Frame { cs: 0x10, ..f(0) };
-        assert!(describe(13, &k, 0, space).contains("entry code"));
+        assert!(describe(13, &k, 0).contains("entry code"));
     }
 
     #[test]

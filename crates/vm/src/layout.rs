@@ -1,4 +1,7 @@
-//! The guest's memory map. Guest-physical equals guest-virtual for all of main memory.
+//! The guest's memory map. Guest-virtual is not guest-physical (crate::mm): the
+//! guest-physical pool (memslot 0, `address_space` bytes) holds the system pages below,
+//! identity-mapped, and frames for everything the program maps, wherever in the lower
+//! canonical half it maps it.
 //!
 //! ```text
 //! 0x0000_0000  null page (not present: null dereferences fault)
@@ -13,11 +16,12 @@
 //! 0x0000_B000  trap page -> unbacked GPA        user, write: every write exits (MMIO)
 //! 0x0000_C000  XSAVE image of the snapshot      user, read-only; as many pages as the
 //!              guest's XCR0 needs (caps::Caps::xsave_pages), at most 4
-//! 0x0001_0000  page tables                      supervisor, read-only
-//! 0x0040_0000  ELF image, then brk heap, then the mmap area
-//! top - 8 MiB  main stack (guard page below it); top = address_space
+//! 0x0001_0000  page-table frames first, then program frames (physical only)
 //! ```
-//! Everything above the low 2 MiB that is not ELF text/rodata is user read-write, no-exec.
+//! Virtual addresses from 2 MiB up are the program's: its image (a static ELF at its
+//! own address, a static-pie at 4 MiB, a dynamic PIE at Linux's 0x5555_5555_4000
+//! region), the brk heap after it, mmap top-down below the stack (crate::mm::MMAP_TOP),
+//! the main stack below crate::mm::STACK_TOP.
 
 /// Guest page size.
 pub const PAGE_SIZE: u64 = 4096;
@@ -54,11 +58,11 @@ pub const TRAP_SYSCALL: u64 = 0x0;
 pub const TRAP_EXCEPTION: u64 = 0x8;
 /// Offset written by the start-up probe.
 pub const TRAP_PROBE: u64 = 0x10;
-/// Page tables are allocated from here.
+/// Page-table frames are allocated from here first.
 pub const PAGE_TABLES: u64 = 0x1_0000;
-/// End of the page-table area.
+/// End of the area page-table frames are taken from first.
 pub const PAGE_TABLES_END: u64 = 0x20_0000;
-/// Where a position-independent (ET_DYN) image is loaded.
+/// Where a static-pie (ET_DYN without an interpreter) image is loaded.
 pub const PIE_BASE: u64 = 0x40_0000;
 /// Lowest address an ELF segment may use.
 pub const IMAGE_MIN: u64 = 0x20_0000;
@@ -66,7 +70,7 @@ pub const IMAGE_MIN: u64 = 0x20_0000;
 pub const STACK_SIZE: u64 = 8 << 20;
 /// Smallest address space the loader accepts.
 pub const MIN_ADDRESS_SPACE: u64 = 16 << 20;
-/// Largest address space (page tables must fit in their area).
+/// Largest guest-physical pool.
 pub const MAX_ADDRESS_SPACE: u64 = 128 << 30;
 
 /// GDT selectors (Linux's layout, so SYSCALL/SYSRET work with the usual STAR value).
@@ -104,16 +108,6 @@ pub fn trap_gpa(address_space: u64) -> u64 {
     align_up(address_space, HUGE_PAGE)
 }
 
-/// Top of the main stack (also the end of usable memory).
-pub fn stack_top(address_space: u64) -> u64 {
-    address_space
-}
-
-/// The stack guard page.
-pub fn stack_guard(address_space: u64) -> u64 {
-    stack_top(address_space) - STACK_SIZE - PAGE_SIZE
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,7 +138,6 @@ mod tests {
     fn trap_gpa_is_outside_memory() {
         assert_eq!(trap_gpa(64 << 20), 64 << 20);
         assert_eq!(trap_gpa((64 << 20) + 4096), (66 << 20));
-        assert!(stack_guard(64 << 20) < stack_top(64 << 20));
         assert_eq!(align_down(0x1fff, 0x1000), 0x1000);
     }
 }

@@ -1,13 +1,22 @@
-//! Guest memory: one anonymous mapping that backs memslot 0, the only place the host
-//! touches guest bytes. Every access is bounds-checked; every host write is recorded in a
-//! dirty bitmap so a reset restores it just like pages the guest dirtied itself.
-//! The snapshot and the reset are in [`restore`].
+//! Guest memory: one anonymous mapping that backs memslot 0 (the guest-physical pool),
+//! the only place the host touches guest bytes. Every access is bounds-checked; every
+//! host write is recorded in a dirty bitmap so a reset restores it just like pages the
+//! guest dirtied itself. The snapshot and the reset are in [`restore`].
+//!
+//! Two views: `phys_*` methods take guest-physical addresses (the host's own structures:
+//! page tables, system pages, frames). The guest-facing methods (`read`, `write`,
+//! `slice`, ...) take guest-virtual addresses once [`GuestMemory::set_root`] names the
+//! page tables, and check the guest's own permissions page by page ([`user`]).
 
 use crate::layout::PAGE_SIZE;
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 mod restore;
+pub mod slots;
+mod user;
 pub use restore::{HotPages, MemorySnapshot, ResetStats};
+pub use slots::{FileSlot, FileSlots, SharedSlots};
 
 /// Errors from guest memory.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +41,17 @@ pub enum MemoryError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// A guest pointer names memory the guest may not access this way (not mapped, a
+    /// system page, or a write to a read-only mapping).
+    #[error("guest range {addr:#x}+{len:#x} is not mapped for this access in the guest (unmapped, kvmjs system pages, or read-only)")]
+    Fault {
+        /// Start of the range.
+        addr: u64,
+        /// Its length.
+        len: u64,
+    },
     /// A guest pointer names memory the guest may not write (system pages, program code).
-    #[error("guest range {addr:#x}+{len:#x} is not writable guest memory (kvmjs system pages or read-only program segments)")]
+    #[error("guest range {addr:#x}+{len:#x} is not writable guest memory (unmapped, kvmjs system pages, or read-only)")]
     Protected {
         /// Start of the range.
         addr: u64,
@@ -172,6 +190,22 @@ pub struct GuestMemory {
     protected: Vec<(u64, u64)>,
     /// Never drop a page that may be mapped into the VM (see [`GuestMemory::set_keep_mapped`]).
     keep_mapped: bool,
+    /// Root of the guest's page tables: guest-facing addresses are virtual. `None`:
+    /// guest-facing addresses are physical (tests, and before the tables exist).
+    root: Option<u64>,
+    /// Frames whose present mapping changed since [`GuestMemory::take_retired`]
+    /// (see [`crate::mm`] on shadow paging).
+    retired: Vec<u64>,
+    /// Frames whose mapping changed since the snapshot: the reset puts the tables back,
+    /// which changes those mappings again.
+    changed: Vec<u64>,
+    /// Copies handed out by `slice`/`read_cstr` for ranges whose frames are not
+    /// contiguous; freed at the next `&mut self` call.
+    bounce: Mutex<Vec<Box<[u8]>>>,
+    /// A `slice_mut` copy to write back: (pieces as (gpa, len), bytes).
+    pending: Mutex<Option<user::Pending>>,
+    /// Read-only file slots above the pool (shared by the VMs of one snapshot).
+    slots: SharedSlots,
 }
 
 impl GuestMemory {
@@ -184,6 +218,13 @@ impl GuestMemory {
             hugepages,
             protected: Vec::new(),
             keep_mapped: false,
+            root: None,
+            retired: Vec::new(),
+            changed: Vec::new(),
+            bounce: Mutex::new(Vec::new()),
+            pending: Mutex::new(None),
+            // No slots until the VM says how many KVM allows (tests copy files instead).
+            slots: FileSlots::new(size, 0, 0),
         })
     }
 
@@ -228,8 +269,8 @@ impl GuestMemory {
         self.keep_mapped = on;
     }
 
-    /// Like [`GuestMemory::check`], and the range must be writable by the guest.
-    pub fn check_writable(&self, addr: u64, len: u64) -> Result<usize> {
+    /// Like [`GuestMemory::check`], and (physical view) outside the protected ranges.
+    fn check_writable_phys(&self, addr: u64, len: u64) -> Result<usize> {
         let off = self.check(addr, len)?;
         if len > 0
             && self
@@ -244,6 +285,12 @@ impl GuestMemory {
 
     /// Writes the host's own structures (stubs, resume slots): no guest permission check.
     pub(crate) fn write_system(&mut self, addr: u64, data: &[u8]) -> Result<()> {
+        self.phys_write(addr, data)
+    }
+
+    /// Writes guest-physical bytes (no permission check), marking them dirty.
+    pub fn phys_write(&mut self, addr: u64, data: &[u8]) -> Result<()> {
+        self.flush();
         let off = self.check(addr, data.len() as u64)?;
         if !data.is_empty() {
             self.host_dirty
@@ -256,81 +303,110 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Borrows guest bytes.
-    pub fn slice(&self, addr: u64, len: u64) -> Result<&[u8]> {
+    /// Borrows guest-physical bytes (of the pool or of a read-only file slot).
+    pub fn phys_slice(&self, addr: u64, len: u64) -> Result<&[u8]> {
+        if addr >= self.size() {
+            return self.slot_bytes(addr, len);
+        }
         let off = self.check(addr, len)?;
         // SAFETY: `check` proved the range lies inside the mapping, which lives as long as
         // `self`; the vCPU is stopped while the host holds this borrow.
         Ok(unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr().add(off), len as usize) })
     }
 
-    /// Mutably borrows guest-writable bytes, marking them dirty.
-    pub fn slice_mut(&mut self, addr: u64, len: u64) -> Result<&mut [u8]> {
-        let off = self.check_writable(addr, len)?;
+    /// The read-only file slots (crate::memory::slots).
+    pub fn slots(&self) -> &SharedSlots {
+        &self.slots
+    }
+
+    /// Uses `slots` (a VM's registry, or its snapshot's for a fork).
+    pub fn set_slots(&mut self, slots: SharedSlots) {
+        self.slots = slots;
+    }
+
+    /// Bytes of a file slot.
+    fn slot_bytes(&self, addr: u64, len: u64) -> Result<&[u8]> {
+        let out = || MemoryError::OutOfBounds {
+            addr,
+            len,
+            size: self.size(),
+        };
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .find(addr)
+            .ok_or_else(out)?;
+        let b = slot.bytes(addr, len).ok_or_else(out)?;
+        let (ptr, n) = (b.as_ptr(), b.len());
+        // SAFETY: slots are never removed from the registry this memory holds (and
+        // replacing the registry takes `&mut self`), so the mapping outlives `&self`.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
+    }
+
+    /// The file slot for `file` (mapped on first use), or `None` when slots are off or
+    /// full: the caller copies the file instead.
+    pub fn file_slot(&self, file: &std::fs::File) -> Option<std::sync::Arc<FileSlot>> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        if !m.is_file() {
+            return None;
+        }
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_map(file, m.len(), (m.dev(), m.ino()))
+    }
+
+    /// A file slot holding `bytes` (through a memfd), or `None` as for `file_slot`.
+    pub fn bytes_slot(&self, bytes: &[u8]) -> Option<std::sync::Arc<FileSlot>> {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+        if self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .disabled()
+        {
+            return None;
+        }
+        // SAFETY: memfd_create with a static NUL-terminated name returns a new fd or -1.
+        let fd = unsafe { libc::memfd_create(c"kvmjs-image".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        f.write_all(bytes).ok()?;
+        self.file_slot(&f)
+    }
+
+    /// Mutably borrows guest-physical bytes, marking them dirty.
+    fn phys_slice_mut(&mut self, addr: u64, len: u64) -> Result<&mut [u8]> {
+        let off = self.check(addr, len)?;
         if len > 0 {
             self.host_dirty
                 .mark_range(addr / PAGE_SIZE, (addr + len - 1) / PAGE_SIZE);
         }
-        // SAFETY: as in `slice`, and `&mut self` makes the borrow exclusive.
+        // SAFETY: as in `phys_slice`, and `&mut self` makes the borrow exclusive.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.map.ptr.as_ptr().add(off), len as usize) })
     }
 
-    /// Copies guest bytes out.
-    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
-        buf.copy_from_slice(self.slice(addr, buf.len() as u64)?);
-        Ok(())
+    /// Reads a little-endian u64 at a guest-physical address.
+    pub fn phys_read_u64(&self, addr: u64) -> Result<u64> {
+        let b = self.phys_slice(addr, 8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 
-    /// Copies bytes into the guest.
-    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<()> {
-        self.slice_mut(addr, data.len() as u64)?
-            .copy_from_slice(data);
-        Ok(())
+    /// Writes a little-endian u64 at a guest-physical address.
+    pub fn phys_write_u64(&mut self, addr: u64, v: u64) -> Result<()> {
+        self.phys_write(addr, &v.to_le_bytes())
     }
 
-    /// Reads a little-endian u64.
-    pub fn read_u64(&self, addr: u64) -> Result<u64> {
-        let mut b = [0; 8];
-        self.read(addr, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    /// Reads a little-endian u32.
-    pub fn read_u32(&self, addr: u64) -> Result<u32> {
-        let mut b = [0; 4];
-        self.read(addr, &mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-
-    /// Reads a little-endian u16.
-    pub fn read_u16(&self, addr: u64) -> Result<u16> {
-        let mut b = [0; 2];
-        self.read(addr, &mut b)?;
-        Ok(u16::from_le_bytes(b))
-    }
-
-    /// Writes a little-endian u64.
-    pub fn write_u64(&mut self, addr: u64, v: u64) -> Result<()> {
-        self.write(addr, &v.to_le_bytes())
-    }
-
-    /// Reads a NUL-terminated string of at most `max` bytes (without the NUL).
-    pub fn read_cstr(&self, addr: u64, max: u64) -> Result<&[u8]> {
-        let avail = self.size().saturating_sub(addr).min(max);
-        let bytes = self.slice(addr, avail)?;
-        match bytes.iter().position(|&b| b == 0) {
-            Some(n) => Ok(&bytes[..n]),
-            None => Err(MemoryError::OutOfBounds {
-                addr,
-                len: max,
-                size: self.size(),
-            }),
-        }
-    }
-
-    /// Makes `[addr, addr+len)` read as zero (page-aligned), marking it dirty.
-    pub fn zero(&mut self, addr: u64, len: u64) -> Result<()> {
-        let off = self.check_writable(addr, len)?;
+    /// Makes guest-physical `[addr, addr+len)` read as zero, marking it dirty.
+    pub fn phys_zero(&mut self, addr: u64, len: u64) -> Result<()> {
+        self.flush();
+        let off = self.check(addr, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -338,7 +414,7 @@ impl GuestMemory {
             .mark_range(addr / PAGE_SIZE, (addr + len - 1) / PAGE_SIZE);
         let ps = PAGE_SIZE as usize;
         let aligned = off.is_multiple_of(ps) && len.is_multiple_of(PAGE_SIZE);
-        if self.hugepages || (self.keep_mapped && !aligned) {
+        if self.hugepages || !aligned {
             // SAFETY: the range was bounds-checked above.
             unsafe { std::ptr::write_bytes(self.map.ptr.as_ptr().add(off), 0, len as usize) };
         } else if self.keep_mapped {
@@ -347,6 +423,130 @@ impl GuestMemory {
             self.map.discard(off, len as usize);
         }
         Ok(())
+    }
+
+    /// Copies guest-physical bytes (ranges may overlap), marking the target dirty.
+    fn phys_copy_within(&mut self, src: u64, dst: u64, len: u64) -> Result<()> {
+        let s = self.check(src, len)?;
+        self.phys_slice_mut(dst, len)?;
+        let d = dst as usize;
+        // SAFETY: both ranges were bounds-checked above; `copy` allows overlap.
+        unsafe {
+            let base = self.map.ptr.as_ptr();
+            std::ptr::copy(base.add(s), base.add(d), len as usize);
+        }
+        Ok(())
+    }
+
+    /// Records that the present mapping of `frame` was removed, downgraded or retargeted:
+    /// KVM's shadow entries for it must be dropped ([`GuestMemory::invalidate`]).
+    pub fn note_retired(&mut self, frame: u64) {
+        self.retired.push(frame & !(PAGE_SIZE - 1));
+    }
+
+    /// The frames noted as retired (tests).
+    #[cfg(test)]
+    pub fn take_retired_for_test(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// Records that the mapping of `frame` changed (for the reset).
+    pub fn note_changed(&mut self, frame: u64) {
+        self.changed.push(frame & !(PAGE_SIZE - 1));
+        // A VM that is not reset after every request keeps noting: stay within one entry
+        // per distinct frame.
+        if self.changed.len() >= 4096 && self.changed.len() == self.changed.capacity() {
+            self.changed.sort_unstable();
+            self.changed.dedup();
+            self.changed.reserve(self.changed.len());
+        }
+    }
+
+    /// Before the guest runs again: drops KVM's mappings of the frames noted with
+    /// [`GuestMemory::note_retired`]. Returns the mprotect pairs issued.
+    pub fn sync_mappings(&mut self) -> std::io::Result<usize> {
+        if self.retired.is_empty() {
+            return Ok(0);
+        }
+        let mut v = std::mem::take(&mut self.retired);
+        v.sort_unstable();
+        v.dedup();
+        let n = self.invalidate(&v);
+        self.changed.extend_from_slice(&v);
+        n
+    }
+
+    /// At a reset (after the memory is restored): drops KVM's mappings of every frame
+    /// whose mapping changed since the snapshot. Returns the mprotect pairs issued.
+    pub fn reset_mappings(&mut self) -> std::io::Result<usize> {
+        self.changed.append(&mut self.retired);
+        if self.changed.is_empty() {
+            return Ok(0);
+        }
+        let mut v = std::mem::take(&mut self.changed);
+        v.sort_unstable();
+        v.dedup();
+        self.invalidate(&v)
+    }
+
+    /// At the snapshot: mapping changes before it are part of it.
+    pub fn forget_mapping_changes(&mut self) -> std::io::Result<usize> {
+        let n = self.sync_mappings()?;
+        self.changed.clear();
+        Ok(n)
+    }
+
+    /// Drops every KVM mapping of the pool frames in `frames` (guest-physical, sorted)
+    /// through the host MMU notifier: an mprotect to read-only and back makes the kernel
+    /// call KVM's invalidate_range_start for the range, which zaps the shadow (or EPT/NPT)
+    /// entries that map those pages and flushes the guest TLB. The contents stay.
+    /// Frames outside the pool (the trap page, file slots) are skipped. Returns the
+    /// number of mprotect pairs issued.
+    pub fn invalidate(&self, frames: &[u64]) -> std::io::Result<usize> {
+        let mut calls = 0;
+        let mut i = 0;
+        // A hugetlb pool can only change protection in whole huge pages.
+        let unit = if self.hugepages {
+            crate::layout::HUGE_PAGE
+        } else {
+            PAGE_SIZE
+        };
+        while i < frames.len() {
+            let start = frames[i] & !(unit - 1);
+            let mut end = start + unit;
+            i += 1;
+            while i < frames.len() && frames[i] < end + unit && frames[i] >= start {
+                end = end.max((frames[i] & !(unit - 1)) + unit);
+                i += 1;
+            }
+            if end > self.size() {
+                let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                let mut at = start;
+                while at < end {
+                    if let Some(s) = slots.find(at) {
+                        s.invalidate(at, PAGE_SIZE)?;
+                        calls += 1;
+                    }
+                    at += PAGE_SIZE;
+                }
+                continue;
+            }
+            calls += 1;
+            // SAFETY: `[start, end)` lies inside this mapping (checked); changing its
+            // protection and restoring it leaves contents and ownership unchanged, and no
+            // host thread touches guest memory concurrently (the vCPU is stopped).
+            unsafe {
+                let p = self.map.ptr.as_ptr().add(start as usize).cast();
+                let len = (end - start) as usize;
+                if libc::mprotect(p, len, libc::PROT_READ) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::mprotect(p, len, libc::PROT_READ | libc::PROT_WRITE) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(calls)
     }
 
     /// Zeroes page-aligned `[off, off+len)` without dropping resident pages: a resident
@@ -388,19 +588,6 @@ impl GuestMemory {
         if let Some((s, n)) = run {
             self.map.discard(s, n);
         }
-    }
-
-    /// Copies `len` bytes inside guest memory (ranges may overlap).
-    pub fn copy_within(&mut self, src: u64, dst: u64, len: u64) -> Result<()> {
-        let s = self.check(src, len)?;
-        self.slice_mut(dst, len)?;
-        let d = dst as usize;
-        // SAFETY: both ranges were bounds-checked above; `copy` allows overlap.
-        unsafe {
-            let base = self.map.ptr.as_ptr();
-            std::ptr::copy(base.add(s), base.add(d), len as usize);
-        }
-        Ok(())
     }
 
     /// Pages the host itself wrote since the last [`GuestMemory::clear_host_dirty`].

@@ -30,6 +30,8 @@ pub struct Snapshot {
     cr3: u64,
     boot_stats: RequestStats,
     protected: Vec<(u64, u64)>,
+    /// Read-only file slots the page tables point into (shared by every fork).
+    slots: crate::memory::SharedSlots,
     /// Guest TSC minus host TSC at the snapshot: forks continue the same timeline.
     tsc_delta: i64,
     /// The boot VM's calibration (None without manual dirty-log protection or in
@@ -124,6 +126,10 @@ impl Vm {
         self.proc.request_memory_base =
             Some((self.proc.memory_used(), self.cfg.max_request_memory));
         let memory = MemorySnapshot::capture(&self.mem)?;
+        // Mappings made before the snapshot are part of it: nothing to undo at resets.
+        self.mem
+            .forget_mapping_changes()
+            .map_err(|e| VmError::Config(format!("invalidating guest mappings: {e}")))?;
         let boot_dirty = self.machine.dirty_log()?;
         self.machine.protect(&boot_dirty)?;
         self.mem.clear_host_dirty();
@@ -144,6 +150,7 @@ impl Vm {
             cr3: self.cr3,
             boot_stats: self.boot_stats,
             protected: self.mem.protected().to_vec(),
+            slots: self.mem.slots().clone(),
             tsc_delta: self.machine.tsc_delta()?,
             calibration: None,
         }));
@@ -166,6 +173,8 @@ impl Vm {
         let cfg = snap.cfg.clone();
         let mut mem = GuestMemory::new(snap.memory.size(), cfg.hugepages)?;
         snap.memory.copy_into(&mut mem);
+        mem.set_root(Some(snap.cr3));
+        mem.set_slots(snap.slots.clone());
         mem.protect(snap.protected.clone());
         mem.set_keep_mapped(cfg.ephemeral);
         let mut machine = Machine::new(hv, &mem)?;
@@ -345,6 +354,11 @@ impl Vm {
             self.dirty_trace.as_mut(),
         );
         self.machine.protect(&protect)?;
+        // The tables are back as in the snapshot: KVM must forget every translation of a
+        // frame whose mapping the request changed (crate::mm, shadow paging).
+        self.mem
+            .reset_mappings()
+            .map_err(|e| RequestError::Broken(format!("invalidating guest mappings: {e}")))?;
         if self.proc.changed || full {
             self.proc = snap.proc.clone();
         }

@@ -69,6 +69,15 @@ impl Hypervisor {
         Ok(hv)
     }
 
+    /// How many KVM memslots a VM may use for read-only file slots (memory::slots):
+    /// `None` without KVM_CAP_READONLY_MEM.
+    pub(crate) fn readonly_slots(&self) -> Option<usize> {
+        if !self.kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem) {
+            return None;
+        }
+        usize::try_from(self.kvm.check_extension_int(kvm_ioctls::Cap::NrMemslots)).ok()
+    }
+
     /// The host probe's result.
     pub fn caps(&self) -> &Caps {
         &self.caps
@@ -94,7 +103,7 @@ pub enum HostError {
     ProbeMemory(#[from] crate::memory::MemoryError),
     /// The probe VM's page tables could not be built.
     #[error("the start-up probe VM failed: {0}")]
-    ProbePaging(#[from] crate::cpu::paging::PagingError),
+    ProbeMm(#[from] crate::mm::MmError),
     /// A ring-3 `syscall` in the probe VM did not reach the entry stub.
     #[error("the start-up probe VM's ring-3 `syscall` ended in {0} instead of the entry stub's trap; this KVM cannot run kvmjs guests")]
     ProbeExit(String),
@@ -126,8 +135,66 @@ pub enum Exit {
     Other(String),
 }
 
+/// VM exits of one machine by kind, since it was created.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    /// System calls and guest API calls (the entry stub's MMIO write).
+    pub syscall: u64,
+    /// Upstream's ring-3 `out` API calls.
+    pub io_out: u64,
+    /// CPU exceptions reported by the IDT stubs, by vector.
+    pub exception: [u64; 32],
+    /// KVM_RUN interrupted by a signal (watchdog, kick).
+    pub interrupted: u64,
+    /// The probe write, hlt, triple fault and anything else.
+    pub other: u64,
+}
+
+impl ExitCounts {
+    fn record(&mut self, exit: &Exit) {
+        match exit {
+            Exit::Syscall(_) => self.syscall += 1,
+            Exit::Out { .. } => self.io_out += 1,
+            Exit::Exception(v) => self.exception[usize::from(*v) % 32] += 1,
+            Exit::Interrupted => self.interrupted += 1,
+            Exit::Probe | Exit::Shutdown | Exit::Hlt | Exit::Other(_) => self.other += 1,
+        }
+    }
+
+    /// All exits.
+    pub fn total(&self) -> u64 {
+        self.syscall
+            + self.io_out
+            + self.exception.iter().sum::<u64>()
+            + self.interrupted
+            + self.other
+    }
+
+    /// `(kind, count)` for every kind seen, e.g. `("exception 14 (#PF)", 3)`.
+    pub fn by_kind(&self) -> Vec<(String, u64)> {
+        const NAMES: [&str; 32] = [
+            "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "9", "#TS", "#NP",
+            "#SS", "#GP", "#PF", "15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "22", "23", "24",
+            "25", "26", "27", "#HV", "#VC", "#SX", "31",
+        ];
+        let mut v = vec![
+            ("syscall".to_string(), self.syscall),
+            ("io out".to_string(), self.io_out),
+        ];
+        for (i, &n) in self.exception.iter().enumerate() {
+            v.push((format!("exception {i} ({})", NAMES[i]), n));
+        }
+        v.push(("interrupted".into(), self.interrupted));
+        v.push(("other".into(), self.other));
+        v.retain(|(_, n)| *n > 0);
+        v
+    }
+}
+
 /// One VM with its single vCPU.
 pub struct Machine {
+    /// Exits so far, by kind.
+    pub exits: ExitCounts,
     /// The VM.
     pub vm: VmFd,
     /// The vCPU.
@@ -137,6 +204,8 @@ pub struct Machine {
     /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 is on: GET_DIRTY_LOG leaves pages writable and
     /// only [`Machine::protect`] re-arms tracking.
     pub manual_protect: bool,
+    /// File slots of the memory registered with this VM so far (crate::memory::slots).
+    slots_registered: usize,
 }
 
 /// IA32_TIME_STAMP_COUNTER (SDM vol. 4; kvm-bindings has no MSR numbers).
@@ -205,7 +274,36 @@ impl Machine {
             trap_gpa: layout::trap_gpa(mem.size()),
             mem_size: mem.size(),
             manual_protect,
+            exits: ExitCounts::default(),
+            slots_registered: 0,
         })
+        .and_then(|mut m| {
+            m.sync_slots(mem)?;
+            Ok(m)
+        })
+    }
+
+    /// Registers the read-only file slots `mem` gained since the last call (slot numbers
+    /// are handed out in order, so a count is enough). Call before running the guest
+    /// after anything that may have mapped a file.
+    pub fn sync_slots(&mut self, mem: &GuestMemory) -> Result<(), KvmError> {
+        let all = mem.slots().lock().unwrap_or_else(|e| e.into_inner()).all();
+        for s in &all[self.slots_registered.min(all.len())..] {
+            let region = kvm_userspace_memory_region {
+                slot: s.slot,
+                flags: kvm_bindings::KVM_MEM_READONLY,
+                guest_phys_addr: s.gpa,
+                memory_size: s.len,
+                userspace_addr: s.host_base(),
+            };
+            // SAFETY: the slot's mapping lives as long as the registry, which `mem`
+            // holds; `Vm` drops the machine before its memory.
+            ioctl("SET_USER_MEMORY_REGION", unsafe {
+                self.vm.set_user_memory_region(region)
+            })?;
+        }
+        self.slots_registered = all.len();
+        Ok(())
     }
 
     /// Current system registers (an ioctl).
@@ -331,6 +429,7 @@ impl Machine {
                 })
             }
         };
+        self.exits.record(&exit);
         Ok(exit)
     }
 
@@ -383,6 +482,24 @@ impl Machine {
         };
         let msrs = kvm_bindings::Msrs::from_entries(&[entry]).expect("one MSR entry fits");
         ioctl("SET_MSRS", self.vcpu.set_msrs(&msrs)).map(|_| ())
+    }
+
+    /// The vCPU's FPU/SSE/AVX state as KVM_GET_XSAVE returns it (a thread switch saves
+    /// the outgoing thread's with this).
+    pub fn xsave_words(&self) -> Result<[u32; 1024], KvmError> {
+        Ok(ioctl("GET_XSAVE", self.vcpu.get_xsave())?.region)
+    }
+
+    /// Loads state saved by [`Machine::xsave_words`] (the incoming thread's).
+    pub fn set_xsave_words(&self, words: &[u32; 1024]) -> Result<(), KvmError> {
+        let x = kvm_bindings::kvm_xsave {
+            region: *words,
+            ..Default::default()
+        };
+        // SAFETY: `x` is a full 4096-byte kvm_xsave taken from this vCPU by KVM_GET_XSAVE;
+        // the probe keeps the guest's XCR0 within what 4096 bytes carry, so KVM reads
+        // nothing past it.
+        ioctl("SET_XSAVE", unsafe { self.vcpu.set_xsave(&x) })
     }
 
     /// The vCPU's XSAVE area in the standard (non-compacted) format: KVM_GET_XSAVE's 4096

@@ -20,6 +20,8 @@ use crate::limits::{self, LimitsError};
 use crate::loader::{self, LoaderError};
 use crate::memory::HotPages;
 use crate::memory::{GuestMemory, MemoryError};
+use crate::mm::vma::{Backing, Special, PROT_READ, PROT_WRITE};
+use crate::mm::{AddressSpace, MmError};
 use crate::process::Process;
 use crate::request::{place, PlaceError, Request, RequestStats, Response};
 use crate::snapshot::Snapshot;
@@ -47,9 +49,9 @@ pub enum VmError {
     /// The program could not be loaded.
     #[error(transparent)]
     Loader(#[from] LoaderError),
-    /// Page tables could not be built.
-    #[error(transparent)]
-    Paging(#[from] cpu::paging::PagingError),
+    /// The address space could not be built.
+    #[error("building the guest address space failed: {0}; raise address_space")]
+    Mm(#[from] MmError),
     /// The guest did not reach its pause.
     #[error("program {name:?} failed to boot: {reason}{}", fmt_output(output))]
     Boot {
@@ -171,6 +173,16 @@ impl Vm {
     /// Loads `elf`, runs it until it pauses (within max_boot_time) and snapshots there.
     pub fn boot(cfg: Arc<VmConfig>, elf: &[u8]) -> Result<Vm, VmError> {
         let t0 = Instant::now();
+        let mut vm = Vm::load(cfg, elf)?;
+        let deadline = t0 + vm.cfg.max_boot_time;
+        let mut stats = RequestStats::default();
+        let first = vm.run(deadline, &mut stats);
+        vm.finish_boot(t0, deadline, first, stats)
+    }
+
+    /// Builds the VM with `elf` loaded and ready to run its first instruction (program.rs
+    /// runs it to completion; [`Vm::boot`] to its pause).
+    pub(crate) fn load(cfg: Arc<VmConfig>, elf: &[u8]) -> Result<Vm, VmError> {
         let space = layout::align_up(cfg.address_space, layout::HUGE_PAGE);
         if !(layout::MIN_ADDRESS_SPACE..=layout::MAX_ADDRESS_SPACE).contains(&space) {
             return Err(VmError::Config(format!(
@@ -185,10 +197,41 @@ impl Vm {
         caps.check_address_space(space)
             .map_err(|e| VmError::Config(e.to_string()))?;
         let mut mem = GuestMemory::new(space, cfg.hugepages)?;
-        let image = loader::load_elf(&mut mem, elf, space)?;
-        let cr3 = cpu::write_system_area(&mut mem, space, &image.regions, caps)?;
+        if let Some(max) = hv.readonly_slots() {
+            let limit = 1u64 << caps.maxphyaddr.min(63);
+            mem.set_slots(crate::memory::FileSlots::new(space, limit, max));
+        }
+        let mut mm = AddressSpace::new(&mut mem)?;
+        let cr3 = cpu::write_system_area(&mut mem, &mut mm, caps)?;
+        mem.set_root(Some(cr3));
+        let path = cfg.program_path.clone().unwrap_or_else(|| cfg.name.clone());
+        let program = loader::load_program(&mut mem, &mut mm, &cfg, elf, &path)?;
+        mm.set_brk_start(program.main.image_end);
+        let stack_top = loader::map_stack(&mut mem, &mut mm)?;
+        let vdso = loader::map_vdso(&mut mem, &mut mm, crate::vdso::image())?;
+        let req_len = crate::process::request_area_size(cfg.max_request_body);
+        let req = mm
+            .find_free(req_len, layout::HUGE_PAGE)
+            .ok_or(VmError::Config("no room for the request area".into()))?;
+        mm.map_special(
+            &mut mem,
+            req,
+            req + req_len,
+            PROT_READ | PROT_WRITE,
+            Special::Request,
+            Backing::Anon,
+        )
+        .map_err(LoaderError::from)?;
         // Memory is registered before it is filled: KVM only records the mapping.
         let machine = Machine::new(hv, &mem)?;
+        if let Some(base) = vdso {
+            let clocks = crate::vdso::Clocks::sample(machine.tsc_delta()?, caps.guest_tsc_khz());
+            let mut page = [0u8; crate::vdso::DATA_SIZE];
+            crate::vdso::fill(&mut page, &clocks)
+                .map_err(|e| VmError::Config(format!("vDSO data page: {e}")))?;
+            mm.write_init(&mut mem, base - PAGE_SIZE, &page)
+                .map_err(LoaderError::from)?;
+        }
         let mut argv = vec![cfg.name.clone()];
         argv.extend(cfg.main_arguments.iter().cloned());
         let mut env: Vec<String> = vec![
@@ -212,27 +255,30 @@ impl Vm {
             hwcap2: caps.hwcap2,
             minsigstksz: caps.minsigstksz,
         };
-        let sp = loader::build_stack(
-            &mut mem,
-            layout::stack_top(space),
-            &image,
-            &argv,
-            &env,
-            &aux,
-            random,
-        )?;
-        mem.protect(protected_ranges(&image.regions));
+        let info = loader::StackInfo {
+            phdr: program.main.phdr,
+            phent: program.main.phent,
+            phnum: program.main.phnum,
+            entry: program.main.entry,
+            base: program.interp_base,
+            sysinfo_ehdr: vdso,
+            execfn: path,
+        };
+        let sp = loader::build_stack(&mut mem, stack_top, &info, &argv, &env, &aux, random)?;
+        // What the guest can never write (calibration keeps it out of the writable set):
+        // system pages and the first page-table frames.
+        mem.protect(vec![(0, layout::PAGE_TABLES_END)]);
         let base_sregs = machine.sregs()?;
         machine.set_sregs(&cpu::user_sregs(&base_sregs, cr3, 0))?;
         machine
             .vcpu
-            .set_regs(&cpu::entry_regs(image.entry, sp))
+            .set_regs(&cpu::entry_regs(program.start, sp))
             .map_err(|source| KvmError::Ioctl {
                 op: "SET_REGS",
                 source,
             })?;
-        let proc = Process::new(image.image_end, space, cfg.max_memory, cfg.max_request_body);
-        let mut vm = Vm {
+        let proc = Process::with_mm(mm, (req, req + req_len), cfg.max_memory);
+        let vm = Vm {
             machine,
             mem,
             cfg,
@@ -249,14 +295,25 @@ impl Vm {
             dirty_trace: None,
             hot: None,
         };
-        let deadline = t0 + vm.cfg.max_boot_time;
-        let mut stats = RequestStats::default();
+        Ok(vm)
+    }
+
+    /// Ends a boot whose first run (started at `t0`) ended with `first`: a pause is warmed
+    /// up, snapshotted and calibrated; anything else is a boot failure.
+    pub(crate) fn finish_boot(
+        self,
+        t0: Instant,
+        deadline: Instant,
+        first: Result<(Stop, Trap), RequestError>,
+        mut stats: RequestStats,
+    ) -> Result<Vm, VmError> {
+        let mut vm = self;
         let fail = |vm: &Vm, reason: String| VmError::Boot {
             name: vm.cfg.name.clone(),
             reason,
             output: vm.log.recent(),
         };
-        let (stop, trap) = match vm.run(deadline, &mut stats) {
+        let (stop, trap) = match first {
             Ok(r) => r,
             Err(RequestError::Timeout(_)) => {
                 return Err(fail(
@@ -364,31 +421,14 @@ impl Vm {
         self.dirty_trace = on.then(Vec::new);
     }
 
-    /// Pages restored by the last reset, with the region each lies in.
+    /// Pages restored by the last reset: the guest-virtual address each frame is mapped
+    /// at (its guest-physical address when unmapped) and the region it lies in.
     pub fn dirty_trace(&self) -> Vec<(u64, &'static str)> {
         let Some(t) = &self.dirty_trace else {
             return Vec::new();
         };
-        let p = &self.proc;
-        t.iter()
-            .map(|&page| {
-                let a = page * PAGE_SIZE;
-                let region = if a < layout::HUGE_PAGE {
-                    "system"
-                } else if a < p.brk_start {
-                    "image"
-                } else if a < p.brk_max {
-                    "brk heap"
-                } else if a >= p.request_area.0 && a < p.request_area.1 {
-                    "request area"
-                } else if a >= layout::stack_guard(self.mem.size()) {
-                    "stack"
-                } else {
-                    "mmap"
-                };
-                (a, region)
-            })
-            .collect()
+        let frames: Vec<u64> = t.iter().map(|&page| page * PAGE_SIZE).collect();
+        self.proc.mm.describe_frames(&self.mem, &frames)
     }
 
     /// Pages captured in the snapshot.
@@ -542,7 +582,7 @@ impl Vm {
     }
 
     /// Runs the guest until it stops, handling system calls on the way.
-    fn run(
+    pub(crate) fn run(
         &mut self,
         deadline: Instant,
         stats: &mut RequestStats,
@@ -560,7 +600,21 @@ impl Vm {
         deadline: Instant,
         stats: &mut RequestStats,
     ) -> Result<(Stop, Trap), RequestError> {
+        // A blocked call to run again for the thread just switched to (tasks::Resume::Retry).
+        let mut pending: Option<crate::tasks::switch::Pending> = None;
         loop {
+            if let Some((nr, args, trap)) = pending.take() {
+                if Instant::now() >= deadline {
+                    return Err(RequestError::Timeout(self.cfg.max_request_time));
+                }
+                stats.syscalls += 1;
+                match self.dispatch(nr, &args, deadline) {
+                    Flow::Return(v) => self.resume(trap, v)?,
+                    Flow::Stop(s) => return Ok((s, trap)),
+                    flow => pending = self.task_flow(flow, nr, args, trap, deadline)?,
+                }
+                continue;
+            }
             let exit = self.machine.run()?;
             stats.exits += 1;
             let (nr, args, trap) = match exit {
@@ -618,29 +672,42 @@ impl Vm {
                 }
                 Exit::Other(m) => return Err(RequestError::Fault(format!("guest {m}"))),
             };
-            let mut ctx = Ctx {
-                mem: &mut self.mem,
-                proc: &mut self.proc,
-                cfg: &self.cfg,
-                exchange: &mut self.exchange,
-                deadline: Some(deadline),
-                log: &mut self.log,
-            };
-            let flow = if nr >= kvmjs_abi::nr::FIRST_API_CALL {
-                api::dispatch(&mut ctx, nr, &args)
-            } else {
+            if nr < kvmjs_abi::nr::FIRST_API_CALL {
                 stats.syscalls += 1;
-                syscalls::dispatch(&mut ctx, nr, &args)
-            };
-            match flow {
+            }
+            match self.dispatch(nr, &args, deadline) {
                 Flow::Return(v) => self.resume(trap, v)?,
                 Flow::Stop(s) => return Ok((s, trap)),
+                // Threads: block, yield, clone, exit (tasks/switch.rs).
+                flow => pending = self.task_flow(flow, nr, args, trap, deadline)?,
             }
         }
     }
 
+    /// Runs guest API call or Linux system call `nr` for the current thread.
+    fn dispatch(&mut self, nr: u64, args: &[u64; 6], deadline: Instant) -> Flow {
+        let mut ctx = Ctx {
+            mem: &mut self.mem,
+            proc: &mut self.proc,
+            cfg: &self.cfg,
+            exchange: &mut self.exchange,
+            deadline: Some(deadline),
+            log: &mut self.log,
+        };
+        let flow = if nr >= kvmjs_abi::nr::FIRST_API_CALL {
+            api::dispatch(&mut ctx, nr, args)
+        } else {
+            syscalls::dispatch(&mut ctx, nr, args)
+        };
+        // A file the call mapped may have made a new read-only memslot (memory::slots).
+        if let Err(e) = self.machine.sync_slots(&self.mem) {
+            return Flow::Stop(Stop::Fatal(format!("registering a file slot: {e}")));
+        }
+        flow
+    }
+
     /// Continues the guest after a trap with `v` as the call's result.
-    fn resume(&mut self, trap: Trap, v: u64) -> Result<(), KvmError> {
+    pub(crate) fn resume(&mut self, trap: Trap, v: u64) -> Result<(), KvmError> {
         match trap.via {
             Via::Syscall | Via::Out => {
                 self.machine.set_rax(v);
@@ -701,30 +768,8 @@ impl Vm {
         } else {
             0
         };
-        Ok(fault::describe(vector, &frame, cr2, self.mem.size()))
+        Ok(fault::describe(vector, &frame, cr2))
     }
-}
-
-/// What the guest's page tables make unwritable: the system area below the image, and
-/// pages of the image that no writable segment covers.
-fn protected_ranges(regions: &[cpu::Region]) -> Vec<(u64, u64)> {
-    let mut out = vec![(0, layout::IMAGE_MIN)];
-    for r in regions.iter().filter(|r| !r.write) {
-        let mut p = layout::align_down(r.start, PAGE_SIZE);
-        while p < r.end {
-            let shared_with_writable = regions
-                .iter()
-                .any(|w| w.write && w.start < p + PAGE_SIZE && w.end > p);
-            if !shared_with_writable {
-                match out.last_mut() {
-                    Some((_, e)) if *e == p => *e = p + PAGE_SIZE,
-                    _ => out.push((p, p + PAGE_SIZE)),
-                }
-            }
-            p += PAGE_SIZE;
-        }
-    }
-    out
 }
 
 fn unexpected(stop: Stop, when: &str) -> RequestError {

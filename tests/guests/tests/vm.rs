@@ -541,3 +541,43 @@ fn a_failing_calibration_request_is_sent_once() {
     assert_eq!(fork.writable_pages(), vm.writable_pages());
     assert!(body(&mut vm, &Request::get("/x")).contains("counter=1\n"));
 }
+
+/// The guest's clock reads go through the vDSO: no exit, and the wall clock agrees with
+/// the host's after every reset and in a VM forked from the snapshot (the data page is
+/// snapshot memory; the TSC offset is carried to every VM).
+#[test]
+fn vdso_time_is_right_after_resets_and_in_forks() {
+    fn check(vm: &mut Vm, round: usize) {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let b = body(vm, &Request::get("/clock"));
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let ns: u128 = b.parse().unwrap_or_else(|_| panic!("round {round}: {b}"));
+        // 2 ms of slack each side: the vDSO's rate comes from the TSC kHz.
+        assert!(
+            ns + 2_000_000 >= before && ns <= after + 2_000_000,
+            "round {round}: guest {ns}, host {before}..{after}"
+        );
+        assert_eq!(
+            vm.last_stats().syscalls,
+            0,
+            "round {round}: a clock syscall"
+        );
+        assert_eq!(vm.last_stats().exits, 1, "round {round}");
+    }
+    let mut vm = boot(config());
+    for round in 0..3 {
+        check(&mut vm, round);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut fork = Vm::from_snapshot(vm.snapshot().unwrap()).unwrap();
+    for round in 3..5 {
+        check(&mut fork, round);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

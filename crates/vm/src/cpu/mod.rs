@@ -2,14 +2,14 @@
 //! values, MSRs, CPUID and XCR0. Guest code runs in ring 3 (ring 0 is emulated, ~4000x
 //! slower, on PVM hosts); ring 0 only ever runs the exception stubs.
 
-pub mod paging;
 pub mod stubs;
 
 use crate::caps::Caps;
 use crate::layout::{self, sel, PAGE_SIZE};
 use crate::memory::GuestMemory;
+use crate::mm::pagetable::{NX, P, RW, US};
+use crate::mm::{AddressSpace, MmError};
 use kvm_bindings::{kvm_dtable, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs};
-use paging::{PageTables, PagingError, NX, P, RW, US};
 
 const CR0_PE: u64 = 1;
 const CR0_MP: u64 = 1 << 1;
@@ -39,27 +39,15 @@ pub const fn has_error_code(vector: u8) -> bool {
     matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
 }
 
-/// Permissions of a guest page range, from an ELF segment.
-#[derive(Clone, Copy, Debug)]
-pub struct Region {
-    /// Start (any alignment).
-    pub start: u64,
-    /// End (exclusive).
-    pub end: u64,
-    /// Writable.
-    pub write: bool,
-    /// Executable.
-    pub exec: bool,
-}
-
-/// Writes the GDT, TSS, IDT, stubs and page tables; returns CR3. The XSAVE image window
-/// and the resume trampoline's XRSTOR mask come from the host probe.
+/// Writes the GDT, TSS, IDT and stubs (guest-physical, identity-mapped) and maps the
+/// system pages into `mm`'s tables; returns CR3. The XSAVE image window and the resume
+/// trampoline's XRSTOR mask come from the host probe. Everything else of the address
+/// space is the program's (crate::mm).
 pub fn write_system_area(
     mem: &mut GuestMemory,
-    address_space: u64,
-    image: &[Region],
+    mm: &mut AddressSpace,
     caps: &Caps,
-) -> Result<u64, PagingError> {
+) -> Result<u64, MmError> {
     // GDT: accessed bits preset so the CPU never writes the (read-only) table.
     let gdt: [u64; 8] = [
         0,
@@ -72,43 +60,42 @@ pub fn write_system_area(
         0,
     ];
     for (i, d) in gdt.iter().enumerate() {
-        mem.write_u64(layout::GDT_ADDR + i as u64 * 8, *d)?;
+        mem.phys_write_u64(layout::GDT_ADDR + i as u64 * 8, *d)?;
     }
     let (lo, hi) = tss_descriptor(layout::TSS_ADDR, 103);
-    mem.write_u64(layout::GDT_ADDR + u64::from(sel::TSS), lo)?;
-    mem.write_u64(layout::GDT_ADDR + u64::from(sel::TSS) + 8, hi)?;
+    mem.phys_write_u64(layout::GDT_ADDR + u64::from(sel::TSS), lo)?;
+    mem.phys_write_u64(layout::GDT_ADDR + u64::from(sel::TSS) + 8, hi)?;
     // TSS: rsp0 at offset 4, ist1 at 36, I/O map base at 102 (past the limit: no bitmap).
     let mut tss = [0u8; 104];
     tss[4..12].copy_from_slice(&layout::EXCEPTION_STACK_TOP.to_le_bytes());
     tss[36..44].copy_from_slice(&layout::DF_STACK_TOP.to_le_bytes());
     tss[102..104].copy_from_slice(&104u16.to_le_bytes());
-    mem.write(layout::TSS_ADDR, &tss)?;
+    mem.phys_write(layout::TSS_ADDR, &tss)?;
 
     for v in 0..32u8 {
         let handler = layout::EXCEPTION_STUBS + u64::from(v) * stubs::EXCEPTION_STUB_SIZE;
         let ist = if matches!(v, 2 | 8 | 18) { 1 } else { 0 };
         let (lo, hi) = interrupt_gate(handler, ist);
-        mem.write_u64(layout::IDT_ADDR + u64::from(v) * 16, lo)?;
-        mem.write_u64(layout::IDT_ADDR + u64::from(v) * 16 + 8, hi)?;
-        mem.write(handler, &stubs::exception_stub(v))?;
+        mem.phys_write_u64(layout::IDT_ADDR + u64::from(v) * 16, lo)?;
+        mem.phys_write_u64(layout::IDT_ADDR + u64::from(v) * 16 + 8, hi)?;
+        mem.phys_write(handler, &stubs::exception_stub(v))?;
     }
-    mem.write(
+    mem.phys_write(
         layout::USER_STUBS + stubs::SYSCALL_ENTRY,
         &stubs::syscall_entry(),
     )?;
     // The entry's return, as the probe found it; the probe VM itself keeps the `ud2`.
     if let Some(f) = caps.flavour {
-        mem.write(
+        mem.phys_write(
             layout::USER_STUBS + stubs::SYSCALL_TAIL,
             f.syscall_return().bytes(),
         )?;
     }
-    mem.write(
+    mem.phys_write(
         layout::USER_STUBS + stubs::RESUME_ENTRY,
         &stubs::resume_entry(caps.xsave.xcr0),
     )?;
 
-    let mut pt = PageTables::new(mem)?;
     let sys = [
         (layout::GDT_ADDR, P),
         (layout::IDT_ADDR, P),
@@ -121,53 +108,19 @@ pub fn write_system_area(
         (layout::DF_STACK_TOP - PAGE_SIZE, P | RW | NX),
     ];
     for (va, flags) in sys {
-        pt.map_4k(va, va, flags)?;
+        mm.map_system(mem, va, va, flags)?;
     }
     for i in 0..caps.xsave_pages {
         let va = layout::XSAVE_IMAGE + i * PAGE_SIZE;
-        pt.map_4k(va, va, P | US | NX)?;
+        mm.map_system(mem, va, va, P | US | NX)?;
     }
-    pt.map_4k(
+    mm.map_system(
+        mem,
         layout::TRAP_VA,
-        layout::trap_gpa(address_space),
+        layout::trap_gpa(mem.size()),
         P | RW | US | NX,
     )?;
-
-    let guard = layout::stack_guard(address_space);
-    let mut va = layout::HUGE_PAGE;
-    while va < address_space {
-        let end = va + layout::HUGE_PAGE;
-        let touches_image = image.iter().any(|r| r.start < end && r.end > va);
-        if touches_image || (guard >= va && guard < end) || end > address_space {
-            let mut p = va;
-            while p < end.min(address_space) {
-                let flags = if p == guard { 0 } else { page_flags(image, p) };
-                pt.map_4k(p, p, flags)?;
-                p += PAGE_SIZE;
-            }
-        } else {
-            pt.map_2m(va, va, P | RW | US | NX)?;
-        }
-        va = end;
-    }
-    Ok(pt.root())
-}
-
-fn page_flags(image: &[Region], page: u64) -> u64 {
-    let mut covered = false;
-    let (mut write, mut exec) = (false, false);
-    for r in image
-        .iter()
-        .filter(|r| r.start < page + PAGE_SIZE && r.end > page)
-    {
-        covered = true;
-        write |= r.write;
-        exec |= r.exec;
-    }
-    if !covered {
-        return P | RW | US | NX;
-    }
-    P | US | if write { RW } else { 0 } | if exec { 0 } else { NX }
+    mm.root(mem)
 }
 
 fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {
@@ -309,29 +262,6 @@ mod tests {
         assert_eq!(lo & 0xffff, 0x3040);
         assert_eq!((lo >> 16) & 0xffff, 0x10);
         assert_eq!((lo >> 32) & 7, 1);
-    }
-
-    #[test]
-    fn image_pages_get_segment_permissions() {
-        let img = [
-            Region {
-                start: 0x40_0000,
-                end: 0x40_1800,
-                write: false,
-                exec: true,
-            },
-            Region {
-                start: 0x40_1800,
-                end: 0x40_3000,
-                write: true,
-                exec: false,
-            },
-        ];
-        assert_eq!(page_flags(&img, 0x40_0000), P | US);
-        // A page shared by both segments gets the union.
-        assert_eq!(page_flags(&img, 0x40_1000), P | US | RW);
-        assert_eq!(page_flags(&img, 0x40_2000), P | US | RW | NX);
-        assert_eq!(page_flags(&img, 0x50_0000), P | US | RW | NX);
     }
 
     #[test]

@@ -194,6 +194,7 @@ impl MemorySnapshot {
         mut trace: Option<&mut Vec<u64>>,
     ) -> (ResetStats, Vec<u64>) {
         assert_eq!(mem.size(), self.map.size as u64, "snapshot of another size");
+        mem.flush();
         let mut stats = ResetStats::default();
         // Filled only when a page outside the writable set was written (not on the usual
         // reset, where every page the guest writes is in the set): no allocation then.

@@ -1,403 +1,294 @@
-//! Files: stdout/stderr go to the host log; other paths open read-only, and only under the
-//! program's allowed paths (checked lexically, then again after resolving symlinks).
+//! Reading and writing descriptors: read/write and their positioned and vectored forms,
+//! lseek, getdents64. The objects behind fds are in [`crate::fs`]; standard output and
+//! error go to the host (as `VmConfig::output` says). Reads and writes that would block on
+//! a blocking descriptor block the calling thread ([`Flow::Block`]).
 
-use super::{errno, Args, Ctx, Entry, Flow};
-use crate::config::AllowedPath;
-use crate::process::FdKind;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use super::{errno, Args, Ctx, Entry, Flow, Stream};
+use crate::fs::dev::Stdio;
+use crate::fs::OpenFile;
+use crate::tasks::{Block, WaitKey};
 use std::sync::Arc;
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry {
-        nr: Sysno::read as usize,
-        handler: read,
-    },
-    Entry {
-        nr: Sysno::pread64 as usize,
-        handler: pread64,
-    },
-    Entry {
-        nr: Sysno::readv as usize,
-        handler: readv,
-    },
-    Entry {
-        nr: Sysno::write as usize,
-        handler: write,
-    },
-    Entry {
-        nr: Sysno::writev as usize,
-        handler: writev,
-    },
-    Entry {
-        nr: Sysno::open as usize,
-        handler: open,
-    },
-    Entry {
-        nr: Sysno::openat as usize,
-        handler: openat,
-    },
-    Entry {
-        nr: Sysno::close as usize,
-        handler: close,
-    },
-    Entry {
-        nr: Sysno::lseek as usize,
-        handler: lseek,
-    },
-    Entry {
-        nr: Sysno::fstat as usize,
-        handler: fstat,
-    },
-    Entry {
-        nr: Sysno::stat as usize,
-        handler: stat,
-    },
-    Entry {
-        nr: Sysno::lstat as usize,
-        handler: stat,
-    },
-    Entry {
-        nr: Sysno::newfstatat as usize,
-        handler: newfstatat,
-    },
-    Entry {
-        nr: Sysno::statx as usize,
-        handler: statx,
-    },
-    Entry {
-        nr: Sysno::access as usize,
-        handler: access,
-    },
-    Entry {
-        nr: Sysno::faccessat as usize,
-        handler: faccessat,
-    },
-    Entry {
-        nr: Sysno::faccessat2 as usize,
-        handler: faccessat,
-    },
-    Entry {
-        nr: Sysno::ioctl as usize,
-        handler: ioctl,
-    },
-    Entry {
-        nr: Sysno::fcntl as usize,
-        handler: fcntl,
-    },
-    Entry {
-        nr: Sysno::poll as usize,
-        handler: poll,
-    },
-    Entry {
-        nr: Sysno::getcwd as usize,
-        handler: getcwd,
-    },
-    Entry {
-        nr: Sysno::readlink as usize,
-        handler: readlink,
-    },
-    Entry {
-        nr: Sysno::readlinkat as usize,
-        handler: readlink,
-    },
+    e(Sysno::read, read),
+    e(Sysno::pread64, pread64),
+    e(Sysno::readv, readv),
+    e(Sysno::preadv, preadv),
+    e(Sysno::preadv2, preadv2),
+    e(Sysno::write, write),
+    e(Sysno::pwrite64, pwrite64),
+    e(Sysno::writev, writev),
+    e(Sysno::pwritev, pwritev),
+    e(Sysno::pwritev2, pwritev2),
+    e(Sysno::lseek, lseek),
+    e(Sysno::getdents64, getdents64),
 ];
 
-const AT_FDCWD: i64 = -100;
-const AT_EMPTY_PATH: u64 = 0x1000;
-const O_ACCMODE: u64 = 3;
-const O_CREAT: u64 = 0o100;
-const O_TRUNC: u64 = 0o1000;
-const O_DIRECTORY: u64 = 0o200000;
-/// Largest single read, so a guest cannot make the host touch gigabytes in one call.
-const MAX_IO: u64 = 16 << 20;
-const PATH_MAX: u64 = 4096;
+/// A table row (compact form for the families in this crate's fs and net surface).
+pub(super) const fn e(nr: Sysno, handler: super::Handler) -> Entry {
+    Entry {
+        nr: nr as usize,
+        handler,
+    }
+}
 
-fn neg(e: i32) -> Flow {
+/// Largest single transfer, so a guest cannot make the host touch gigabytes in one call
+/// (a short read or write, as Linux allows).
+pub(super) const MAX_IO: u64 = 16 << 20;
+/// Most iovecs one call takes (Linux's UIO_MAXIOV).
+const MAX_IOV: u64 = 1024;
+
+pub(super) fn neg(e: i32) -> Flow {
     Flow::err(e)
 }
 
-fn read_at(ctx: &mut Ctx<'_>, fd: u64, buf: u64, len: u64, at: Option<u64>) -> Flow {
-    let len = len.min(MAX_IO);
-    let (file, offset) = match ctx.proc.fds.get(fd) {
-        Some(FdKind::Stdin) => return Flow::ok(0),
-        Some(FdKind::File { dir: true, .. }) => return neg(errno::EISDIR),
-        Some(FdKind::File { file, offset, .. }) => (file.clone(), at.unwrap_or(*offset)),
-        Some(_) => return neg(errno::EBADF),
-        None => return neg(errno::EBADF),
-    };
-    let dst = match ctx.mem.slice_mut(buf, len) {
-        Ok(d) => d,
-        Err(_) => return neg(errno::EFAULT),
-    };
-    let n = match file.read_at(dst, offset) {
-        Ok(n) => n as u64,
-        Err(e) => return neg(e.raw_os_error().unwrap_or(libc::EIO)),
-    };
-    if at.is_none() {
-        if let Some(FdKind::File { offset, .. }) = ctx.proc.fds.get_mut(fd) {
-            *offset += n;
-            ctx.proc.changed = true;
-        }
+/// The description behind `fd`.
+pub(super) fn desc(ctx: &Ctx<'_>, fd: u64) -> Result<Arc<OpenFile>, i32> {
+    ctx.proc.fds.file(fd)
+}
+
+/// Wakes tasks waiting on `d`'s object: call after anything that changed its state.
+pub(super) fn notify(ctx: &mut Ctx<'_>, d: &OpenFile) {
+    if let Some(id) = d.file.wait_id() {
+        ctx.proc.tasks.notify(&WaitKey::File(id));
     }
-    Flow::ok(n)
+    ctx.proc.changed = true;
+}
+
+/// The one "would block" decision for reads and writes: a non-blocking description (or
+/// call) gets EAGAIN; a blocking one blocks its thread until the object is notified, then
+/// the call runs again.
+pub(super) fn would_block(d: &OpenFile, nonblock: bool) -> Flow {
+    match d.file.wait_id() {
+        Some(id) if !nonblock && !d.nonblocking() => {
+            Flow::Block(Block::retry(vec![WaitKey::File(id)], None))
+        }
+        _ => neg(errno::EAGAIN),
+    }
+}
+
+/// One transfer's outcome: bytes moved, or what the call returns instead.
+pub(super) type Xfer = Result<u64, Flow>;
+
+/// Reads from `d` into guest `[buf, buf+len)`.
+pub(super) fn read_desc(
+    ctx: &mut Ctx<'_>,
+    d: &Arc<OpenFile>,
+    buf: u64,
+    len: u64,
+    at: Option<u64>,
+    nonblock: bool,
+) -> Xfer {
+    let len = len.min(MAX_IO);
+    let dst = ctx
+        .mem
+        .slice_mut(buf, len)
+        .map_err(|_| neg(errno::EFAULT))?;
+    // Objects answer EAGAIN when empty; `nonblock` (MSG_DONTWAIT) only decides whether
+    // that blocks.
+    match d.read(dst, at) {
+        Ok(n) => {
+            notify(ctx, d);
+            Ok(n as u64)
+        }
+        Err(libc::EAGAIN) => Err(would_block(d, nonblock)),
+        Err(e) => Err(neg(e)),
+    }
+}
+
+/// Writes guest `[buf, buf+len)` to `d`.
+pub(super) fn write_desc(
+    ctx: &mut Ctx<'_>,
+    d: &Arc<OpenFile>,
+    buf: u64,
+    len: u64,
+    at: Option<u64>,
+    nonblock: bool,
+) -> Xfer {
+    let len = len.min(MAX_IO);
+    let bytes = ctx
+        .mem
+        .slice(buf, len)
+        .map_err(|_| neg(errno::EFAULT))?
+        .to_vec();
+    if let Some(s) = d.file.as_any().downcast_ref::<Stdio>() {
+        let stream = match s {
+            Stdio::Out => Stream::Stdout,
+            Stdio::Err => Stream::Stderr,
+            Stdio::In => return Err(neg(errno::EBADF)),
+        };
+        d.write(&[], at).map_err(neg)?; // access mode and ESPIPE checks
+        ctx.guest_output_to(stream, &bytes);
+        return Ok(len);
+    }
+    match d.write(&bytes, at) {
+        Ok(n) => {
+            notify(ctx, d);
+            Ok(n as u64)
+        }
+        Err(libc::EAGAIN) => Err(would_block(d, nonblock)),
+        Err(e) => Err(neg(e)),
+    }
+}
+
+fn finish(x: Xfer) -> Flow {
+    match x {
+        Ok(n) => Flow::ok(n),
+        Err(f) => f,
+    }
+}
+
+fn rw(ctx: &mut Ctx<'_>, fd: u64, buf: u64, len: u64, at: Option<u64>, write: bool) -> Flow {
+    let d = match desc(ctx, fd) {
+        Ok(d) => d,
+        Err(e) => return neg(e),
+    };
+    if at.is_some_and(|a| (a as i64) < 0) {
+        return neg(errno::EINVAL);
+    }
+    finish(if write {
+        write_desc(ctx, &d, buf, len, at, false)
+    } else {
+        read_desc(ctx, &d, buf, len, at, false)
+    })
 }
 
 fn read(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    read_at(ctx, a[0], a[1], a[2], None)
+    rw(ctx, a[0], a[1], a[2], None, false)
 }
 
 fn pread64(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    read_at(ctx, a[0], a[1], a[2], Some(a[3]))
+    rw(ctx, a[0], a[1], a[2], Some(a[3]), false)
 }
 
-fn iovecs(ctx: &Ctx<'_>, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i32> {
-    if cnt > 1024 {
+fn write(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    rw(ctx, a[0], a[1], a[2], None, true)
+}
+
+fn pwrite64(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    rw(ctx, a[0], a[1], a[2], Some(a[3]), true)
+}
+
+/// Reads `cnt` iovecs at guest `iov`.
+pub(super) fn iovecs(ctx: &Ctx<'_>, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i32> {
+    if cnt > MAX_IOV {
         return Err(errno::EINVAL);
     }
-    let raw = ctx.mem.slice(iov, cnt * 16).map_err(|_| errno::EFAULT)?;
+    let mut raw = vec![0u8; (cnt * 16) as usize];
+    ctx.mem.read(iov, &mut raw).map_err(|_| errno::EFAULT)?;
     Ok(raw
         .chunks_exact(16)
         .map(|c| {
-            let base = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
-            let len = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
-            (base, len)
+            let word = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap_or([0; 8]));
+            (word(0), word(8))
         })
         .collect())
 }
 
-fn readv(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let vecs = match iovecs(ctx, a[1], a[2]) {
-        Ok(v) => v,
-        Err(e) => return neg(e),
-    };
-    let mut total = 0;
-    for (base, len) in vecs {
-        match read_at(ctx, a[0], base, len, None) {
-            Flow::Return(n) if (n as i64) < 0 => {
-                return if total > 0 {
-                    Flow::ok(total)
-                } else {
-                    Flow::Return(n)
-                }
+/// A vectored transfer: stops at the first short piece; an error after some progress
+/// returns the progress (as Linux does).
+pub(super) fn vectored(
+    ctx: &mut Ctx<'_>,
+    d: &Arc<OpenFile>,
+    vecs: &[(u64, u64)],
+    mut at: Option<u64>,
+    write: bool,
+    nonblock: bool,
+) -> Flow {
+    let mut total: u64 = 0;
+    for &(base, len) in vecs {
+        let len = len.min(MAX_IO - total);
+        if len == 0 {
+            if total >= MAX_IO {
+                break;
             }
-            Flow::Return(n) => {
+            continue;
+        }
+        let x = if write {
+            write_desc(ctx, d, base, len, at, nonblock)
+        } else {
+            read_desc(ctx, d, base, len, at, nonblock)
+        };
+        match x {
+            Ok(n) => {
                 total += n;
+                at = at.map(|a| a + n);
                 if n < len {
                     break;
                 }
             }
-            stop => return stop,
+            Err(_) if total > 0 => break,
+            Err(f) => return f,
         }
     }
     Flow::ok(total)
 }
 
-fn write_out(ctx: &mut Ctx<'_>, fd: u64, buf: u64, len: u64) -> Result<u64, i32> {
-    match ctx.proc.fds.get(fd) {
-        Some(FdKind::Stdout | FdKind::Stderr) => {}
-        Some(_) => return Err(errno::EBADF),
-        None => return Err(errno::EBADF),
-    }
-    let len = len.min(MAX_IO);
-    let bytes = ctx.mem.slice(buf, len).map_err(|_| errno::EFAULT)?.to_vec();
-    ctx.guest_output(&bytes);
-    Ok(len)
-}
-
-fn write(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    match write_out(ctx, a[0], a[1], a[2]) {
-        Ok(n) => Flow::ok(n),
-        Err(e) => neg(e),
-    }
-}
-
-fn writev(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+fn rwv(ctx: &mut Ctx<'_>, a: &Args, at: Option<u64>, write: bool) -> Flow {
+    let d = match desc(ctx, a[0]) {
+        Ok(d) => d,
+        Err(e) => return neg(e),
+    };
     let vecs = match iovecs(ctx, a[1], a[2]) {
         Ok(v) => v,
         Err(e) => return neg(e),
     };
-    let mut total: u64 = 0;
-    for (base, len) in vecs {
-        // One call moves at most MAX_IO bytes, like a short write.
-        let len = len.min(MAX_IO - total);
-        if len == 0 {
-            break;
-        }
-        match write_out(ctx, a[0], base, len) {
-            Ok(n) => total += n,
-            Err(e) => return neg(e),
-        }
+    // preadv2/pwritev2 take offset -1 as "the current offset".
+    let at = at.filter(|&o| o as i64 != -1);
+    if at.is_some_and(|o| (o as i64) < 0) {
+        return neg(errno::EINVAL);
     }
-    Flow::ok(total)
+    vectored(ctx, &d, &vecs, at, write, false)
 }
 
-/// Lexically normalises `path` against `base` into an absolute guest path.
-pub(crate) fn normalize(base: &str, path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    let joined = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("{base}/{path}")
-    };
-    for c in Path::new(&joined).components() {
-        match c {
-            Component::Normal(s) => parts.push(s.to_str().unwrap_or("")),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    format!("/{}", parts.join("/"))
+fn readv(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    rwv(ctx, a, None, false)
 }
 
-/// Maps a normalised guest path to a host path if an allowed entry covers it.
-pub(crate) fn allowed_host_path(
-    allowed: &[AllowedPath],
-    vpath: &str,
-) -> Option<(PathBuf, PathBuf)> {
-    for e in allowed {
-        let v = e.virtual_path.trim_end_matches('/');
-        let rest = if vpath == v || (v.is_empty() && e.prefix) {
-            Some(vpath.trim_start_matches(v).trim_start_matches('/'))
-        } else if e.prefix && vpath.starts_with(v) && vpath.as_bytes().get(v.len()) == Some(&b'/') {
-            Some(&vpath[v.len() + 1..])
-        } else {
-            None
-        };
-        if let Some(rest) = rest {
-            let host = if rest.is_empty() {
-                e.real.clone()
-            } else {
-                e.real.join(rest)
-            };
-            return Some((host, e.real.clone()));
-        }
-    }
-    None
+fn writev(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    rwv(ctx, a, None, true)
 }
 
-/// Resolves a guest (dirfd, path) to a host path it may read.
-fn resolve(ctx: &Ctx<'_>, dirfd: i64, path_ptr: u64) -> Result<(PathBuf, String), i32> {
-    let raw = ctx
-        .mem
-        .read_cstr(path_ptr, PATH_MAX)
-        .map_err(|_| errno::EFAULT)?;
-    let path = std::str::from_utf8(raw).map_err(|_| errno::ENOENT)?;
-    if path.is_empty() {
-        return Err(errno::ENOENT);
-    }
-    let base = if path.starts_with('/') || dirfd == AT_FDCWD {
-        ctx.cfg.current_working_directory.clone()
-    } else {
-        match ctx.proc.fds.get(dirfd as u64) {
-            Some(FdKind::File {
-                path, dir: true, ..
-            }) => path.clone(),
-            Some(_) => return Err(errno::ENOTDIR),
-            None => return Err(errno::EBADF),
-        }
-    };
-    let vpath = normalize(&base, path);
-    let Some((host, root)) = allowed_host_path(&ctx.cfg.allowed_paths, &vpath) else {
-        if vpath.starts_with("/proc/") || vpath.starts_with("/sys/") {
-            // libc and std probe these routinely (e.g. /proc/self/maps) and cope without.
-            tracing::debug!(program = %ctx.cfg.name, "guest may not open {vpath:?}");
-        } else {
-            tracing::warn!(program = %ctx.cfg.name, "guest may not open {vpath:?}: not under allowed_paths");
-        }
-        return Err(errno::EACCES);
-    };
-    // Symlinks must not lead out of the allowed entry.
-    let real = host
-        .canonicalize()
-        .map_err(|e| e.raw_os_error().unwrap_or(errno::ENOENT))?;
-    let root = root.canonicalize().map_err(|_| errno::ENOENT)?;
-    if !real.starts_with(&root) {
-        tracing::warn!(program = %ctx.cfg.name, "guest path {vpath:?} resolves outside its allowed path");
-        return Err(errno::EACCES);
-    }
-    Ok((real, vpath))
+fn preadv(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    rwv(ctx, a, Some(a[3]), false)
 }
 
-fn do_open(ctx: &mut Ctx<'_>, dirfd: i64, path: u64, flags: u64) -> Flow {
-    if flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0 {
-        return neg(errno::EACCES);
-    }
-    let (real, vpath) = match resolve(ctx, dirfd, path) {
-        Ok(r) => r,
-        Err(e) => return neg(e),
-    };
-    // Non-blocking, so a FIFO under an allowed path cannot hang the VM's thread; only
-    // regular files and directories are served.
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&real)
-    {
-        Ok(f) => f,
-        Err(e) => return neg(e.raw_os_error().unwrap_or(errno::ENOENT)),
-    };
-    let Ok(meta) = file.metadata() else {
-        return neg(libc::EIO);
-    };
-    if !meta.is_file() && !meta.is_dir() {
-        return neg(errno::EACCES);
-    }
-    let dir = meta.is_dir();
-    if flags & O_DIRECTORY != 0 && !dir {
-        return neg(errno::ENOTDIR);
-    }
-    let kind = FdKind::File {
-        file: Arc::new(file),
-        path: vpath,
-        offset: 0,
-        dir,
-    };
-    ctx.proc.changed = true;
-    match ctx.proc.fds.insert(kind) {
-        Some(fd) => Flow::ok(fd),
-        None => neg(libc::EMFILE),
-    }
+fn pwritev(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    rwv(ctx, a, Some(a[3]), true)
 }
 
-fn open(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    do_open(ctx, AT_FDCWD, a[0], a[1])
+fn preadv2(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    rwv(ctx, a, Some(a[3]), false)
 }
 
-fn openat(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    do_open(ctx, a[0] as i32 as i64, a[1], a[2])
-}
-
-fn close(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    ctx.proc.changed = true;
-    if ctx.proc.fds.close(a[0]) {
-        Flow::ok(0)
-    } else {
-        neg(errno::EBADF)
-    }
+fn pwritev2(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    rwv(ctx, a, Some(a[3]), true)
 }
 
 fn lseek(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let Some(FdKind::File { file, offset, .. }) = ctx.proc.fds.get_mut(a[0]) else {
-        return neg(if ctx.proc.fds.get(a[0]).is_some() {
-            errno::ESPIPE
-        } else {
-            errno::EBADF
-        });
+    let d = match desc(ctx, a[0]) {
+        Ok(d) => d,
+        Err(e) => return neg(e),
     };
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0) as i64;
-    let base = match a[2] {
-        0 => 0,
-        1 => *offset as i64,
-        2 => size,
+    if !d.file.seekable() {
+        return neg(errno::ESPIPE);
+    }
+    let size = d.file.size() as i64;
+    let off = a[1] as i64;
+    let new = match a[2] as u32 {
+        0 => Some(off),
+        1 => (d.offset() as i64).checked_add(off),
+        2 => size.checked_add(off),
+        // SEEK_DATA: all data, no holes; SEEK_HOLE: the end.
+        3 if off < size => Some(off),
+        4 if off < size => Some(size),
+        3 | 4 => return neg(libc::ENXIO),
         _ => return neg(errno::EINVAL),
     };
-    match base.checked_add(a[1] as i64) {
+    match new {
         Some(n) if n >= 0 => {
-            *offset = n as u64;
+            d.set_offset(n as u64);
             ctx.proc.changed = true;
             Flow::ok(n as u64)
         }
@@ -405,256 +296,51 @@ fn lseek(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     }
 }
 
-/// File facts in the shape both stat and statx need.
-struct Facts {
-    dev: u64,
-    ino: u64,
-    mode: u32,
-    nlink: u64,
-    size: u64,
-    blocks: u64,
-    mtime: (i64, i64),
-    rdev: u64,
-}
-
-fn facts_of_meta(m: &std::fs::Metadata) -> Facts {
-    Facts {
-        dev: m.dev(),
-        ino: m.ino(),
-        mode: m.mode() & !0o222, // read-only to the guest
-        nlink: m.nlink(),
-        size: m.size(),
-        blocks: m.blocks(),
-        mtime: (m.mtime(), m.mtime_nsec()),
-        rdev: 0,
-    }
-}
-
-fn facts_of_fd(ctx: &Ctx<'_>, fd: u64) -> Result<Facts, i32> {
-    match ctx.proc.fds.get(fd) {
-        Some(FdKind::File { file, .. }) => file
-            .metadata()
-            .map(|m| facts_of_meta(&m))
-            .map_err(|_| libc::EIO),
-        Some(_) => Ok(Facts {
-            dev: 5,
-            ino: fd + 1,
-            mode: libc::S_IFCHR | 0o620,
-            nlink: 1,
-            size: 0,
-            blocks: 0,
-            mtime: (0, 0),
-            rdev: 0x8800 + fd,
-        }),
-        None => Err(errno::EBADF),
-    }
-}
-
-fn facts_of_path(ctx: &Ctx<'_>, dirfd: i64, path: u64, flags: u64) -> Result<Facts, i32> {
-    if flags & AT_EMPTY_PATH != 0
-        && ctx
-            .mem
-            .read_cstr(path, 1)
-            .map(|s| s.is_empty())
-            .unwrap_or(false)
-    {
-        return facts_of_fd(ctx, dirfd as u64);
-    }
-    let (real, _) = resolve(ctx, dirfd, path)?;
-    std::fs::metadata(real)
-        .map(|m| facts_of_meta(&m))
-        .map_err(|e| e.raw_os_error().unwrap_or(errno::ENOENT))
-}
-
-fn write_stat(ctx: &mut Ctx<'_>, buf: u64, f: Result<Facts, i32>) -> Flow {
-    let f = match f {
-        Ok(f) => f,
+fn getdents64(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    let d = match desc(ctx, a[0]) {
+        Ok(d) => d,
         Err(e) => return neg(e),
     };
-    let mut s = [0u8; 144];
-    let mut put = |off: usize, v: u64| s[off..off + 8].copy_from_slice(&v.to_le_bytes());
-    put(0, f.dev);
-    put(8, f.ino);
-    put(16, f.nlink);
-    put(24, u64::from(f.mode)); // st_mode, then st_uid = 0
-    put(40, f.rdev);
-    put(48, f.size);
-    put(56, 4096);
-    put(64, f.blocks);
-    for off in [72, 88, 104] {
-        put(off, f.mtime.0 as u64);
-        put(off + 8, f.mtime.1 as u64);
-    }
-    match ctx.mem.write(buf, &s) {
-        Ok(()) => Flow::ok(0),
-        Err(_) => neg(errno::EFAULT),
-    }
-}
-
-fn fstat(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let f = facts_of_fd(ctx, a[0]);
-    write_stat(ctx, a[1], f)
-}
-
-fn stat(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let f = facts_of_path(ctx, AT_FDCWD, a[0], 0);
-    write_stat(ctx, a[1], f)
-}
-
-fn newfstatat(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let f = facts_of_path(ctx, a[0] as i32 as i64, a[1], a[3]);
-    write_stat(ctx, a[2], f)
-}
-
-fn statx(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let f = match facts_of_path(ctx, a[0] as i32 as i64, a[1], a[2]) {
-        Ok(f) => f,
+    let entries = match d.file.entries() {
+        Ok(e) => e,
         Err(e) => return neg(e),
     };
-    let mut s = [0u8; 256];
-    s[0..4].copy_from_slice(&0x7ffu32.to_le_bytes()); // STATX_BASIC_STATS
-    s[4..8].copy_from_slice(&4096u32.to_le_bytes());
-    s[16..20].copy_from_slice(&(f.nlink as u32).to_le_bytes());
-    s[28..30].copy_from_slice(&(f.mode as u16).to_le_bytes());
-    s[32..40].copy_from_slice(&f.ino.to_le_bytes());
-    s[40..48].copy_from_slice(&f.size.to_le_bytes());
-    s[48..56].copy_from_slice(&f.blocks.to_le_bytes());
-    for off in [64, 96, 112] {
-        s[off..off + 8].copy_from_slice(&f.mtime.0.to_le_bytes());
-        s[off + 8..off + 12].copy_from_slice(&(f.mtime.1 as u32).to_le_bytes());
-    }
-    s[128..132].copy_from_slice(&((f.rdev >> 8) as u32).to_le_bytes());
-    s[132..136].copy_from_slice(&((f.rdev & 0xff) as u32).to_le_bytes());
-    s[136..140].copy_from_slice(&((f.dev >> 8) as u32).to_le_bytes());
-    s[140..144].copy_from_slice(&((f.dev & 0xff) as u32).to_le_bytes());
-    match ctx.mem.write(a[4], &s) {
-        Ok(()) => Flow::ok(0),
-        Err(_) => neg(errno::EFAULT),
-    }
-}
-
-fn check_access(ctx: &Ctx<'_>, dirfd: i64, path: u64, mode: u64) -> Flow {
-    if mode & 2 != 0 {
-        return neg(errno::EACCES); // W_OK: everything is read-only
-    }
-    match resolve(ctx, dirfd, path) {
-        Ok(_) => Flow::ok(0),
-        Err(e) => neg(e),
-    }
-}
-
-fn access(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    check_access(ctx, AT_FDCWD, a[0], a[1])
-}
-
-fn faccessat(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    check_access(ctx, a[0] as i32 as i64, a[1], a[2])
-}
-
-fn ioctl(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    if ctx.proc.fds.get(a[0]).is_none() {
-        return neg(errno::EBADF);
-    }
-    neg(errno::ENOTTY)
-}
-
-fn fcntl(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let Some(kind) = ctx.proc.fds.get(a[0]).cloned() else {
-        return neg(errno::EBADF);
-    };
-    match a[1] as i32 {
-        libc::F_GETFD | libc::F_SETFD | libc::F_SETFL => Flow::ok(0),
-        libc::F_GETFL => Flow::ok(match kind {
-            FdKind::Stdout | FdKind::Stderr => libc::O_WRONLY as u64,
-            _ => libc::O_RDONLY as u64,
-        }),
-        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
-            ctx.proc.changed = true;
-            match ctx.proc.fds.insert(kind) {
-                Some(fd) => Flow::ok(fd),
-                None => neg(libc::EMFILE),
-            }
+    let cap = a[2].min(MAX_IO) as usize;
+    let mut out = Vec::new();
+    let mut next = d.offset() as usize;
+    for e in entries.iter().skip(next) {
+        // struct linux_dirent64: ino, off, reclen, type, name, NUL, padded to 8.
+        let reclen = (19 + e.name.len() + 1).next_multiple_of(8);
+        if out.len() + reclen > cap {
+            break;
         }
-        _ => neg(errno::EINVAL),
+        let start = out.len();
+        out.extend_from_slice(&e.ino.to_le_bytes());
+        out.extend_from_slice(&((next + 1) as u64).to_le_bytes());
+        out.extend_from_slice(&(reclen as u16).to_le_bytes());
+        out.push(e.kind);
+        out.extend_from_slice(e.name.as_bytes());
+        out.resize(start + reclen, 0);
+        next += 1;
     }
-}
-
-fn poll(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let (fds, n) = (a[0], a[1]);
-    if n > 1024 {
-        return neg(errno::EINVAL);
+    if out.is_empty() && next < entries.len() {
+        return neg(errno::EINVAL); // buffer too small for one entry
     }
-    let Ok(raw) = ctx.mem.slice(fds, n * 8).map(<[u8]>::to_vec) else {
+    if ctx.mem.write(a[1], &out).is_err() {
         return neg(errno::EFAULT);
-    };
-    let mut ready = 0;
-    let mut out = raw.clone();
-    for (i, c) in raw.chunks_exact(8).enumerate() {
-        let fd = i32::from_le_bytes(c[..4].try_into().expect("4 bytes"));
-        let events = i16::from_le_bytes(c[4..6].try_into().expect("2 bytes"));
-        let revents: i16 = if fd < 0 {
-            0
-        } else if ctx.proc.fds.get(fd as u64).is_none() {
-            libc::POLLNVAL
-        } else {
-            events & (libc::POLLIN | libc::POLLOUT)
-        };
-        if revents != 0 {
-            ready += 1;
-        }
-        out[i * 8 + 6..i * 8 + 8].copy_from_slice(&revents.to_le_bytes());
     }
-    match ctx.mem.write(fds, &out) {
-        Ok(()) => Flow::ok(ready),
-        Err(_) => neg(errno::EFAULT),
-    }
-}
-
-fn getcwd(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let mut cwd = ctx.cfg.current_working_directory.clone().into_bytes();
-    cwd.push(0);
-    if (cwd.len() as u64) > a[1] {
-        return neg(errno::ERANGE);
-    }
-    match ctx.mem.write(a[0], &cwd) {
-        Ok(()) => Flow::ok(cwd.len() as u64),
-        Err(_) => neg(errno::EFAULT),
-    }
-}
-
-fn readlink(_: &mut Ctx<'_>, _: &Args) -> Flow {
-    // No symlinks are visible inside the guest (not even /proc/self/exe).
-    neg(errno::ENOENT)
+    d.set_offset(next as u64);
+    ctx.proc.changed = true;
+    Flow::ok(out.len() as u64)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::testing::Fixture;
     use super::*;
+    use crate::config::AllowedPath;
 
-    #[test]
-    fn normalize_handles_dots() {
-        assert_eq!(normalize("/app", "x.js"), "/app/x.js");
-        assert_eq!(normalize("/app", "../etc/shadow"), "/etc/shadow");
-        assert_eq!(normalize("/", "/a/./b/../../../c"), "/c");
-    }
-
-    #[test]
-    fn allowed_paths_match_on_component_boundaries() {
-        let allowed = vec![AllowedPath {
-            virtual_path: "/app".into(),
-            real: "/host/app".into(),
-            prefix: true,
-        }];
-        assert_eq!(
-            allowed_host_path(&allowed, "/app/x.js").unwrap().0,
-            PathBuf::from("/host/app/x.js")
-        );
-        assert!(allowed_host_path(&allowed, "/application").is_none());
-        assert!(allowed_host_path(&allowed, "/etc/shadow").is_none());
-    }
-
-    fn put_path(f: &mut Fixture, p: &str) -> u64 {
+    pub(crate) fn put_path(f: &mut Fixture, p: &str) -> u64 {
         let at = 0x70_0000;
         let mut b = p.as_bytes().to_vec();
         b.push(0);
@@ -669,19 +355,50 @@ mod tests {
         std::fs::write(dir.join("a.js"), b"hello world").unwrap();
         let mut f = Fixture::new();
         f.cfg.allowed_paths = vec![AllowedPath::same(&dir)];
+        // The directory is below /tmp, a scratch path by default: the longer allowed
+        // entry wins.
         let p = put_path(&mut f, &format!("{}/a.js", dir.display()));
         let fd = f.call(Sysno::open, [p, 0, 0, 0, 0, 0]);
         assert!(fd >= 3, "open returned {fd}");
-        assert_eq!(f.call(Sysno::read, [fd as u64, 0x71_0000, 5, 0, 0, 0]), 5);
+        let fd = fd as u64;
+        assert_eq!(f.call(Sysno::read, [fd, 0x71_0000, 5, 0, 0, 0]), 5);
         assert_eq!(f.mem.slice(0x71_0000, 5).unwrap(), b"hello");
-        assert_eq!(f.call(Sysno::lseek, [fd as u64, 0, 2, 0, 0, 0]), 11);
-        assert_eq!(f.call(Sysno::read, [fd as u64, 0x71_0000, 5, 0, 0, 0]), 0);
+        assert_eq!(f.call(Sysno::pread64, [fd, 0x71_0000, 5, 6, 0, 0]), 5);
+        assert_eq!(f.mem.slice(0x71_0000, 5).unwrap(), b"world");
+        // A dup shares the offset.
+        let dup = f.call(Sysno::dup, [fd, 0, 0, 0, 0, 0]) as u64;
+        assert_eq!(f.call(Sysno::lseek, [dup, 0, 1, 0, 0, 0]), 5);
+        assert_eq!(f.call(Sysno::lseek, [fd, 0, 2, 0, 0, 0]), 11);
+        assert_eq!(f.call(Sysno::lseek, [dup, 0, 1, 0, 0, 0]), 11);
+        assert_eq!(f.call(Sysno::read, [fd, 0x71_0000, 5, 0, 0, 0]), 0);
         assert_eq!(
-            f.call(Sysno::read, [fd as u64, u64::MAX - 2, 5, 0, 0, 0]),
+            f.call(Sysno::lseek, [fd, (-1i64) as u64, 0, 0, 0, 0]),
+            -i64::from(libc::EINVAL)
+        );
+        assert_eq!(
+            f.call(Sysno::read, [fd, u64::MAX - 2, 5, 0, 0, 0]),
             -i64::from(libc::EFAULT)
         );
-        assert_eq!(f.call(Sysno::close, [fd as u64, 0, 0, 0, 0, 0]), 0);
-        // Writing, escaping with .., and paths outside are refused.
+        assert_eq!(
+            f.call(Sysno::write, [fd, 0x71_0000, 5, 0, 0, 0]),
+            -i64::from(libc::EBADF),
+            "read-only description"
+        );
+        // readv over two iovecs.
+        f.call(Sysno::lseek, [fd, 0, 0, 0, 0, 0]);
+        let iov: Vec<u8> = [0x72_0000u64, 3, 0x72_0100, 100]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        f.mem.write(0x71_0000, &iov).unwrap();
+        assert_eq!(f.call(Sysno::readv, [fd, 0x71_0000, 2, 0, 0, 0]), 11);
+        assert_eq!(f.mem.slice(0x72_0100, 8).unwrap(), b"lo world");
+        assert_eq!(f.call(Sysno::close, [fd, 0, 0, 0, 0, 0]), 0);
+        assert_eq!(
+            f.call(Sysno::close, [fd, 0, 0, 0, 0, 0]),
+            -i64::from(libc::EBADF)
+        );
+        // Writing, escaping with .., and symlinks out are refused.
         assert_eq!(
             f.call(Sysno::open, [p, 1, 0, 0, 0, 0]),
             -i64::from(libc::EACCES)
@@ -697,6 +414,22 @@ mod tests {
             f.call(Sysno::open, [link, 0, 0, 0, 0, 0]),
             -i64::from(libc::EACCES)
         );
+        // getdents64 lists the directory.
+        let dp = put_path(&mut f, &dir.display().to_string());
+        let dfd = f.call(Sysno::open, [dp, libc::O_DIRECTORY as u64, 0, 0, 0, 0]) as u64;
+        let n = f.call(Sysno::getdents64, [dfd, 0x73_0000, 4096, 0, 0, 0]);
+        assert!(n > 0);
+        let raw = f.mem.slice(0x73_0000, n as u64).unwrap().to_vec();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.contains("a.js") && text.contains("link"), "{text}");
+        assert_eq!(
+            f.call(Sysno::getdents64, [dfd, 0x73_0000, 4096, 0, 0, 0]),
+            0
+        );
+        assert_eq!(
+            f.call(Sysno::getdents64, [0, 0x73_0000, 4096, 0, 0, 0]),
+            -i64::from(libc::ENOTDIR)
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -709,8 +442,16 @@ mod tests {
         assert_eq!(f.log.recent(), "partial");
         assert_eq!(f.call(Sysno::read, [0, 0x70_0000, 7, 0, 0, 0]), 0);
         assert_eq!(
+            f.call(Sysno::write, [0, 0x70_0000, 7, 0, 0, 0]),
+            -i64::from(libc::EBADF)
+        );
+        assert_eq!(
             f.call(Sysno::write, [9, 0x70_0000, 7, 0, 0, 0]),
             -i64::from(libc::EBADF)
+        );
+        assert_eq!(
+            f.call(Sysno::lseek, [1, 0, 0, 0, 0, 0]),
+            -i64::from(libc::ESPIPE)
         );
         assert_eq!(
             f.call(Sysno::ioctl, [1, 0x5401, 0, 0, 0, 0]),

@@ -1,9 +1,11 @@
-//! brk and anonymous mappings. Page tables never change (all guest memory outside the
-//! image is mapped read-write, no-exec), so mprotect records nothing and mmap only hands
-//! out address ranges; freed ranges are discarded so they read as zero when reused.
+//! brk, mmap, munmap, mprotect, mremap, madvise: thin decoders over the address space
+//! (crate::mm), which keeps the guest's page tables. After every call that may have
+//! taken rights away from a present page, KVM's stale translations are dropped before
+//! the guest runs again (GuestMemory::sync_mappings).
 
 use super::{errno, Args, Ctx, Entry, Flow};
-use crate::layout::{align_up, PAGE_SIZE};
+use crate::mm::{flags, FileSource, MmError};
+use std::sync::Arc;
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
@@ -21,7 +23,7 @@ pub(super) const HANDLERS: &[Entry] = &[
     },
     Entry {
         nr: Sysno::mprotect as usize,
-        handler: accept,
+        handler: mprotect,
     },
     Entry {
         nr: Sysno::madvise as usize,
@@ -45,173 +47,88 @@ pub(super) const HANDLERS: &[Entry] = &[
     },
 ];
 
-const MAP_FIXED: u64 = 0x10;
-const MAP_ANONYMOUS: u64 = 0x20;
-const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
-const MREMAP_MAYMOVE: u64 = 1;
-const MREMAP_FIXED: u64 = 2;
-const MADV_DONTNEED: u64 = 4;
-const MADV_FREE: u64 = 8;
-
 fn accept(_: &mut Ctx<'_>, _: &Args) -> Flow {
     Flow::ok(0)
 }
 
-fn brk(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let p = &mut *ctx.proc;
-    let want = a[0];
-    if want < p.brk_start || want > p.brk_max {
-        return Flow::ok(p.brk);
+/// Ends a memory call: drops KVM translations the call made stale, then returns.
+fn done(ctx: &mut Ctx<'_>, r: Result<u64, MmError>) -> Flow {
+    ctx.proc.changed = true;
+    if let Err(e) = ctx.mem.sync_mappings() {
+        // The guest cannot continue safely with stale translations.
+        return Flow::Stop(super::Stop::Fatal(format!(
+            "kvmjs could not invalidate guest mappings: {e}"
+        )));
     }
-    let (old_end, new_end) = (align_up(p.brk, PAGE_SIZE), align_up(want, PAGE_SIZE));
-    if new_end > old_end && !p.may_grow(new_end - old_end) {
-        return Flow::ok(p.brk);
+    match r {
+        Ok(v) => Flow::ok(v),
+        Err(e) => Flow::err(e.errno()),
     }
-    if new_end < old_end {
-        // Shrinking: the freed pages must read as zero if the heap grows again.
-        if ctx.mem.zero(new_end, old_end - new_end).is_err() {
-            return Flow::ok(p.brk);
-        }
-    }
-    p.brk = want;
-    p.changed = true;
-    Flow::ok(want)
 }
 
-/// Rounds a guest length up to pages; lengths beyond guest memory are refused first, so
-/// nothing overflows.
-fn pages(ctx: &Ctx<'_>, len: u64) -> Option<u64> {
-    (len <= ctx.mem.size()).then(|| align_up(len, PAGE_SIZE))
+fn brk(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    let budget = ctx.proc.memory_budget();
+    let v = ctx.proc.mm.set_brk(ctx.mem, a[0], budget);
+    done(ctx, Ok(v))
+}
+
+/// The host file behind `fd` for a file mapping.
+fn mmap_source(ctx: &Ctx<'_>, fd: u64) -> Result<(Arc<std::fs::File>, Arc<str>), MmError> {
+    let d = ctx.proc.fds.get(fd).ok_or(MmError::Io(errno::EBADF))?;
+    match (d.file.host_file(), d.file.path()) {
+        (Some(file), Some(path)) => Ok((file.clone(), Arc::from(path))),
+        _ => Err(MmError::NoDevice),
+    }
 }
 
 fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let (addr, len, flags) = (a[0], a[1], a[3]);
-    if len == 0 || !addr.is_multiple_of(PAGE_SIZE) {
-        return Flow::err(errno::EINVAL);
-    }
-    // Linux ignores the fd of an anonymous mapping. File mappings would need page-cache
-    // semantics; guests read files instead.
-    if flags & MAP_ANONYMOUS == 0 {
-        return Flow::err(errno::ENOSYS);
-    }
-    // A shared anonymous mapping acts as private: there is no other process to share with.
-    let Some(len) = pages(ctx, len) else {
-        return Flow::err(errno::ENOMEM);
+    let (addr, len, prot, fl, fd, off) = (a[0], a[1], a[2], a[3], a[4], a[5]);
+    let budget = ctx.proc.memory_budget();
+    // Linux ignores the fd of an anonymous mapping; a shared anonymous mapping acts as
+    // private: there is no other process to share with.
+    let r = if fl & flags::ANONYMOUS != 0 {
+        ctx.proc.mm.mmap(ctx.mem, addr, len, prot, fl, None, budget)
+    } else {
+        match mmap_source(ctx, fd) {
+            Ok((file, path)) => {
+                let src = FileSource { file: &file, path };
+                ctx.proc
+                    .mm
+                    .mmap(ctx.mem, addr, len, prot, fl, Some((src, off)), budget)
+            }
+            Err(e) => Err(e),
+        }
     };
-    let p = &mut *ctx.proc;
-    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
-        if !p.mmap.contains(addr, len) {
-            return Flow::err(errno::ENOMEM);
-        }
-        let was_free = p.mmap.is_free(addr, len);
-        if flags & MAP_FIXED_NOREPLACE != 0 && !was_free {
-            return Flow::err(libc::EEXIST);
-        }
-        if was_free && !p.may_grow(len) {
-            return Flow::err(errno::ENOMEM);
-        }
-        if !was_free && ctx.mem.zero(addr, len).is_err() {
-            return Flow::err(errno::ENOMEM);
-        }
-        p.mmap.take(addr, len);
-        p.changed = true;
-        return Flow::ok(addr);
-    }
-    if !p.may_grow(len) {
-        return Flow::err(errno::ENOMEM);
-    }
-    match p.mmap.alloc(len) {
-        Some(at) => {
-            p.changed = true;
-            Flow::ok(at)
-        }
-        None => Flow::err(errno::ENOMEM),
-    }
-}
-
-fn unmap(ctx: &mut Ctx<'_>, addr: u64, len: u64) -> Result<(), i32> {
-    if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
-        return Err(errno::EINVAL);
-    }
-    let len = pages(ctx, len).ok_or(errno::EINVAL)?;
-    if !ctx.proc.mmap.contains(addr, len) {
-        // Linux allows unmapping anything; outside the mmap area there is nothing to do,
-        // and in particular the image and stack stay mapped.
-        return Ok(());
-    }
-    ctx.mem.zero(addr, len).map_err(|_| errno::EINVAL)?;
-    ctx.proc.mmap.release(addr, len);
-    ctx.proc.changed = true;
-    Ok(())
+    done(ctx, r)
 }
 
 fn munmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    match unmap(ctx, a[0], a[1]) {
-        Ok(()) => Flow::ok(0),
-        Err(e) => Flow::err(e),
-    }
+    let r = ctx.proc.mm.munmap(ctx.mem, a[0], a[1]).map(|()| 0);
+    done(ctx, r)
+}
+
+fn mprotect(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    let budget = ctx.proc.memory_budget();
+    let r = ctx
+        .proc
+        .mm
+        .mprotect(ctx.mem, a[0], a[1], a[2], budget)
+        .map(|()| 0);
+    done(ctx, r)
 }
 
 fn madvise(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let (addr, advice) = (a[0], a[2]);
-    let Some(len) = pages(ctx, a[1]) else {
-        return Flow::err(errno::EINVAL);
-    };
-    if !addr.is_multiple_of(PAGE_SIZE) {
-        return Flow::err(errno::EINVAL);
-    }
-    if matches!(advice, MADV_DONTNEED | MADV_FREE)
-        && ctx.proc.mmap.contains(addr, len)
-        && ctx.mem.zero(addr, len).is_err()
-    {
-        return Flow::err(errno::ENOMEM);
-    }
-    Flow::ok(0)
+    let r = ctx.proc.mm.madvise(ctx.mem, a[0], a[1], a[2]).map(|()| 0);
+    done(ctx, r)
 }
 
 fn mremap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let (old, flags) = (a[0], a[3]);
-    let (Some(old_len), Some(new_len)) = (pages(ctx, a[1]), pages(ctx, a[2])) else {
-        return Flow::err(errno::ENOMEM);
-    };
-    if !old.is_multiple_of(PAGE_SIZE) || new_len == 0 || flags & MREMAP_FIXED != 0 {
-        return Flow::err(errno::EINVAL);
-    }
-    let p = &mut *ctx.proc;
-    if !p.mmap.contains(old, old_len) || !p.mmap.contains(old, 0) {
-        return Flow::err(errno::EFAULT);
-    }
-    if new_len <= old_len {
-        if new_len < old_len {
-            if let Err(e) = unmap(ctx, old + new_len, old_len - new_len) {
-                return Flow::err(e);
-            }
-        }
-        return Flow::ok(old);
-    }
-    let grow = new_len - old_len;
-    if !p.may_grow(grow) {
-        return Flow::err(errno::ENOMEM);
-    }
-    if p.mmap.contains(old + old_len, grow) && p.mmap.is_free(old + old_len, grow) {
-        p.mmap.take(old + old_len, grow);
-        p.changed = true;
-        return Flow::ok(old);
-    }
-    if flags & MREMAP_MAYMOVE == 0 {
-        return Flow::err(errno::ENOMEM);
-    }
-    let Some(at) = p.mmap.alloc(new_len) else {
-        return Flow::err(errno::ENOMEM);
-    };
-    p.changed = true;
-    if ctx.mem.copy_within(old, at, old_len).is_err() {
-        return Flow::err(errno::EFAULT);
-    }
-    match unmap(ctx, old, old_len) {
-        Ok(()) => Flow::ok(at),
-        Err(e) => Flow::err(e),
-    }
+    let budget = ctx.proc.memory_budget();
+    let r = ctx
+        .proc
+        .mm
+        .mremap(ctx.mem, a[0], a[1], a[2], a[3], a[4], budget);
+    done(ctx, r)
 }
 
 #[cfg(test)]
@@ -221,15 +138,24 @@ mod tests {
 
     const ANON_PRIVATE: u64 = 0x22;
 
+    /// A fixture whose guest-facing addresses go through the page tables.
+    fn fixture() -> Fixture {
+        let mut f = Fixture::new();
+        let root = f.proc.mm.root(&mut f.mem).unwrap();
+        f.mem.set_root(Some(root));
+        f
+    }
+
     #[test]
     fn brk_grows_within_limits() {
-        let mut f = Fixture::new();
+        let mut f = fixture();
         let start = f.call(Sysno::brk, [0; 6]) as u64;
-        assert_eq!(start, f.proc.brk_start);
+        assert_eq!(start, f.proc.mm.brk_start());
         assert_eq!(
             f.call(Sysno::brk, [start + 0x10000, 0, 0, 0, 0, 0]) as u64,
             start + 0x10000
         );
+        f.mem.write(start + 0xf000, b"heap").unwrap();
         // Beyond max_memory (16 MiB): the break stays.
         assert_eq!(
             f.call(Sysno::brk, [start + (32 << 20), 0, 0, 0, 0, 0]) as u64,
@@ -239,26 +165,30 @@ mod tests {
 
     #[test]
     fn mmap_munmap_reuse_reads_zero() {
-        let mut f = Fixture::new();
+        let mut f = fixture();
         let a = f.call(Sysno::mmap, [0, 8192, 3, ANON_PRIVATE, u64::MAX, 0]) as u64;
-        assert!(f.proc.mmap.contains(a, 8192));
         f.mem.write(a, b"secret").unwrap();
         assert_eq!(f.call(Sysno::munmap, [a, 8192, 0, 0, 0, 0]), 0);
+        assert!(f.mem.slice(a, 1).is_err());
         let b = f.call(Sysno::mmap, [0, 4096, 3, ANON_PRIVATE, u64::MAX, 0]) as u64;
-        assert_eq!(a, b);
         assert_eq!(f.mem.slice(b, 6).unwrap(), &[0; 6]);
     }
 
     #[test]
-    fn mmap_enforces_max_memory_and_rejects_files() {
-        let mut f = Fixture::new();
+    fn mmap_enforces_max_memory_and_checks_files() {
+        let mut f = fixture();
         let r = f.call(Sysno::mmap, [0, 32 << 20, 3, ANON_PRIVATE, u64::MAX, 0]);
         assert_eq!(r, -i64::from(libc::ENOMEM));
-        let r = f.call(Sysno::mmap, [0, 4096, 1, 0x2, 3, 0]);
-        assert_eq!(r, -i64::from(libc::ENOSYS));
+        // A reservation of any size costs nothing.
+        let r = f.call(Sysno::mmap, [0, 16 << 30, 0, ANON_PRIVATE, u64::MAX, 0]);
+        assert!(r > 0);
+        let r = f.call(Sysno::mmap, [0, 4096, 1, 0x2, 99, 0]);
+        assert_eq!(r, -i64::from(libc::EBADF));
+        let r = f.call(Sysno::mmap, [0, 4096, 1, 0x2, 1, 0]);
+        assert_eq!(r, -i64::from(libc::ENODEV), "stdout cannot be mapped");
         let r = f.call(Sysno::mmap, [0, u64::MAX, 3, ANON_PRIVATE, u64::MAX, 0]);
-        assert_eq!(r, -i64::from(libc::ENOMEM));
-        for nr in [Sysno::munmap, Sysno::madvise] {
+        assert!(r < 0);
+        for nr in [Sysno::munmap, Sysno::madvise, Sysno::mprotect] {
             assert!(
                 f.call(nr, [0x100_0000, u64::MAX - 10, 4, 0, 0, 0]) < 0,
                 "{nr:?} with a huge length"
@@ -268,10 +198,26 @@ mod tests {
     }
 
     #[test]
-    fn mremap_moves_and_keeps_data() {
-        let mut f = Fixture::new();
+    fn mprotect_changes_what_the_guest_may_do() {
+        let mut f = fixture();
         let a = f.call(Sysno::mmap, [0, 4096, 3, ANON_PRIVATE, u64::MAX, 0]) as u64;
+        f.mem.write(a, b"code").unwrap();
+        assert_eq!(f.call(Sysno::mprotect, [a, 4096, 5, 0, 0, 0]), 0);
+        assert!(f.mem.write(a, b"x").is_err());
+        assert_eq!(f.mem.slice(a, 4).unwrap(), b"code");
+        assert_eq!(
+            f.call(Sysno::mprotect, [a + 4096, 4096, 1, 0, 0, 0]),
+            -i64::from(libc::ENOMEM),
+            "unmapped"
+        );
+    }
+
+    #[test]
+    fn mremap_moves_and_keeps_data() {
+        let mut f = fixture();
+        // Top-down: `a` ends where `_b` starts, so it has to move to grow.
         let _b = f.call(Sysno::mmap, [0, 4096, 3, ANON_PRIVATE, u64::MAX, 0]) as u64;
+        let a = f.call(Sysno::mmap, [0, 4096, 3, ANON_PRIVATE, u64::MAX, 0]) as u64;
         f.mem.write(a, b"keep").unwrap();
         let c = f.call(Sysno::mremap, [a, 4096, 16384, 1, 0, 0]) as u64;
         assert_ne!(c, a);

@@ -1,14 +1,22 @@
 //! Linux system-call emulation: a table of small handlers, one module per family.
 //! Unknown calls get -ENOSYS and one log line naming the call.
 
+mod counts;
+pub use counts::SyscallCounts;
+mod events;
+mod fds;
 mod files;
 mod memory;
+mod paths;
 mod process;
 pub(crate) use process::fill_random;
 mod signals;
+mod sockets;
+mod system;
+mod tasks;
 mod time;
 
-use crate::config::VmConfig;
+use crate::config::{GuestOutput, VmConfig};
 use crate::memory::GuestMemory;
 use crate::process::Process;
 use crate::request::Response;
@@ -37,12 +45,51 @@ pub enum Stop {
 }
 
 /// What a handler wants next.
+///
+/// # Blocking calls (threads, crate::tasks)
+///
+/// Guest threads share the one vCPU and switch only inside system calls. A handler whose
+/// call cannot complete yet (a read of an empty eventfd or socket, epoll_wait or poll with
+/// nothing ready, a sleep) returns [`Flow::Block`] instead of sleeping on the host:
+///
+/// ```text
+/// // nothing to read: wait until the object is notified or the timeout passes, then run
+/// // this handler again with the same arguments (it may block again)
+/// return Flow::Block(Block::retry(vec![WaitKey::File(object_id)], deadline));
+/// // a sleep: at `deadline` the call returns 0
+/// return Flow::Block(Block::sleep(deadline, 0));
+/// ```
+///
+/// and whatever makes the object ready (a write to the eventfd, the peer's send, a
+/// request arriving) calls `crate::tasks::notify(ctx.proc, &WaitKey::File(object_id))`,
+/// which makes every task blocked on that key runnable (and marks the process changed so
+/// a reset restores the snapshot's task states); it does not switch by itself. A
+/// [`crate::tasks::Resume::Retry`] handler must be idempotent up to the point it blocks,
+/// and should check a deadline it computed from its own timeout argument, and answer
+/// "timed out" (0 events, -EAGAIN, ...) once `Instant::now()` has reached it, because a
+/// deadline wake re-runs it too.
+///
+/// The run loop then runs other tasks (FIFO); when every task is blocked it sleeps until
+/// the earliest deadline (never past the run's [`Ctx::deadline`]), and when none has a
+/// deadline the run stops with "all guest threads are blocked forever: ..." naming each
+/// thread and what it waits on. A single-threaded guest that blocks with a deadline just
+/// sleeps: no extra VM exit or vCPU ioctl.
 #[derive(Debug)]
 pub enum Flow {
     /// Put this in RAX and continue.
     Return(u64),
     /// Stop running the guest.
     Stop(Stop),
+    /// The calling thread blocks (see above).
+    Block(crate::tasks::Block),
+    /// sched_yield with another thread runnable: the caller goes to the back of the run
+    /// queue and its call returns 0.
+    Yield,
+    /// clone/clone3 added thread `tid` (syscalls/tasks.rs only): the run loop gives it the
+    /// caller's registers with RAX = 0 and the new stack, then returns `tid` to the caller.
+    Spawned(crate::tasks::Tid),
+    /// The calling thread ended while others live on (syscalls/tasks.rs only).
+    ThreadExited,
 }
 
 impl Flow {
@@ -84,9 +131,12 @@ pub struct Ctx<'a> {
     pub log: &'a mut GuestLog,
 }
 
-/// Guest stdout/stderr: logged line by line; the last few KiB are kept for error reports.
+/// Guest stdout/stderr: logged line by line (or passed through, [`GuestOutput`]); the last
+/// few KiB are kept for error reports. Also the VM's system-call counts.
 #[derive(Debug, Default)]
 pub struct GuestLog {
+    /// System calls made, by number (counted in [`dispatch`]).
+    pub calls: SyscallCounts,
     /// Output not yet logged (a partial line).
     pub partial: Vec<u8>,
     /// The most recent output.
@@ -171,10 +221,49 @@ impl GuestLog {
     }
 }
 
+/// One of the guest's output streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// fd 1.
+    Stdout,
+    /// fd 2.
+    Stderr,
+}
+
+impl GuestLog {
+    /// Writes `bytes` to the host's `stream` unchanged, keeping the tail for error reports.
+    pub fn pass_through(&mut self, stream: Stream, bytes: &[u8]) {
+        use std::io::Write;
+        self.written += bytes.len() as u64;
+        let keep = &bytes[bytes.len().saturating_sub(TAIL)..];
+        self.tail.extend(keep.iter().copied());
+        while self.tail.len() > TAIL {
+            self.tail.pop_front();
+        }
+        // A closed host stream (EPIPE) must not end the guest: its writes still succeed,
+        // as they would into a full log.
+        let _ = match stream {
+            Stream::Stdout => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(bytes).and_then(|()| o.flush())
+            }
+            Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+    }
+}
+
 impl Ctx<'_> {
-    /// Writes guest output to the host log.
+    /// Writes guest stdout output to the host log (or passes it through).
     pub fn guest_output(&mut self, bytes: &[u8]) {
-        self.log.write(&self.cfg.name, bytes);
+        self.guest_output_to(Stream::Stdout, bytes);
+    }
+
+    /// Writes guest output of `stream` where [`VmConfig::output`] says.
+    pub fn guest_output_to(&mut self, stream: Stream, bytes: &[u8]) {
+        match self.cfg.output {
+            GuestOutput::Log => self.log.write(&self.cfg.name, bytes),
+            GuestOutput::Passthrough => self.log.pass_through(stream, bytes),
+        }
     }
 }
 
@@ -202,10 +291,16 @@ const TABLE_SIZE: usize = 512;
 static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     let mut t: Vec<Option<Handler>> = vec![None; TABLE_SIZE];
     for family in [
+        events::HANDLERS,
+        fds::HANDLERS,
         files::HANDLERS,
+        paths::HANDLERS,
+        sockets::HANDLERS,
+        system::HANDLERS,
         memory::HANDLERS,
         process::HANDLERS,
         signals::HANDLERS,
+        tasks::HANDLERS,
         time::HANDLERS,
     ] {
         for e in family {
@@ -218,8 +313,34 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
 
 static WARNED: LazyLock<std::sync::Mutex<HashSet<u64>>> = LazyLock::new(Default::default);
 
-/// Runs Linux system call `nr`.
+/// Runs Linux system call `nr` and counts it.
 pub fn dispatch(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> Flow {
+    let flow = call(ctx, nr, args);
+    // A handler's `slice_mut` copy (a range over non-contiguous frames) reaches guest
+    // memory before the guest runs again.
+    ctx.mem.flush();
+    ctx.log.calls.record(nr, &flow);
+    // An strace for guests: RUST_LOG=kvmjs_vm::syscall=trace.
+    tracing::trace!(
+        target: "kvmjs_vm::syscall",
+        "{}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {}",
+        SyscallCounts::name(nr),
+        args[0],
+        args[1],
+        args[2],
+        args[3],
+        args[4],
+        args[5],
+        match &flow {
+            Flow::Return(v) if (*v as i64) < 0 && (*v as i64) > -4096 => format!("-{}", -(*v as i64)),
+            Flow::Return(v) => format!("{v:#x}"),
+            other => format!("{other:?}"),
+        }
+    );
+    flow
+}
+
+fn call(ctx: &mut Ctx<'_>, nr: u64, args: &Args) -> Flow {
     if let Some(h) = usize::try_from(nr)
         .ok()
         .and_then(|n| TABLE.get(n))
@@ -267,7 +388,7 @@ pub(crate) mod testing {
         pub fn call(&mut self, nr: syscalls::Sysno, args: Args) -> i64 {
             match dispatch(&mut self.ctx(), nr.id() as u64, &args) {
                 Flow::Return(v) => v as i64,
-                Flow::Stop(s) => panic!("unexpected stop {s:?}"),
+                other => panic!("unexpected {other:?}"),
             }
         }
 

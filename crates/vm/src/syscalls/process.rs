@@ -1,24 +1,12 @@
-//! Process identity and limits, TLS, randomness, futexes on a single thread, and the
-//! calls that end the guest or would start another task.
+//! Process identity and limits, TLS and randomness (threads, futexes and exit are in
+//! tasks.rs).
 
-use super::{errno, Args, Ctx, Entry, Flow, Stop};
+use super::{errno, Args, Ctx, Entry, Flow};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
     Entry {
-        nr: Sysno::exit as usize,
-        handler: exit,
-    },
-    Entry {
-        nr: Sysno::exit_group as usize,
-        handler: exit,
-    },
-    Entry {
         nr: Sysno::getpid as usize,
-        handler: one,
-    },
-    Entry {
-        nr: Sysno::gettid as usize,
         handler: one,
     },
     Entry {
@@ -42,14 +30,6 @@ pub(super) const HANDLERS: &[Entry] = &[
         handler: zero,
     },
     Entry {
-        nr: Sysno::set_tid_address as usize,
-        handler: set_tid_address,
-    },
-    Entry {
-        nr: Sysno::set_robust_list as usize,
-        handler: zero,
-    },
-    Entry {
         nr: Sysno::rseq as usize,
         handler: enosys,
     },
@@ -70,44 +50,16 @@ pub(super) const HANDLERS: &[Entry] = &[
         handler: zero,
     },
     Entry {
-        nr: Sysno::uname as usize,
-        handler: uname,
-    },
-    Entry {
         nr: Sysno::sched_getaffinity as usize,
         handler: sched_getaffinity,
-    },
-    Entry {
-        nr: Sysno::sched_yield as usize,
-        handler: zero,
     },
     Entry {
         nr: Sysno::getrandom as usize,
         handler: getrandom,
     },
     Entry {
-        nr: Sysno::futex as usize,
-        handler: futex,
-    },
-    Entry {
         nr: Sysno::sysinfo as usize,
         handler: sysinfo,
-    },
-    Entry {
-        nr: Sysno::clone as usize,
-        handler: no_tasks,
-    },
-    Entry {
-        nr: Sysno::clone3 as usize,
-        handler: no_tasks,
-    },
-    Entry {
-        nr: Sysno::fork as usize,
-        handler: no_tasks,
-    },
-    Entry {
-        nr: Sysno::vfork as usize,
-        handler: no_tasks,
     },
     Entry {
         nr: Sysno::execve as usize,
@@ -134,19 +86,9 @@ fn enosys(_: &mut Ctx<'_>, _: &Args) -> Flow {
     Flow::err(errno::ENOSYS)
 }
 
-/// One vCPU, one task: threads and processes cannot be created.
+/// One process: a new program cannot be started.
 fn no_tasks(_: &mut Ctx<'_>, _: &Args) -> Flow {
     Flow::err(errno::EAGAIN)
-}
-
-fn exit(_: &mut Ctx<'_>, a: &Args) -> Flow {
-    Flow::Stop(Stop::Exited(a[0] as i32))
-}
-
-fn set_tid_address(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    ctx.proc.tid_address = a[0];
-    ctx.proc.changed = true;
-    Flow::ok(1)
 }
 
 fn arch_prctl(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
@@ -207,20 +149,6 @@ fn getrlimit(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     put_rlimit(ctx, a[1], a[0])
 }
 
-fn uname(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let mut u = [0u8; 65 * 6];
-    for (i, s) in ["Linux", "kvmjs", "6.1.0-kvmjs", "#1", "x86_64", "(none)"]
-        .iter()
-        .enumerate()
-    {
-        u[i * 65..i * 65 + s.len()].copy_from_slice(s.as_bytes());
-    }
-    match ctx.mem.write(a[0], &u) {
-        Ok(()) => Flow::ok(0),
-        Err(_) => Flow::err(errno::EFAULT),
-    }
-}
-
 fn sched_getaffinity(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     if a[1] < 8 {
         return Flow::err(errno::EINVAL);
@@ -256,33 +184,6 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
             continue;
         }
         done += n as usize;
-    }
-}
-
-fn futex(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    const WAIT: u64 = 0;
-    const WAKE: u64 = 1;
-    const WAIT_BITSET: u64 = 9;
-    const WAKE_BITSET: u64 = 10;
-    match a[1] & 0x7f {
-        WAIT | WAIT_BITSET => {
-            let Ok(cur) = ctx.mem.read_u32(a[0]) else {
-                return Flow::err(errno::EFAULT);
-            };
-            if cur != a[2] as u32 {
-                return Flow::err(errno::EAGAIN);
-            }
-            if a[3] != 0 {
-                return Flow::err(libc::ETIMEDOUT);
-            }
-            // No other thread exists that could ever wake this one.
-            Flow::Stop(Stop::Fatal(format!(
-                "guest deadlocked: futex wait at {:#x} with no other thread",
-                a[0]
-            )))
-        }
-        WAKE | WAKE_BITSET => Flow::ok(0),
-        _ => Flow::err(errno::ENOSYS),
     }
 }
 
@@ -337,18 +238,6 @@ mod tests {
         assert_eq!(
             f.call(Sysno::getrandom, [u64::MAX - 8, 32, 0, 0, 0, 0]),
             -i64::from(libc::EFAULT)
-        );
-    }
-
-    #[test]
-    fn clone_fails_and_futex_wake_is_harmless() {
-        let mut f = Fixture::new();
-        assert_eq!(f.call(Sysno::clone, [0; 6]), -i64::from(libc::EAGAIN));
-        assert_eq!(f.call(Sysno::futex, [0x70_0000, 1, 1, 0, 0, 0]), 0);
-        f.mem.write(0x70_0000, &5u32.to_le_bytes()).unwrap();
-        assert_eq!(
-            f.call(Sysno::futex, [0x70_0000, 0, 4, 0, 0, 0]),
-            -i64::from(libc::EAGAIN)
         );
     }
 }

@@ -25,14 +25,6 @@ pub(super) const HANDLERS: &[Entry] = &[
         nr: Sysno::kill as usize,
         handler: kill,
     },
-    Entry {
-        nr: Sysno::tkill as usize,
-        handler: tkill,
-    },
-    Entry {
-        nr: Sysno::tgkill as usize,
-        handler: tgkill,
-    },
 ];
 
 fn rt_sigaction(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
@@ -104,7 +96,8 @@ fn harmless(sig: u64) -> bool {
     matches!(sig, 0 | 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28)
 }
 
-fn to_self(ctx: &mut Ctx<'_>, sig: u64) -> Flow {
+/// A signal for the process or one of its threads (tasks.rs decodes tkill/tgkill).
+pub(super) fn to_self(ctx: &mut Ctx<'_>, sig: u64) -> Flow {
     if sig > 64 {
         return Flow::err(errno::EINVAL);
     }
@@ -132,20 +125,6 @@ fn kill(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         return Flow::err(libc::ESRCH);
     }
     to_self(ctx, a[1])
-}
-
-fn tkill(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    if a[0] != 1 {
-        return Flow::err(libc::ESRCH);
-    }
-    to_self(ctx, a[1])
-}
-
-fn tgkill(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    if a[0] != 1 || a[1] != 1 {
-        return Flow::err(libc::ESRCH);
-    }
-    to_self(ctx, a[2])
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Clocks and sleeps, answered from the host's clocks.
 
 use super::{errno, Args, Ctx, Entry, Flow};
+use crate::tasks::Block;
 use std::time::{Duration, Instant};
 use syscalls::Sysno;
 
@@ -99,7 +100,7 @@ fn timespec(ctx: &Ctx<'_>, at: u64) -> Option<(u64, u64)> {
     Some((word(0), word(8)))
 }
 
-/// Sleeps, but never past the run's deadline: the watchdog then ends the run.
+/// Sleeps, but never past the run's deadline (just after it: the run then times out).
 fn sleep(ctx: &Ctx<'_>, req: u64) -> Flow {
     let Some((sec, nsec)) = timespec(ctx, req) else {
         return Flow::err(errno::EFAULT);
@@ -111,8 +112,23 @@ fn sleep(ctx: &Ctx<'_>, req: u64) -> Flow {
     if let Some(deadline) = ctx.deadline {
         d = d.min(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1));
     }
-    std::thread::sleep(d);
-    Flow::ok(0)
+    sleep_for(d)
+}
+
+/// Blocks the calling thread for `d` (other guest threads run meanwhile; with none, the
+/// run loop sleeps on the host), then returns 0.
+fn sleep_for(d: Duration) -> Flow {
+    if d.is_zero() {
+        return Flow::ok(0);
+    }
+    match Instant::now().checked_add(d) {
+        Some(at) => Flow::Block(Block::sleep(at, 0)),
+        // Further than Instant reaches: only the run's deadline ends it.
+        None => Flow::Block(Block {
+            deadline: None,
+            ..Block::sleep(Instant::now(), 0)
+        }),
+    }
 }
 
 fn nanosleep(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
@@ -137,8 +153,7 @@ fn clock_nanosleep(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
             d = d
                 .min(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1));
         }
-        std::thread::sleep(d);
-        return Flow::ok(0);
+        return sleep_for(d);
     }
     sleep(ctx, a[2])
 }
@@ -170,13 +185,15 @@ mod tests {
         let mut f = Fixture::new();
         f.mem.write_u64(0x70_0000, 100).unwrap(); // 100 s
         f.mem.write_u64(0x70_0008, 0).unwrap();
-        let start = Instant::now();
         let mut ctx = f.ctx();
         ctx.deadline = Some(Instant::now() + Duration::from_millis(20));
-        assert!(matches!(
-            nanosleep(&mut ctx, &[0x70_0000, 0, 0, 0, 0, 0]),
-            Flow::Return(0)
-        ));
-        assert!(start.elapsed() < Duration::from_secs(1));
+        let Flow::Block(b) = nanosleep(&mut ctx, &[0x70_0000, 0, 0, 0, 0, 0]) else {
+            panic!("a sleep blocks the calling thread")
+        };
+        assert!(b.deadline.unwrap() < Instant::now() + Duration::from_millis(30));
+        assert_eq!(b.on_timeout, crate::tasks::Resume::Return(0));
+        assert!(b.keys.is_empty());
+        f.mem.write_u64(0x70_0000, 0).unwrap();
+        assert_eq!(f.call(Sysno::nanosleep, [0x70_0000, 0, 0, 0, 0, 0]), 0);
     }
 }
