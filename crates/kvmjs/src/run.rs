@@ -178,6 +178,11 @@ pub fn run(a: RunArgs) -> Result<ExitCode, RunError> {
         main_arguments: a.guest_args.clone(),
         allowed_paths,
         environment,
+        // Like a process started from this shell: relative paths mean what they mean here
+        // (the guest still reads only allowed paths).
+        current_working_directory: std::env::current_dir()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "/".into()),
         output: GuestOutput::Passthrough,
         ..Default::default()
     };

@@ -1,7 +1,8 @@
-//! kvmjs host engine: boots a static x86-64 Linux ELF in a KVM micro-VM with no guest
-//! kernel, emulates the system calls it makes, implements the libvmod-tinykvm guest API,
-//! snapshots at the guest's first `wait_for_requests_paused` and resets to that snapshot
-//! after every request. Nothing here knows about HTTP or JavaScript.
+//! kvmjs host engine: boots an x86-64 Linux ELF (static, or dynamically linked through
+//! its PT_INTERP loader) in a KVM micro-VM with no guest kernel, emulates the system calls
+//! it makes, implements the libvmod-tinykvm guest API, snapshots at the guest's first
+//! `wait_for_requests_paused` and resets to that snapshot after every request. Nothing
+//! here knows about HTTP or JavaScript.
 
 pub mod api;
 pub mod caps;
