@@ -9,7 +9,7 @@ import json
 import statistics
 from collections import defaultdict
 
-ORDER = ["deno", "node", "quickjs-process", "quickjs-fork", "kvmjs-nonephemeral", "kvmjs-ephemeral", "kvmjs-ephemeral-varnish"]
+ORDER = ["deno", "node", "quickjs-process", "quickjs-fork", "kvmjs-nonephemeral", "kvmjs-ephemeral", "kvmjs-ephemeral-varnish", "kvmjs-deno-nonephemeral", "kvmjs-deno-ephemeral"]
 LABELS = {
     "deno": "native deno (Deno.serve)",
     "node": "native node (http)",
@@ -18,6 +18,8 @@ LABELS = {
     "kvmjs-nonephemeral": "kvmjs non-ephemeral",
     "kvmjs-ephemeral": "kvmjs ephemeral",
     "kvmjs-ephemeral-varnish": "kvmjs ephemeral via Varnish",
+    "kvmjs-deno-nonephemeral": "kvmjs non-ephemeral, deno engine",
+    "kvmjs-deno-ephemeral": "kvmjs ephemeral, deno engine",
 }
 WORKLOADS = ["hello", "output", "renderer"]
 
@@ -90,10 +92,10 @@ def main():
         return f"{vx/vy:.2f}×" if vx and vy else "–"
 
     out += ["## Ratios (p50 latency at -c1, same run)", ""]
-    out += ["| workload | kvmjs ephemeral / non-ephemeral | kvmjs ephemeral / native deno | QuickJS process / native deno | kvmjs ephemeral / QuickJS process |", "|---|---|---|---|---|"]
+    out += ["| workload | kvmjs ephemeral / non-ephemeral | kvmjs ephemeral / native deno | QuickJS process / native deno | kvmjs ephemeral / QuickJS process | deno engine ephemeral / native deno | deno engine non-ephemeral / native deno |", "|---|---|---|---|---|---|---|"]
     for w in WORKLOADS:
         out.append(
-            f"| {w} | {ratio(w,'kvmjs-ephemeral','kvmjs-nonephemeral')} | {ratio(w,'kvmjs-ephemeral','deno')} | {ratio(w,'quickjs-process','deno')} | {ratio(w,'kvmjs-ephemeral','quickjs-process')} |"
+            f"| {w} | {ratio(w,'kvmjs-ephemeral','kvmjs-nonephemeral')} | {ratio(w,'kvmjs-ephemeral','deno')} | {ratio(w,'quickjs-process','deno')} | {ratio(w,'kvmjs-ephemeral','quickjs-process')} | {ratio(w,'kvmjs-deno-ephemeral','deno')} | {ratio(w,'kvmjs-deno-nonephemeral','deno')} |"
         )
     out += ["", "![p50 and p99 latency per comparator and workload](chart.png)", ""]
     with open(a.md, "w") as f:

@@ -5,9 +5,11 @@
 //! An entry with `group` or `filename` (or `uri`) is a program; any other entry is a group.
 //! A program starts from the built-in group "test", then its group, then its own keys.
 //! Sizes are in MB and times in seconds, as upstream. A `filename` ending in `.js` is a
-//! JavaScript app run by the kvmjs guest program.
+//! JavaScript app run by the kvmjs guest program (QuickJS), or by the deno CLI with
+//! `"engine": "deno"` (engine.rs); a Linux program that serves HTTP itself sets `listen`.
 
-use kvmjs_vm::config::Warmup;
+use crate::engine::{self, DenoApp, DenoSearch, Engine, Explicit};
+use kvmjs_vm::config::{ListenSpec, Warmup};
 use kvmjs_vm::{AllowedPath, VmConfig};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -80,139 +82,14 @@ pub struct Program {
     pub queue_size: usize,
     /// How long a request may wait for a VM before a 503.
     pub queue_timeout: Duration,
+    /// What runs it, for logs and metrics: "quickjs", "deno", "server" (a Linux program
+    /// listening on `listen`) or "elf" (a guest speaking the request API).
+    pub engine: &'static str,
 }
 
-/// Keys kvmjs reads, with their meaning (kept in one place so warnings and docs agree).
-pub const KEYS: &[(&str, &str)] = &[
-    (
-        "group",
-        "group whose settings this program starts from (default \"test\")",
-    ),
-    (
-        "filename",
-        "guest program: a static ELF, or a .js app run by the kvmjs guest",
-    ),
-    (
-        "concurrency",
-        "VMs serving the program in parallel, each on its own thread (1-255, default 2)",
-    ),
-    (
-        "max_boot_time",
-        "seconds from start to the guest's first pause (default 16)",
-    ),
-    (
-        "max_request_time",
-        "seconds per request before 504 and a reset (default 8)",
-    ),
-    (
-        "max_memory",
-        "MB of heap and mappings the guest may use (default 256)",
-    ),
-    (
-        "address_space",
-        "MB of identity-mapped guest memory, at least max_memory (default 256)",
-    ),
-    (
-        "max_request_memory",
-        "MB a single request may add (default 64)",
-    ),
-    (
-        "ephemeral",
-        "reset the VM to its snapshot after every request (default true)",
-    ),
-    (
-        "hugepages",
-        "back guest memory with MAP_HUGETLB 2 MB pages (needs reserved huge pages)",
-    ),
-    (
-        "hugepage_arena_size",
-        "MB of huge-page arena; any value > 0 backs all guest memory with huge pages",
-    ),
-    (
-        "environment",
-        "[\"KEY=value\", ...] added to the guest environment (the JS app's env)",
-    ),
-    (
-        "main_arguments",
-        "[\"arg\", ...] passed to the guest (after the app for .js programs)",
-    ),
-    (
-        "allowed_paths",
-        "files/directories the guest may read: \"path\" or {\"real\", \"virtual\", \"prefix\"}",
-    ),
-    (
-        "warmup",
-        "{\"num_requests\": N, \"url\", \"method\", \"headers\"} sent before the snapshot",
-    ),
-    (
-        "current_working_directory",
-        "guest working directory (default \"/\")",
-    ),
-    (
-        "host",
-        "kvmjs: Host header value(s) routed to this program (string or list)",
-    ),
-    (
-        "prefix",
-        "kvmjs: URL prefix routed to this program (default \"/<name>\")",
-    ),
-    (
-        "idle_timeout",
-        "kvmjs: seconds without requests before the program is unloaded (0: never; default 300)",
-    ),
-    (
-        "max_background_time",
-        "kvmjs: seconds of ctx.waitUntil work a VM may run after a response, before it is reset (default 30)",
-    ),
-    (
-        "queue_size",
-        "kvmjs: requests that may wait for a free VM (default 256)",
-    ),
-    (
-        "queue_timeout",
-        "kvmjs: seconds a request may wait for a free VM before 503 (default 10)",
-    ),
-    (
-        "max_request_body",
-        "kvmjs: MB of request body accepted before 413 (default 16)",
-    ),
-];
-
-/// Upstream keys kvmjs accepts but does not act on (warned about, never silently dropped).
-const IGNORED: &[&str] = &[
-    "key",
-    "sha256",
-    "md5",
-    "start",
-    "max_storage_time",
-    "req_mem_limit_after_reset",
-    "limit_workmem_after_req",
-    "shared_memory",
-    "ephemeral_keep_working_memory",
-    "control_ephemeral",
-    "request_hugepage_arena_size",
-    "request_hugepages",
-    "split_hugepages",
-    "transparent_hugepages",
-    "storage",
-    "smp",
-    "mmap_backed_files",
-    "relocate_fixed_mmap",
-    "executable_heap",
-    "remapping",
-    "executable_remapping",
-    "blackout_area",
-    "cold_start_file",
-    "allow_debug",
-    "remote_debug_on_exception",
-    "stdout",
-    "verbose",
-    "verbose_syscalls",
-    "verbose_pagetables",
-    "server",
-    "websocket_server",
-    "download",
-];
+mod keys;
+use keys::IGNORED;
+pub use keys::KEYS;
 
 struct Ctx<'a> {
     path: &'a Path,
@@ -297,7 +174,11 @@ impl Ctx<'_> {
 type Settings = Map<String, Value>;
 
 /// Reads `path`, returning the programs and the warnings to log.
-pub fn load(path: &Path, guest_js: &Path) -> Result<(Vec<Program>, Vec<String>), ConfigError> {
+pub fn load(
+    path: &Path,
+    guest_js: &Path,
+    default_engine: Engine,
+) -> Result<(Vec<Program>, Vec<String>), ConfigError> {
     let text = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -309,15 +190,16 @@ pub fn load(path: &Path, guest_js: &Path) -> Result<(Vec<Program>, Vec<String>),
     })?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let dir = dir.canonicalize().unwrap_or(dir);
-    parse(&doc, path, &dir, guest_js)
+    parse(&doc, path, &dir, guest_js, default_engine)
 }
 
-/// Parses a tinykvm.json document.
+/// Parses a tinykvm.json document; `.js` programs without `engine` run on `default_engine`.
 pub fn parse(
     doc: &Value,
     path: &Path,
     dir: &Path,
     guest_js: &Path,
+    default_engine: Engine,
 ) -> Result<(Vec<Program>, Vec<String>), ConfigError> {
     let top = doc.as_object().ok_or_else(|| ConfigError::Entry {
         path: path.to_path_buf(),
@@ -364,7 +246,7 @@ pub fn parse(
             None => return Err(ctx.entry_err(format!("group \"{group}\" is not defined"))),
         }
         s.extend(o.clone());
-        programs.push(program(&ctx, &s, guest_js, &mut warnings)?);
+        programs.push(program(&ctx, &s, guest_js, default_engine, &mut warnings)?);
     }
     if programs.is_empty() {
         return Err(ConfigError::Entry {
@@ -381,6 +263,7 @@ fn program(
     ctx: &Ctx<'_>,
     s: &Settings,
     guest_js: &Path,
+    default_engine: Engine,
     warnings: &mut Vec<String>,
 ) -> Result<Program, ConfigError> {
     const MB: u64 = 1 << 20;
@@ -398,9 +281,14 @@ fn program(
         idle_timeout: Some(Duration::from_secs(300)),
         queue_size: 256,
         queue_timeout: Duration::from_secs(10),
+        engine: "elf",
     };
     let mut filename = None;
     let mut address_space = None;
+    let mut engine = None;
+    let mut listen = None;
+    let mut deno = None;
+    let mut explicit = Explicit::default();
     for (k, v) in s {
         match k.as_str() {
             "group" => {}
@@ -409,10 +297,34 @@ fn program(
                 return Err(ctx.bad(k, "remote programs are not supported by kvmjs; download the file and use \"filename\"", v))
             }
             "concurrency" => p.concurrency = ctx.int(k, v, 1, 255)? as usize,
-            "max_boot_time" => vm.max_boot_time = Duration::from_secs_f64(ctx.num(k, v, 0.001, 3600.0)?),
+            "engine" => {
+                let e = ctx.string(k, v)?;
+                engine = Some(Engine::parse(&e).ok_or_else(|| ctx.bad(k, "expected \"quickjs\" or \"deno\"", v))?);
+            }
+            "listen" => {
+                let a = ctx.string(k, v)?;
+                listen = Some(engine::parse_listen(&a).map_err(|problem| ctx.bad(k, &problem, v))?);
+            }
+            "deno" => {
+                let d = ctx.string(k, v)?;
+                if d.is_empty() {
+                    return Err(ctx.bad(k, "expected the path of the deno CLI", v));
+                }
+                deno = Some(ctx.resolve(&d));
+            }
+            "max_boot_time" => {
+                explicit.max_boot_time = true;
+                vm.max_boot_time = Duration::from_secs_f64(ctx.num(k, v, 0.001, 3600.0)?)
+            }
             "max_request_time" => vm.max_request_time = Duration::from_secs_f64(ctx.num(k, v, 0.001, 3600.0)?),
-            "max_memory" => vm.max_memory = ctx.int(k, v, 1, 512 * 1024)? * MB,
-            "address_space" => address_space = Some(ctx.int(k, v, 16, 128 * 1024)? * MB),
+            "max_memory" => {
+                explicit.max_memory = true;
+                vm.max_memory = ctx.int(k, v, 1, 512 * 1024)? * MB
+            }
+            "address_space" => {
+                explicit.address_space = true;
+                address_space = Some(ctx.int(k, v, 16, 128 * 1024)? * MB)
+            }
             "max_request_memory" => vm.max_request_memory = ctx.int(k, v, 1, 512 * 1024)? * MB,
             "max_request_body" => vm.max_request_body = ctx.int(k, v, 0, 4096)? * MB,
             "ephemeral" => vm.ephemeral = ctx.boolean(k, v)?,
@@ -454,17 +366,55 @@ fn program(
     let file = file
         .canonicalize()
         .map_err(|e| ctx.entry_err(format!("filename \"{}\": {e}", file.display())))?;
-    if file.extension().is_some_and(|e| e == "js" || e == "mjs") {
-        // A JS app: the kvmjs guest runs it, and may read the app's directory.
-        let mut args = vec![file.to_string_lossy().into_owned()];
-        args.append(&mut vm.main_arguments);
-        vm.main_arguments = args;
-        if let Some(d) = file.parent() {
-            vm.allowed_paths.push(AllowedPath::same(d));
+    let is_js = file.extension().is_some_and(|e| e == "js" || e == "mjs");
+    match (is_js, engine.unwrap_or(default_engine)) {
+        (true, Engine::Quickjs) => {
+            if let Some(a) = listen {
+                return Err(ctx.bad("listen", "only for programs that serve HTTP themselves (a Linux server, or engine \"deno\"); the QuickJS guest gets requests through the kvmjs API", &Value::String(a.to_string())));
+            }
+            // A JS app: the kvmjs guest runs it, and may read the app's directory.
+            let mut args = vec![file.to_string_lossy().into_owned()];
+            args.append(&mut vm.main_arguments);
+            vm.main_arguments = args;
+            if let Some(d) = file.parent() {
+                vm.allowed_paths.push(AllowedPath::same(d));
+            }
+            p.guest = guest_js.to_path_buf();
+            p.engine = Engine::Quickjs.name();
         }
-        p.guest = guest_js.to_path_buf();
-    } else {
-        p.guest = file;
+        (true, Engine::Deno) => {
+            let deno = DenoSearch::from_process(deno, Some(ctx.dir))
+                .find()
+                .map_err(|e| ctx.entry_err(e.to_string()))?;
+            let adapter = engine::adapter_file().map_err(|e| ctx.entry_err(e.to_string()))?;
+            let listen = match listen {
+                Some(a) => a,
+                None => engine::parse_listen(engine::DEFAULT_LISTEN).expect("a valid default"),
+            };
+            let app = DenoApp {
+                deno: &deno,
+                adapter: &adapter,
+                app: &file,
+                listen,
+            };
+            engine::configure_deno(&mut vm, &app, explicit);
+            p.guest = deno;
+            p.engine = Engine::Deno.name();
+        }
+        (false, e) => {
+            if engine == Some(Engine::Deno) {
+                return Err(ctx.bad("engine", "only for .js apps; a Linux program runs as it is (set \"listen\" if it serves HTTP itself)", &Value::String(e.name().into())));
+            }
+            if let Some(addr) = listen {
+                // A Linux server, as `kvmjs run` runs a program: it may read its own file
+                // and /proc/self/exe names it.
+                vm.listen = Some(ListenSpec { addr });
+                vm.allowed_paths.push(AllowedPath::same(&file));
+                vm.program_path = Some(file.to_string_lossy().into_owned());
+                p.engine = "server";
+            }
+            p.guest = file;
+        }
     }
     if p.prefix.is_none() && p.hosts.is_empty() {
         p.prefix = Some(format!("/{}", ctx.entry));
@@ -552,6 +502,7 @@ mod tests {
             Path::new("tinykvm.json"),
             &dir,
             Path::new("/usr/lib/kvmjs-guest"),
+            Engine::Quickjs,
         )
     }
 
@@ -625,6 +576,117 @@ mod tests {
     }
 
     #[test]
+    fn engine_listen_and_deno_keys() {
+        let fake = std::env::temp_dir().join(format!("kvmjs-cfg-deno-{}", std::process::id()));
+        std::fs::write(&fake, "not really deno").unwrap();
+        let fake_s = fake.display().to_string();
+        // A .js app on deno: the deno binary runs the adapter with the app, listening on
+        // the default address; a group can name the binary for every program.
+        let (p, w) = parse_str(&format!(
+            r#"{{ "all": {{ "deno": "{fake_s}" }},
+                 "app": {{ "group": "all", "filename": "kvmjs-cfg-app.js", "engine": "deno" }},
+                 "qjs": {{ "group": "all", "filename": "kvmjs-cfg-app.js" }} }}"#
+        ))
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let a = p.iter().find(|p| p.name == "app").unwrap();
+        assert_eq!(a.guest, fake.canonicalize().unwrap());
+        assert_eq!(a.engine, "deno");
+        assert_eq!(
+            a.vm.listen.map(|l| l.addr.to_string()).as_deref(),
+            Some("127.0.0.1:8000")
+        );
+        assert_eq!(a.vm.main_arguments[0], "run");
+        assert!(a
+            .vm
+            .main_arguments
+            .iter()
+            .any(|x| x.ends_with("kvmjs-cfg-app.js")));
+        assert_eq!(
+            (a.vm.address_space, a.vm.max_memory),
+            (4096 << 20, 2048 << 20)
+        );
+        let q = p.iter().find(|p| p.name == "qjs").unwrap();
+        assert_eq!((q.engine, q.vm.listen), ("quickjs", None));
+        assert_eq!(q.guest, Path::new("/usr/lib/kvmjs-guest"));
+        // Set sizes and listen are kept.
+        let (p, _) = parse_str(&format!(
+            r#"{{ "app": {{ "filename": "kvmjs-cfg-app.js", "engine": "deno", "deno": "{fake_s}",
+                 "listen": "[::1]:9000", "max_memory": 1024, "address_space": 3000 }} }}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            p[0].vm.listen.map(|l| l.addr.to_string()).as_deref(),
+            Some("[::1]:9000")
+        );
+        assert_eq!(
+            (p[0].vm.address_space, p[0].vm.max_memory),
+            (3000 << 20, 1024 << 20)
+        );
+        // A Linux server program: listen makes it one.
+        let (p, _) = parse_str(&format!(
+            r#"{{ "srv": {{ "filename": "{fake_s}", "listen": "127.0.0.1:8080" }},
+                 "abi": {{ "filename": "{fake_s}" }} }}"#
+        ))
+        .unwrap();
+        let srv = p.iter().find(|p| p.name == "srv").unwrap();
+        assert_eq!(
+            (srv.engine, srv.vm.listen.map(|l| l.addr.port())),
+            ("server", Some(8080))
+        );
+        assert_eq!(
+            srv.vm.program_path.as_deref(),
+            Some(fake.canonicalize().unwrap().to_str().unwrap())
+        );
+        let abi = p.iter().find(|p| p.name == "abi").unwrap();
+        assert_eq!((abi.engine, abi.vm.listen), ("elf", None));
+        // Bad values name the key, the value and what is expected.
+        for (cfg, want) in [
+            (
+                r#""engine": "v8""#.to_string(),
+                r#"key "engine": expected "quickjs" or "deno", got "v8""#,
+            ),
+            (
+                r#""engine": 1"#.into(),
+                r#"key "engine": expected a string"#,
+            ),
+            (
+                r#""engine": "deno", "listen": "localhost:80""#.into(),
+                r#"key "listen": expected an IP address and port"#,
+            ),
+            (
+                r#""engine": "deno", "listen": "127.0.0.1:0""#.into(),
+                "not 0",
+            ),
+            (
+                r#""listen": "127.0.0.1:8000""#.into(),
+                r#"key "listen": only for programs that serve HTTP themselves"#,
+            ),
+            (
+                r#""engine": "deno", "deno": """#.into(),
+                r#"key "deno": expected the path of the deno CLI"#,
+            ),
+            (
+                r#""engine": "deno", "deno": "/no/such/deno""#.into(),
+                "/no/such/deno (tinykvm.json \"deno\")",
+            ),
+        ] {
+            let e = parse_str(&format!(
+                r#"{{ "app": {{ "filename": "kvmjs-cfg-app.js", {cfg} }} }}"#
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(want), "{cfg}: {e}");
+        }
+        let e = parse_str(&format!(
+            r#"{{ "srv": {{ "filename": "{fake_s}", "engine": "deno" }} }}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("key \"engine\": only for .js apps"), "{e}");
+    }
+
+    #[test]
     fn every_key_is_documented() {
         for k in [
             "concurrency",
@@ -634,6 +696,9 @@ mod tests {
             "prefix",
             "host",
             "max_background_time",
+            "engine",
+            "listen",
+            "deno",
         ] {
             assert!(KEYS.iter().any(|(n, _)| *n == k), "{k}");
         }

@@ -1,7 +1,9 @@
 //! `kvmjs`: run JavaScript request handlers in per-request KVM micro-VMs.
 
 mod config;
+mod engine;
 mod http;
+mod mapped;
 mod metrics;
 mod pool;
 mod run;

@@ -21,6 +21,12 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabel {
+    program: String,
+    engine: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -53,6 +59,7 @@ pub struct Metrics {
     cold_start_seconds: Family<ProgramLabel, Histogram, fn() -> Histogram>,
     errors: Family<ErrorLabel, Counter>,
     loaded: Family<ProgramLabel, Gauge>,
+    programs: Family<EngineLabel, Gauge>,
     background: Family<ProgramLabel, Histogram, fn() -> Histogram>,
     connections: Gauge,
     connections_closed: Family<ReasonLabel, Counter>,
@@ -72,6 +79,7 @@ impl Default for Metrics {
             cold_start_seconds: Family::new_with_constructor(latency_histogram),
             errors: Family::default(),
             loaded: Family::default(),
+            programs: Family::default(),
             background: Family::new_with_constructor(latency_histogram),
             connections: Gauge::default(),
             connections_closed: Family::default(),
@@ -118,6 +126,11 @@ impl Default for Metrics {
             "program_loaded",
             "Whether the program's VMs are running",
             m.loaded.clone(),
+        );
+        registry.register(
+            "program_info",
+            "Each configured program, with the engine that runs it (quickjs, deno, server, elf); join on `program`",
+            m.programs.clone(),
         );
         registry.register(
             "background_seconds",
@@ -199,6 +212,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Registers a configured program and its engine (`kvmjs_program_info`).
+    pub fn program(&self, program: &str, engine: &'static str) {
+        self.programs
+            .get_or_create(&EngineLabel {
+                program: program.to_string(),
+                engine,
+            })
+            .set(1);
+    }
+
     /// Records a boot.
     pub fn cold_start(&self, program: &str, took: Duration) {
         self.cold_starts.get_or_create(&p(program)).inc();
@@ -262,6 +285,7 @@ mod tests {
         m.cold_start("hello", Duration::from_millis(15));
         m.connection_closed("shed");
         m.set_front(3, 4096);
+        m.program("hello", "deno");
         let t = m.render();
         for want in [
             "kvmjs_requests_total{program=\"hello\",code=\"200\"} 1",
@@ -273,6 +297,7 @@ mod tests {
             "kvmjs_connections_closed_total{reason=\"shed\"} 1",
             "kvmjs_connections 3",
             "kvmjs_request_body_bytes 4096",
+            "kvmjs_program_info{program=\"hello\",engine=\"deno\"} 1",
         ] {
             assert!(t.contains(want), "missing {want} in:\n{t}");
         }

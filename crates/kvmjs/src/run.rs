@@ -4,6 +4,8 @@
 //! A program that never pauses has its stdout/stderr passed straight through; kvmjs then
 //! prints the run's figures to stderr and exits with the program's status.
 
+use crate::engine::SYSTEM_LIB_PATHS;
+use crate::mapped::MappedFile;
 use crate::summary::{mean, p50_p99};
 use kvmjs_vm::program::{self, Outcome, ProgramEnd};
 use kvmjs_vm::{AllowedPath, GuestOutput, Request, RequestStats, Vm, VmConfig};
@@ -199,67 +201,6 @@ pub fn run(a: RunArgs) -> Result<ExitCode, RunError> {
         }
     };
     run_requests(&a, &mut vm, t)
-}
-
-/// What a dynamically linked program reads besides its own files (read-only): the
-/// dynamic loader, shared libraries and the loader cache. Each is added when it exists.
-const SYSTEM_LIB_PATHS: &[&str] = &[
-    "/lib",
-    "/lib64",
-    "/usr/lib",
-    "/usr/lib64",
-    "/etc/ld.so.cache",
-];
-
-/// A program file mapped read-only: a 100 MB program (deno) costs the host only the pages
-/// the loader reads, not a heap copy (which would count in the run's RSS figure).
-struct MappedFile {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl MappedFile {
-    fn open(path: &std::path::Path) -> std::io::Result<MappedFile> {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(path)?;
-        let len = usize::try_from(f.metadata()?.len())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))?;
-        if len == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the file is empty",
-            ));
-        }
-        // SAFETY: a fresh private read-only mapping of an open file; nothing aliases it
-        // mutably. (Truncating the program while it runs raises SIGBUS, as it would for
-        // any process executing it.)
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(MappedFile { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` is a live read-only mapping of `len` bytes until drop.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for MappedFile {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `open` made; no slice of it outlives `self`.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
 }
 
 /// Drives a guest that paused for requests: sends them and prints the counters.

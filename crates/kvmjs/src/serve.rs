@@ -2,6 +2,7 @@
 //! gracefully on SIGINT/SIGTERM.
 
 use crate::config::{self, ConfigError, Program};
+use crate::engine::{self, DenoApp, DenoSearch, Engine, EngineError};
 use crate::http::{self, Limits, State};
 use crate::metrics::Metrics;
 use crate::pool::ProgramPool;
@@ -59,6 +60,9 @@ pub enum ServeError {
         /// What is wrong and what to pass instead.
         problem: String,
     },
+    /// The engine cannot be set up (deno missing, adapter not writable).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// Runtime problems.
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
@@ -99,6 +103,10 @@ pub struct ServeArgs {
     /// this process may use.
     #[arg(long)]
     io_threads: Option<usize>,
+    /// Engine for .js apps: the APP.js served without --config, and with --config every
+    /// .js program that does not set "engine".
+    #[arg(long, value_enum, default_value_t = Engine::Quickjs)]
+    engine: Engine,
     /// JS app to serve when there is no --config.
     app: Option<PathBuf>,
 }
@@ -119,8 +127,13 @@ fn guest_path(arg: Option<PathBuf>) -> Result<PathBuf, ServeError> {
     }
 }
 
-/// The single program served without a config: everything routes to it.
-fn app_program(app: &Path, guest: &Path) -> Result<Program, ServeError> {
+/// The single program served without a config: everything routes to it. `guest` is the
+/// QuickJS guest (only read for that engine).
+fn app_program(
+    app: &Path,
+    engine: Engine,
+    guest: impl FnOnce() -> Result<PathBuf, ServeError>,
+) -> Result<Program, ServeError> {
     let app = app.canonicalize().map_err(|source| ServeError::App {
         path: app.to_path_buf(),
         source,
@@ -133,12 +146,31 @@ fn app_program(app: &Path, guest: &Path) -> Result<Program, ServeError> {
         main_arguments: vec![app.to_string_lossy().into_owned()],
         ..Default::default()
     };
-    if let Some(d) = app.parent() {
-        vm.allowed_paths.push(AllowedPath::same(d));
-    }
+    let guest = match engine {
+        Engine::Quickjs => {
+            if let Some(d) = app.parent() {
+                vm.allowed_paths.push(AllowedPath::same(d));
+            }
+            guest()?
+        }
+        Engine::Deno => {
+            let deno = DenoSearch::from_process(None, None).find()?;
+            let adapter = engine::adapter_file()?;
+            let listen = engine::parse_listen(engine::DEFAULT_LISTEN).expect("a valid default");
+            vm.main_arguments.clear();
+            let a = DenoApp {
+                deno: &deno,
+                adapter: &adapter,
+                app: &app,
+                listen,
+            };
+            engine::configure_deno(&mut vm, &a, engine::Explicit::default());
+            deno
+        }
+    };
     Ok(Program {
         name,
-        guest: guest.to_path_buf(),
+        guest,
         vm,
         concurrency: 2,
         hosts: Vec::new(),
@@ -146,6 +178,7 @@ fn app_program(app: &Path, guest: &Path) -> Result<Program, ServeError> {
         idle_timeout: None,
         queue_size: 256,
         queue_timeout: Duration::from_secs(10),
+        engine: engine.name(),
     })
 }
 
@@ -293,7 +326,7 @@ pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
                 },
                 Clone::clone,
             );
-            let (programs, warnings) = config::load(path, &js_guest)?;
+            let (programs, warnings) = config::load(path, &js_guest, a.engine)?;
             for w in warnings {
                 tracing::warn!("{w}");
             }
@@ -307,7 +340,7 @@ pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
                 .app
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("js/hello.js"));
-            vec![app_program(&app, &guest?)?]
+            vec![app_program(&app, a.engine, || guest)?]
         }
     };
     check_hugepages(&programs)?;
@@ -344,7 +377,7 @@ pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
                 ([], Some(pre)) => format!("prefix {pre}"),
                 (hosts, pre) => format!("host {hosts:?} prefix {pre:?}"),
             };
-            tracing::info!(program = %p.cfg.name, "{route}, concurrency {}, ephemeral {}", p.cfg.concurrency, p.cfg.vm.ephemeral);
+            tracing::info!(program = %p.cfg.name, "{route}, engine {}, concurrency {}, ephemeral {}", p.cfg.engine, p.cfg.concurrency, p.cfg.vm.ephemeral);
         }
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await

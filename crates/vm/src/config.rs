@@ -87,6 +87,17 @@ pub struct VmConfig {
     /// The program's guest path (readlink /proc/self/exe, the program's line in
     /// /proc/self/maps); `None`: /proc/self/exe does not exist.
     pub program_path: Option<String>,
+    /// A program that serves HTTP itself: the address it listens on. `Some`: boot runs it
+    /// to its first blocking wait on the listener and snapshots there, and each request is
+    /// handed to it as a connection. `None`: the guest speaks the kvmjs request API.
+    pub listen: Option<ListenSpec>,
+}
+
+/// Where a program that serves HTTP itself listens (`VmConfig::listen`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// The only address the guest may bind.
+    pub addr: std::net::SocketAddr,
 }
 
 /// Where guest stdout/stderr go.
@@ -123,6 +134,7 @@ impl Default for VmConfig {
             scratch_paths: vec!["/tmp".into()],
             max_scratch_bytes: 64 * MIB,
             program_path: None,
+            listen: None,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod fs;
 pub mod layout;
 pub mod limits;
+mod listen;
 pub mod loader;
 pub mod memory;
 pub mod mm;

@@ -63,7 +63,7 @@ pub fn run_to_exit(cfg: Arc<VmConfig>, elf: &[u8]) -> Result<Outcome, VmError> {
     let deadline = t0 + vm.cfg.max_boot_time;
     let mut stats = RequestStats::default();
     let first = vm.run(deadline, &mut stats);
-    if matches!(first, Ok((Stop::Paused { .. }, _))) {
+    if matches!(first, Ok((Stop::Paused { .. } | Stop::Listening { .. }, _))) {
         return Ok(Outcome::Paused(Box::new(
             vm.finish_boot(t0, deadline, first, stats)?,
         )));
@@ -74,7 +74,7 @@ pub fn run_to_exit(cfg: Arc<VmConfig>, elf: &[u8]) -> Result<Outcome, VmError> {
         Ok((Stop::Responded(_), _)) => {
             ProgramEnd::Failed("it sent a response without being asked a request".into())
         }
-        Ok((Stop::Paused { .. }, _)) => unreachable!("handled above"),
+        Ok((Stop::Paused { .. } | Stop::Listening { .. }, _)) => unreachable!("handled above"),
         Err(RequestError::Timeout(_)) => ProgramEnd::Failed(format!(
             "it did not exit within max_boot_time ({:?})",
             vm.cfg.max_boot_time

@@ -93,13 +93,34 @@ impl Snapshot {
 }
 
 impl Vm {
-    /// Captures the snapshot at the guest's pause, then arms the vCPU there.
-    pub(crate) fn take_snapshot(&mut self, req_ptr: u64, trap: Trap) -> Result<(), VmError> {
+    /// Captures the snapshot at the guest's pause, then arms the vCPU there. `rerun`: the
+    /// pause is a wait for connections (crate::listen) that has not run: the snapshot
+    /// continues at its `syscall` instruction with RAX = this call number, so every VM
+    /// re-runs it; otherwise it continues after the call with RAX = 0.
+    pub(crate) fn take_snapshot(
+        &mut self,
+        req_ptr: u64,
+        trap: Trap,
+        rerun: Option<u64>,
+    ) -> Result<(), VmError> {
         let cont = trap.cont;
-        self.mem
-            .write_system(stubs::SLOT_RIP, &cont.rip.to_le_bytes())?;
-        self.mem
-            .write_system(stubs::SLOT_RAX, &0u64.to_le_bytes())?;
+        let (rip, rax) = match rerun {
+            Some(nr) => {
+                // `syscall` is 0f 05, and RCX (the continuation) points after it.
+                let at = cont.rip.wrapping_sub(2);
+                if trap.via != crate::vm::Via::Syscall
+                    || self.mem.slice(at, 2).ok() != Some(&[0x0f, 0x05][..])
+                {
+                    return Err(VmError::Config(
+                        "the program's wait for connections is not a `syscall` instruction; it cannot be re-run from the snapshot".into(),
+                    ));
+                }
+                (at, nr)
+            }
+            None => (cont.rip, 0),
+        };
+        self.mem.write_system(stubs::SLOT_RIP, &rip.to_le_bytes())?;
+        self.mem.write_system(stubs::SLOT_RAX, &rax.to_le_bytes())?;
         self.mem
             .write_system(stubs::SLOT_RDX, &cont.rdx.to_le_bytes())?;
         // Exactly the bytes the guest's XCR0 needs, with XSTATE_BV limited to it: the
@@ -203,6 +224,7 @@ impl Vm {
             boot_stats: snap.boot_stats,
             dirty_trace: None,
             hot,
+            net: crate::listen::NetState::new(false),
             snapshot: Some(snap),
         };
         vm.calibrate(false).map_err(|e| VmError::Boot {

@@ -16,14 +16,14 @@ use crate::config::VmConfig;
 use crate::cpu;
 use crate::fault;
 use crate::layout::{self, PAGE_SIZE};
-use crate::limits::{self, LimitsError};
+use crate::limits;
 use crate::loader::{self, LoaderError};
+use crate::memory::GuestMemory;
 use crate::memory::HotPages;
-use crate::memory::{GuestMemory, MemoryError};
 use crate::mm::vma::{Backing, Special, PROT_READ, PROT_WRITE};
-use crate::mm::{AddressSpace, MmError};
+use crate::mm::AddressSpace;
 use crate::process::Process;
-use crate::request::{place, PlaceError, Request, RequestStats, Response};
+use crate::request::{place, Request, RequestStats, Response};
 use crate::snapshot::Snapshot;
 use crate::syscalls::{self, Ctx, Exchange, Flow, GuestLog, Stop};
 use crate::vcpu::{Exit, Hypervisor, KvmError, Machine};
@@ -31,76 +31,8 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Errors creating or booting a VM.
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    /// A setting is out of range.
-    #[error("invalid setting: {0}")]
-    Config(String),
-    /// KVM is unavailable.
-    #[error("{0}")]
-    Hypervisor(String),
-    /// A KVM call failed.
-    #[error(transparent)]
-    Kvm(#[from] KvmError),
-    /// Guest memory could not be set up.
-    #[error(transparent)]
-    Memory(#[from] MemoryError),
-    /// The program could not be loaded.
-    #[error(transparent)]
-    Loader(#[from] LoaderError),
-    /// The address space could not be built.
-    #[error("building the guest address space failed: {0}; raise address_space")]
-    Mm(#[from] MmError),
-    /// The guest did not reach its pause.
-    #[error("program {name:?} failed to boot: {reason}{}", fmt_output(output))]
-    Boot {
-        /// Program name.
-        name: String,
-        /// What went wrong.
-        reason: String,
-        /// The guest's last output.
-        output: String,
-    },
-}
-
-fn fmt_output(o: &str) -> String {
-    if o.trim().is_empty() {
-        String::new()
-    } else {
-        format!("\n--- guest output ---\n{}", o.trim_end())
-    }
-}
-
-/// Errors serving one request. After any of them the VM has been reset and serves on,
-/// except [`RequestError::Broken`].
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    /// max_request_time passed.
-    #[error("request timed out after {0:?} (max_request_time)")]
-    Timeout(Duration),
-    /// A CPU exception in the guest.
-    #[error("{0}")]
-    Fault(String),
-    /// The guest exited (status, and what it last printed).
-    #[error("guest exited with status {0} while handling the request{1}")]
-    Exited(i32, String),
-    /// The guest misused the API or raised a fatal signal.
-    #[error("{0}")]
-    Guest(String),
-    /// The request does not fit.
-    #[error(transparent)]
-    Place(#[from] PlaceError),
-    /// A KVM call failed.
-    #[error(transparent)]
-    Kvm(#[from] KvmError),
-    /// The watchdog could not be armed.
-    #[error(transparent)]
-    Limits(#[from] LimitsError),
-    /// The VM could not be reset and must be discarded.
-    #[error("VM is unusable ({0}); discard it and boot a new one")]
-    Broken(String),
-}
+mod error;
+pub use error::{RequestError, VmError};
 
 /// How the guest trapped: decides how to resume it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +58,9 @@ pub(crate) enum Position {
         trap: Option<Trap>,
     },
     AfterResponse(Trap),
+    /// A program that listens, stopped in its wait for connections: the call to re-run
+    /// (crate::listen).
+    InWait(crate::tasks::switch::Pending),
     /// Responded with background work to finish ([`Vm::finish_background`]).
     Background(Trap),
     Broken(String),
@@ -165,6 +100,8 @@ pub struct Vm {
     pub(crate) dirty_trace: Option<Vec<u64>>,
     /// Adaptive reset state (when KVM supports manual dirty-log protection).
     pub(crate) hot: Option<HotPages>,
+    /// The virtual network handoff (`VmConfig::listen`, crate::listen).
+    pub(crate) net: crate::listen::NetState,
 }
 
 const MIB: u64 = 1 << 20;
@@ -278,6 +215,7 @@ impl Vm {
                 source,
             })?;
         let proc = Process::with_mm(mm, (req, req + req_len), cfg.max_memory);
+        let listen = cfg.listen.is_some();
         let vm = Vm {
             machine,
             mem,
@@ -294,6 +232,7 @@ impl Vm {
             boot_stats: RequestStats::default(),
             dirty_trace: None,
             hot: None,
+            net: crate::listen::NetState::new(listen),
         };
         Ok(vm)
     }
@@ -331,12 +270,18 @@ impl Vm {
                 let (req_ptr, trap) = vm
                     .warm_up(req_ptr, trap, deadline)
                     .map_err(|e| fail(&vm, e.to_string()))?;
-                vm.take_snapshot(req_ptr, trap)?
+                vm.take_snapshot(req_ptr, trap, None)?
+            }
+            Stop::Listening { nr, args } => {
+                let (nr, _, trap) = vm
+                    .pause_at_wait((nr, args, trap), deadline)
+                    .map_err(|e| fail(&vm, e.to_string()))?;
+                vm.take_snapshot(0, trap, Some(nr))?
             }
             Stop::Exited(code) => {
                 return Err(fail(
                     &vm,
-                    format!("it exited with status {code} before calling wait_for_requests_paused"),
+                    format!("it exited with status {code} before {}", vm.pause_name()),
                 ))
             }
             Stop::Responded(_) => {
@@ -530,6 +475,9 @@ impl Vm {
         deadline: Instant,
         stats: &mut RequestStats,
     ) -> Result<Response, RequestError> {
+        if self.cfg.listen.is_some() {
+            return self.serve_net(req, deadline, stats);
+        }
         let (req_ptr, trap) = match self.pos {
             Position::AtPause { req_ptr, trap } => (req_ptr, trap),
             Position::AfterResponse(trap) => {
@@ -549,7 +497,9 @@ impl Vm {
                     "background work is still running (call finish_background)".into(),
                 ))
             }
-            Position::Booting => return Err(RequestError::Broken("it has not booted".into())),
+            Position::Booting | Position::InWait(_) => {
+                return Err(RequestError::Broken("it has not booted".into()))
+            }
             Position::Broken(ref m) => return Err(RequestError::Broken(m.clone())),
         };
         self.pos = Position::AtPause { req_ptr, trap };
@@ -587,10 +537,21 @@ impl Vm {
         deadline: Instant,
         stats: &mut RequestStats,
     ) -> Result<(Stop, Trap), RequestError> {
+        self.run_from(deadline, stats, None)
+    }
+
+    /// [`Vm::run`], first running call `pending` (a wait the guest stopped in) for the
+    /// thread on the vCPU.
+    pub(crate) fn run_from(
+        &mut self,
+        deadline: Instant,
+        stats: &mut RequestStats,
+        pending: Option<crate::tasks::switch::Pending>,
+    ) -> Result<(Stop, Trap), RequestError> {
         self.machine.clear_kick();
         let left = deadline.saturating_duration_since(Instant::now());
         limits::arm(self.machine.kvm_run_ptr(), left)?;
-        let r = self.run_loop(deadline, stats);
+        let r = self.run_loop(deadline, stats, pending);
         limits::disarm();
         r
     }
@@ -599,9 +560,9 @@ impl Vm {
         &mut self,
         deadline: Instant,
         stats: &mut RequestStats,
-    ) -> Result<(Stop, Trap), RequestError> {
         // A blocked call to run again for the thread just switched to (tasks::Resume::Retry).
-        let mut pending: Option<crate::tasks::switch::Pending> = None;
+        mut pending: Option<crate::tasks::switch::Pending>,
+    ) -> Result<(Stop, Trap), RequestError> {
         loop {
             if let Some((nr, args, trap)) = pending.take() {
                 if Instant::now() >= deadline {
@@ -703,6 +664,9 @@ impl Vm {
         if let Err(e) = self.machine.sync_slots(&self.mem) {
             return Flow::Stop(Stop::Fatal(format!("registering a file slot: {e}")));
         }
+        if self.cfg.listen.is_some() {
+            return self.net_filter(nr, args, flow);
+        }
         flow
     }
 
@@ -772,7 +736,7 @@ impl Vm {
     }
 }
 
-fn unexpected(stop: Stop, when: &str) -> RequestError {
+pub(crate) fn unexpected(stop: Stop, when: &str) -> RequestError {
     match stop {
         Stop::Exited(c) => RequestError::Exited(c, String::new()),
         Stop::Fatal(m) => RequestError::Guest(m),
@@ -780,5 +744,8 @@ fn unexpected(stop: Stop, when: &str) -> RequestError {
             RequestError::Guest(format!("guest waited for the next request {when}"))
         }
         Stop::Responded(_) => RequestError::Guest(format!("guest sent a second response {when}")),
+        Stop::Listening { .. } => {
+            RequestError::Guest(format!("guest waited for the next connection {when}"))
+        }
     }
 }

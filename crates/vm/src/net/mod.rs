@@ -3,11 +3,12 @@
 //! `Process` (so a reset restores them), and carry a wait key (`File::wait_id`) that
 //! blocked threads wait on and that every state change notifies.
 //!
-//! Network sockets are not here yet: `socket(AF_INET…)` is refused with EAFNOSUPPORT.
-//! A listening socket (issue 12) fits the same trait: `poll` reports a pending
-//! connection, `read`/`write` move request and response bytes, `wait_id` is the key the
-//! host notifies when it hands a connection in.
+//! TCP sockets are virtual ([`tcp`]): a program may listen only on the configured
+//! address (`VmConfig::listen`), the host hands each request in as a connection on that
+//! listener and reads the response back ([`http`]); no host socket is ever created.
 
 pub mod epoll;
 pub mod eventfd;
+pub mod http;
 pub mod pair;
+pub mod tcp;

@@ -6,6 +6,7 @@ pub use counts::SyscallCounts;
 mod events;
 mod fds;
 mod files;
+mod inet;
 mod memory;
 mod paths;
 mod process;
@@ -35,8 +36,18 @@ pub enum Stop {
         /// Where the guest wants the request struct.
         req_ptr: u64,
     },
-    /// `backend_response(...)`.
+    /// `backend_response(...)`, or a complete HTTP response on the request's connection
+    /// (`VmConfig::listen`, crate::listen).
     Responded(Response),
+    /// A program that listens (`VmConfig::listen`) is about to block in wait call `nr`
+    /// with the listening socket in its set and no connection queued: the call has not
+    /// run and is to be re-run when the guest continues (crate::listen).
+    Listening {
+        /// The call's number.
+        nr: u64,
+        /// Its arguments.
+        args: Args,
+    },
     /// exit/exit_group.
     Exited(i32),
     /// The guest asked for something that ends the request (bad response arguments,
@@ -296,6 +307,7 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         files::HANDLERS,
         paths::HANDLERS,
         sockets::HANDLERS,
+        inet::HANDLERS,
         system::HANDLERS,
         memory::HANDLERS,
         process::HANDLERS,

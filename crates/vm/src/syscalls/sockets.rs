@@ -1,9 +1,10 @@
 //! Sockets and pipes inside the VM: socketpair(AF_UNIX, SOCK_STREAM) and pipe2 as
 //! in-VM byte streams ([`crate::net::pair`]), with send/recv (and their msghdr forms),
-//! shutdown, socket options and names. Network sockets are refused: the VM has no network
-//! (the serving path of issue 12 adds listening sockets as another [`crate::fs::File`]).
+//! shutdown, socket options and names. TCP sockets are virtual ([`crate::net::tcp`],
+//! their own calls in inet.rs); other network sockets are refused.
 
 use super::files::{desc, e, iovecs, neg, notify, read_desc, vectored, write_desc};
+use super::inet::{self, as_tcp};
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::{flags, OpenFile};
 use crate::net::pair::{pair, End, Flavor, SOCKET_CAPACITY};
@@ -24,7 +25,7 @@ pub(super) const HANDLERS: &[Entry] = &[
     e(Sysno::getsockopt, getsockopt),
     e(Sysno::setsockopt, setsockopt),
     e(Sysno::getsockname, getsockname),
-    e(Sysno::getpeername, getsockname),
+    e(Sysno::getpeername, getpeername),
 ];
 
 const AF_UNIX: u64 = 1;
@@ -40,8 +41,15 @@ static WARNED_NET: AtomicBool = AtomicBool::new(false);
 
 fn socket(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let (domain, ty) = (a[0], a[1]);
+    if matches!(domain as i32, libc::AF_INET | libc::AF_INET6)
+        && ty & 0xf == SOCK_STREAM
+        && ty & !(SOCK_NONBLOCK | SOCK_CLOEXEC | 0xf) == 0
+        && matches!(a[2] as i32, 0 | libc::IPPROTO_TCP)
+    {
+        return inet::make_socket(ctx, domain as u16, ty);
+    }
     if !WARNED_NET.swap(true, Ordering::Relaxed) {
-        tracing::warn!(program = %ctx.cfg.name, "guest asked for a socket (domain {domain}, type {:#x}); the VM has no network, answering EAFNOSUPPORT (only socketpair and pipes work)", ty);
+        tracing::warn!(program = %ctx.cfg.name, "guest asked for a socket (domain {domain}, type {:#x}); only virtual TCP sockets, socketpair and pipes exist in the VM, answering EAFNOSUPPORT", ty);
     } else {
         tracing::debug!(program = %ctx.cfg.name, "guest socket(domain {domain}, type {ty:#x}) refused");
     }
@@ -131,20 +139,14 @@ fn pipe2(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     )
 }
 
-/// The socket behind `fd`: ENOTSOCK for anything else.
+/// The socket behind `fd` (a socketpair end or a TCP socket): ENOTSOCK for anything else.
 fn sock(ctx: &Ctx<'_>, fd: u64) -> Result<Arc<OpenFile>, i32> {
     let d = desc(ctx, fd)?;
     match d.file.as_any().downcast_ref::<End>() {
         Some(e) if e.flavor() == Flavor::Socket => Ok(d),
+        None if as_tcp(&d).is_some() => Ok(d),
         _ => Err(libc::ENOTSOCK),
     }
-}
-
-fn end(d: &OpenFile) -> &End {
-    d.file
-        .as_any()
-        .downcast_ref::<End>()
-        .expect("checked by sock")
 }
 
 fn check_flags(fl: u64) -> Result<bool, i32> {
@@ -159,7 +161,12 @@ fn shutdown(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         Ok(d) => d,
         Err(e) => return neg(e),
     };
-    match end(&d).shutdown(a[1]) {
+    let r = match (d.file.as_any().downcast_ref::<End>(), as_tcp(&d)) {
+        (Some(end), _) => end.shutdown(a[1]),
+        (None, Some(t)) => t.shutdown(a[1]),
+        (None, None) => Err(libc::ENOTSOCK),
+    };
+    match r {
         Ok(()) => {
             notify(ctx, &d);
             Flow::ok(0)
@@ -276,8 +283,15 @@ fn recvmsg(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 }
 
 fn getsockopt(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    if let Err(e) = sock(ctx, a[0]) {
-        return neg(e);
+    let d = match sock(ctx, a[0]) {
+        Ok(d) => d,
+        Err(e) => return neg(e),
+    };
+    if let Some(t) = as_tcp(&d) {
+        return match inet::get_option(t, a[1] as i32, a[2] as i32) {
+            Ok(v) => put_option(ctx, a[3], a[4], &v),
+            Err(e) => neg(e),
+        };
     }
     if a[1] != SOL_SOCKET {
         return neg(libc::ENOPROTOOPT);
@@ -290,13 +304,17 @@ fn getsockopt(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         libc::SO_ACCEPTCONN => 0,
         _ => return neg(libc::ENOPROTOOPT),
     };
-    let Ok(len) = ctx.mem.read_u32(a[4]) else {
+    put_option(ctx, a[3], a[4], &v.to_le_bytes())
+}
+
+/// Stores an option value at (optval, optlen) truncated to the caller's length.
+fn put_option(ctx: &mut Ctx<'_>, at: u64, lenp: u64, bytes: &[u8]) -> Flow {
+    let Ok(len) = ctx.mem.read_u32(lenp) else {
         return neg(errno::EFAULT);
     };
-    let bytes = v.to_le_bytes();
-    let n = (len as usize).min(4);
-    let ok = ctx.mem.write(a[3], &bytes[..n]).is_ok()
-        && ctx.mem.write(a[4], &(n as u32).to_le_bytes()).is_ok();
+    let n = (len as usize).min(bytes.len());
+    let ok = ctx.mem.write(at, &bytes[..n]).is_ok()
+        && ctx.mem.write(lenp, &(n as u32).to_le_bytes()).is_ok();
     if ok {
         Flow::ok(0)
     } else {
@@ -307,8 +325,20 @@ fn getsockopt(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 /// Socket-level options are accepted (buffer sizes are fixed; the rest have no effect on
 /// an in-VM pair); other levels are not socket options of a unix stream.
 fn setsockopt(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    if let Err(e) = sock(ctx, a[0]) {
-        return neg(e);
+    let d = match sock(ctx, a[0]) {
+        Ok(d) => d,
+        Err(e) => return neg(e),
+    };
+    if let Some(t) = as_tcp(&d) {
+        // Options are small (ints, linger, timevals): at most 256 bytes are kept.
+        let Ok(v) = ctx.mem.slice(a[3], a[4].min(256)).map(<[u8]>::to_vec) else {
+            return neg(errno::EFAULT);
+        };
+        ctx.proc.changed = true;
+        return match inet::set_option(t, a[1] as i32, a[2] as i32, &v) {
+            Ok(()) => Flow::ok(0),
+            Err(e) => neg(e),
+        };
     }
     if a[1] == SOL_SOCKET {
         Flow::ok(0)
@@ -317,10 +347,35 @@ fn setsockopt(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     }
 }
 
-/// An unnamed AF_UNIX address: just the family.
+/// A TCP socket's peer; an unnamed AF_UNIX address for a socketpair end.
+fn getpeername(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    let d = match sock(ctx, a[0]) {
+        Ok(d) => d,
+        Err(e) => return neg(e),
+    };
+    match as_tcp(&d).map(|t| t.peer_addr()) {
+        Some(Ok(addr)) => match inet::put_addr(ctx, a[1], a[2], addr) {
+            Ok(()) => Flow::ok(0),
+            Err(e) => neg(e),
+        },
+        Some(Err(e)) => neg(e),
+        None => getsockname(ctx, a),
+    }
+}
+
+/// A TCP socket's address; an unnamed AF_UNIX address (just the family) for a
+/// socketpair end.
 fn getsockname(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    if let Err(e) = sock(ctx, a[0]) {
-        return neg(e);
+    let d = match sock(ctx, a[0]) {
+        Ok(d) => d,
+        Err(e) => return neg(e),
+    };
+    if let Some(t) = as_tcp(&d) {
+        let addr = t.local_addr();
+        return match inet::put_addr(ctx, a[1], a[2], addr) {
+            Ok(()) => Flow::ok(0),
+            Err(e) => neg(e),
+        };
     }
     let Ok(len) = ctx.mem.read_u32(a[2]) else {
         return neg(errno::EFAULT);
@@ -394,8 +449,9 @@ mod tests {
             -i64::from(libc::ENOTSOCK)
         );
         assert_eq!(
-            f.call(Sysno::socket, [2, 1, 0, 0, 0, 0]),
-            -i64::from(libc::EAFNOSUPPORT)
+            f.call(Sysno::socket, [2, 2, 0, 0, 0, 0]),
+            -i64::from(libc::EAFNOSUPPORT),
+            "UDP"
         );
         assert_eq!(
             f.call(Sysno::socketpair, [2, 1, 0, 0x70_0000, 0, 0]),

@@ -1,0 +1,320 @@
+//! Programs that serve HTTP themselves (`VmConfig::listen`): the pause point and the
+//! per-request handoff through the virtual network ([`crate::net::tcp`]).
+//!
+//! # The pause point
+//! Boot runs the program until a *blocking* wait whose set holds the listening socket
+//! while no connection is queued: epoll_wait/epoll_pwait/epoll_pwait2/poll/ppoll that
+//! would block, or a blocking accept. Instead of blocking, the call stops the guest
+//! ([`Stop::Listening`]) and the snapshot is taken *before* it: the snapshot's
+//! continuation is the `syscall` instruction itself with RAX = its number, so every VM
+//! started from the snapshot re-runs the wait — on the first request the listener has a
+//! connection queued and the wait returns it (one exit, the wait's own).
+//!
+//! # Timers pending at the pause
+//! A wait with a timeout means a timer is pending (deno's first wait: ~0.5 s; at that
+//! timer it starts its signal thread). A timer kept in the snapshot fires inside *every*
+//! request once the guest clock (vDSO, real time) has passed its due time: measured on
+//! deno hello, 23 exits per request instead of 9. So the boot lets start-up timers run
+//! once: from the first wait on the listener, for [`SETTLE_WINDOW`], a wait whose
+//! timeout ends inside the window blocks as usual (the boot sleeps, the timer fires);
+//! the pause point is the first wait that would outlast the window (no timeout, or a
+//! longer one: deno's next is ~7.7 s, V8's memory reducer), or any wait after the
+//! window, so a program with a short periodic timer still pauses. Whatever timer is
+//! still pending at the snapshot may fire inside requests; that costs guest work, never
+//! correctness: the reset restores memory, threads and fds, so nothing a fired timer
+//! did reaches the next request, and every request starts from the same state.
+//!
+//! # A request
+//! The request is written as HTTP/1.1 (`Connection: close`, [`crate::net::http`]) into
+//! a new connection queued on the listener, waiters are notified, and the guest runs.
+//! After every system call that returns (and at exit) the host looks at what the guest
+//! wrote to that connection; as soon as it is a complete response (Content-Length,
+//! chunked, or closed) the guest stops on that call: it does not run on past the
+//! response. Ephemeral VMs then reset. Non-ephemeral VMs continue that call with its
+//! result at the next request and run until they are back in a wait on the listener.
+
+use crate::fs::{lock, OpenFile, MAX_FDS};
+use crate::net::http;
+use crate::net::tcp::{Conn, SharedConn, TcpSocket};
+use crate::request::{PlaceError, Request, RequestStats, Response};
+use crate::syscalls::{Args, Flow, Stop};
+use crate::tasks::switch::Pending;
+use crate::tasks::WaitKey;
+use crate::vm::{Position, RequestError, Trap, Vm};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use syscalls::Sysno;
+
+/// The peer port of every connection of an ephemeral VM (a counter would tell a request
+/// how many came before it).
+const EPHEMERAL_PEER_PORT: u16 = 49152;
+
+/// How long the boot lets the program's start-up timers run before it pauses (module
+/// docs): a wait on the listener that ends within this window of the first one blocks
+/// as usual instead of being the pause point.
+const SETTLE_WINDOW: Duration = Duration::from_secs(2);
+
+/// Per-VM state of the handoff (host side; nothing here is guest state).
+#[derive(Debug, Default)]
+pub(crate) struct NetState {
+    /// Stop at a wait on the listener (boot, warm-up, back-to-wait after a response).
+    armed: bool,
+    /// The connection of the request in flight.
+    watch: Option<Watch>,
+    /// Result of the call the guest stopped in when its response was complete.
+    ret: u64,
+    /// Next peer port (non-ephemeral VMs).
+    next_port: u16,
+    /// The boot run (before the first pause): short waits settle (module docs).
+    booting: bool,
+    /// End of the settling window, from the boot's first wait on the listener.
+    settle_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Watch {
+    conn: SharedConn,
+    framer: http::Framer,
+    /// Response length and done flag at the last look (parse only when they change).
+    seen: (usize, bool),
+}
+
+impl NetState {
+    /// The state a VM starts with: armed when `listen` is configured (the boot looks for
+    /// the pause point).
+    pub(crate) fn new(listen: bool) -> NetState {
+        NetState {
+            armed: listen,
+            booting: listen,
+            ..NetState::default()
+        }
+    }
+}
+
+/// Calls that are a wait a server sits in between requests.
+fn is_wait(nr: u64) -> bool {
+    [
+        Sysno::epoll_wait,
+        Sysno::epoll_pwait,
+        Sysno::epoll_pwait2,
+        Sysno::poll,
+        Sysno::ppoll,
+        Sysno::accept,
+        Sysno::accept4,
+    ]
+    .iter()
+    .any(|s| s.id() as u64 == nr)
+}
+
+impl Vm {
+    /// What the boot waits for, for messages.
+    pub(crate) fn pause_name(&self) -> String {
+        self.cfg
+            .listen
+            .map_or("calling wait_for_requests_paused".into(), |l| {
+                format!("waiting for connections on {}", l.addr)
+            })
+    }
+
+    /// Looks at `flow`, the outcome of call `nr(args)`, for the pause point and for the
+    /// end of the response (module docs).
+    pub(crate) fn net_filter(&mut self, nr: u64, args: &Args, flow: Flow) -> Flow {
+        match &flow {
+            Flow::Block(b) if self.net.armed && is_wait(nr) => {
+                let Some(l) = self.listener() else {
+                    return flow;
+                };
+                let sock = l.file.as_any().downcast_ref::<TcpSocket>();
+                let id = l.file.wait_id();
+                let on_listener = id.is_some_and(|id| b.keys.contains(&WaitKey::File(id)));
+                if !on_listener || sock.is_none_or(|s| s.pending() != 0) {
+                    return flow;
+                }
+                if self.net.booting {
+                    // Start-up timers fire now, once, rather than in every request.
+                    let until = *self
+                        .net
+                        .settle_until
+                        .get_or_insert_with(|| Instant::now() + SETTLE_WINDOW);
+                    if b.deadline.is_some_and(|d| d <= until) {
+                        return flow;
+                    }
+                }
+                Flow::Stop(Stop::Listening { nr, args: *args })
+            }
+            Flow::Return(v) => match self.response_done() {
+                Some(Ok(r)) => {
+                    self.net.ret = *v;
+                    Flow::Stop(Stop::Responded(r))
+                }
+                Some(Err(e)) => Flow::Stop(Stop::Fatal(e.to_string())),
+                None => flow,
+            },
+            _ => flow,
+        }
+    }
+
+    /// The complete response on the watched connection, an error, or `None` (not yet).
+    fn response_done(&mut self) -> Option<Result<Response, http::HttpError>> {
+        let w = self.net.watch.as_mut()?;
+        let c = lock(&w.conn);
+        let now = (c.response().len(), c.done_writing());
+        if now == w.seen {
+            return None;
+        }
+        w.seen = now;
+        w.framer.feed(c.response(), now.1).transpose()
+    }
+
+    /// The description of the socket listening on the configured address.
+    fn listener(&self) -> Option<Arc<OpenFile>> {
+        let want = self.cfg.listen?.addr;
+        (0..MAX_FDS as u64).find_map(|fd| {
+            let d = self.proc.fds.get(fd)?;
+            let s = d.file.as_any().downcast_ref::<TcpSocket>()?;
+            (s.listening_on() == Some(want)).then(|| d.clone())
+        })
+    }
+
+    /// Ends a boot run that stopped at the pause point: warm-up requests (through the
+    /// virtual network, before the snapshot, so their effects are kept), then the
+    /// snapshot at the wait.
+    pub(crate) fn pause_at_wait(
+        &mut self,
+        mut pending: Pending,
+        deadline: Instant,
+    ) -> Result<Pending, RequestError> {
+        self.net.armed = false;
+        self.net.booting = false;
+        let Some(w) = self.cfg.warmup.clone().filter(|w| w.num_requests > 0) else {
+            return Ok(pending);
+        };
+        let req = Request {
+            method: w.method.clone(),
+            url: w.url.clone(),
+            headers: w.headers.clone(),
+            warmup: true,
+            ..Default::default()
+        };
+        let mut stats = RequestStats::default();
+        for _ in 0..w.num_requests {
+            self.pos = Position::InWait(pending);
+            self.serve_net(&req, deadline, &mut stats)?;
+            let Position::AfterResponse(t) = self.pos else {
+                return Err(RequestError::Broken(
+                    "warm-up did not end in a response".into(),
+                ));
+            };
+            pending = self.back_to_wait(t, deadline, &mut stats)?;
+        }
+        Ok(pending)
+    }
+
+    /// Continues a guest that answered (its call returns what it returned then) until it
+    /// is back in a wait on the listener.
+    fn back_to_wait(
+        &mut self,
+        trap: Trap,
+        deadline: Instant,
+        stats: &mut RequestStats,
+    ) -> Result<Pending, RequestError> {
+        self.resume(trap, self.net.ret)?;
+        self.net.armed = true;
+        let r = self.run(deadline, stats);
+        self.net.armed = false;
+        match r? {
+            (Stop::Listening { nr, args }, t) => Ok((nr, args, t)),
+            (stop, _) => Err(crate::vm::unexpected(
+                stop,
+                "before returning to its wait for connections",
+            )),
+        }
+    }
+
+    /// Serves `req` over the virtual network (`VmConfig::listen`).
+    pub(crate) fn serve_net(
+        &mut self,
+        req: &Request,
+        deadline: Instant,
+        stats: &mut RequestStats,
+    ) -> Result<Response, RequestError> {
+        let bytes = http::serialize(req);
+        if req.body.len() as u64 > self.cfg.max_request_body {
+            return Err(PlaceError::TooLarge(format!(
+                "body of {} bytes; max_request_body is {}",
+                req.body.len(),
+                self.cfg.max_request_body
+            ))
+            .into());
+        }
+        let pending = match std::mem::replace(&mut self.pos, Position::Booting) {
+            // Armed from the snapshot: the vCPU re-runs the wait by itself.
+            Position::AtPause { trap: None, .. } => None,
+            Position::InWait(p) => Some(p),
+            Position::AfterResponse(t) => Some(self.back_to_wait(t, deadline, stats)?),
+            Position::Broken(m) => {
+                self.pos = Position::Broken(m.clone());
+                return Err(RequestError::Broken(m));
+            }
+            other => {
+                self.pos = other;
+                return Err(RequestError::Broken(
+                    "the VM is not at a wait for connections".into(),
+                ));
+            }
+        };
+        let listener = self.listener().ok_or_else(|| {
+            RequestError::Guest("the program no longer listens on its address".into())
+        })?;
+        let port = if self.cfg.ephemeral {
+            EPHEMERAL_PEER_PORT
+        } else {
+            self.net.next_port = self.net.next_port.wrapping_add(1);
+            EPHEMERAL_PEER_PORT + self.net.next_port % 16384
+        };
+        let conn = Arc::new(Mutex::new(Conn::new(bytes, port)));
+        let sock = listener
+            .file
+            .as_any()
+            .downcast_ref::<TcpSocket>()
+            .expect("listener() found a TCP socket");
+        sock.push(conn.clone())
+            .map_err(|_| RequestError::Guest("the program's listen backlog is full".into()))?;
+        self.proc.changed = true;
+        if let Some(id) = listener.file.wait_id() {
+            self.proc.tasks.notify(&WaitKey::File(id));
+        }
+        drop(listener);
+        self.net.watch = Some(Watch {
+            conn,
+            framer: http::Framer::new(
+                if req.method.is_empty() {
+                    "GET"
+                } else {
+                    &req.method
+                },
+                self.cfg.max_response_body,
+            ),
+            seen: (0, false),
+        });
+        let r = self.run_from(deadline, stats, pending);
+        if let Some(w) = self.net.watch.take() {
+            // A guest that continues (non-ephemeral) sees the client gone.
+            let accepted = {
+                let mut c = lock(&w.conn);
+                c.close_host_side();
+                c.socket_id
+            };
+            if let Some(id) = accepted {
+                self.proc.tasks.notify(&WaitKey::File(id));
+            }
+        }
+        match r? {
+            (Stop::Responded(resp), t) => {
+                self.pos = Position::AfterResponse(t);
+                Ok(resp)
+            }
+            (stop, _) => Err(crate::vm::unexpected(stop, "before a complete response")),
+        }
+    }
+}
