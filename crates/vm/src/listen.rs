@@ -189,13 +189,7 @@ impl Vm {
         let Some(w) = self.cfg.warmup.clone().filter(|w| w.num_requests > 0) else {
             return Ok(pending);
         };
-        let req = Request {
-            method: w.method.clone(),
-            url: w.url.clone(),
-            headers: w.headers.clone(),
-            warmup: true,
-            ..Default::default()
-        };
+        let req = Request::warmup(&w);
         let mut stats = RequestStats::default();
         for _ in 0..w.num_requests {
             self.pos = Position::InWait(pending);

@@ -28,6 +28,17 @@ impl Request {
             ..Default::default()
         }
     }
+
+    /// The request a configured warm-up sends (before the snapshot, in either mode).
+    pub fn warmup(w: &crate::config::Warmup) -> Self {
+        Request {
+            method: w.method.clone(),
+            url: w.url.clone(),
+            headers: w.headers.clone(),
+            warmup: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// The guest's answer.

@@ -318,13 +318,7 @@ impl Vm {
             req_ptr,
             trap: Some(trap),
         };
-        let req = Request {
-            method: w.method.clone(),
-            url: w.url.clone(),
-            headers: w.headers.clone(),
-            warmup: true,
-            ..Default::default()
-        };
+        let req = Request::warmup(&w);
         let mut stats = RequestStats::default();
         for _ in 0..w.num_requests {
             self.serve(&req, deadline, &mut stats)?;

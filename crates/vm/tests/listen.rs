@@ -149,19 +149,7 @@ fn deno_serve_answers_every_request_from_the_snapshot() {
 /// request.
 #[test]
 fn deno_timer_pending_at_the_snapshot_does_not_leak() {
-    let deno = repo().join(".deno/bin/deno");
-    assert!(
-        deno.exists(),
-        "the deno CLI is missing: run .ci/install-deps"
-    );
-    let dir = std::env::temp_dir().join(format!("kvmjs-listen-timer-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let script = dir.join("timer.js");
-    std::fs::write(
-        &script,
-        "let fired = 0; let seen = 0;\nsetTimeout(() => { fired++; }, 3000);\nDeno.serve({ port: 8000, hostname: \"127.0.0.1\" }, () => new Response(`fired=${fired} seen=${++seen}`));\n",
-    )
-    .expect("write");
+    let (deno, script) = deno_script("timer", "timer.js", "let fired = 0; let seen = 0;\nsetTimeout(() => { fired++; }, 3000);\nDeno.serve({ port: 8000, hostname: \"127.0.0.1\" }, () => new Response(`fired=${fired} seen=${++seen}`));\n");
     let cfg = listen_cfg(
         &deno,
         &["run", "--allow-net", &script.to_string_lossy()],
@@ -190,19 +178,7 @@ fn deno_timer_pending_at_the_snapshot_does_not_leak() {
 
 #[test]
 fn deno_serve_non_ephemeral_keeps_state() {
-    let deno = repo().join(".deno/bin/deno");
-    assert!(
-        deno.exists(),
-        "the deno CLI is missing: run .ci/install-deps"
-    );
-    let dir = std::env::temp_dir().join(format!("kvmjs-listen-count-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let script = dir.join("count.js");
-    std::fs::write(
-        &script,
-        "let n = 0;\nDeno.serve({ port: 8000, hostname: \"127.0.0.1\" }, (req) => new Response(`n=${++n} ${new URL(req.url).pathname}`));\n",
-    )
-    .expect("write");
+    let (deno, script) = deno_script("count", "count.js", "let n = 0;\nDeno.serve({ port: 8000, hostname: \"127.0.0.1\" }, (req) => new Response(`n=${++n} ${new URL(req.url).pathname}`));\n");
     let cfg = VmConfig {
         ephemeral: false,
         ..listen_cfg(
@@ -417,4 +393,19 @@ int main(void) {
         "{e}"
     );
     ok(&mut vm);
+}
+
+/// The pinned deno CLI (failing, never skipping, without it) and `source` written as
+/// `file` in a fresh temporary directory.
+fn deno_script(tag: &str, file: &str, source: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let deno = repo().join(".deno/bin/deno");
+    assert!(
+        deno.exists(),
+        "the deno CLI is missing: run .ci/install-deps"
+    );
+    let dir = std::env::temp_dir().join(format!("kvmjs-listen-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = dir.join(file);
+    std::fs::write(&script, source).expect("write");
+    (deno, script)
 }
