@@ -255,7 +255,11 @@ pub fn deno_arguments(
         "--no-remote".into(),
         "--no-code-cache".into(),
         format!("--allow-net={}", a.listen),
-        format!("--allow-read={}", app_dir.display()),
+        // deno splits permission lists at commas; `,,` is a literal comma (deno ≥ 2.0).
+        format!(
+            "--allow-read={}",
+            app_dir.display().to_string().replace(',', ",,")
+        ),
     ];
     if !env_keys.is_empty() {
         args.push(format!("--allow-env={}", env_keys.join(",")));

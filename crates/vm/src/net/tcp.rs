@@ -14,6 +14,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+/// Distinct socket options one socket remembers (Linux has about 60 per family).
+pub const MAX_OPTIONS: usize = 32;
+
 /// Most connections a listener queues (Linux's somaxconn default).
 pub const MAX_BACKLOG: usize = 4096;
 
@@ -65,6 +68,12 @@ impl Conn {
     /// both directions.
     pub fn close_host_side(&mut self) {
         self.host_closed = true;
+        // The host has taken the response and the guest can read no more: drop both
+        // buffers, or a guest that keeps its accepted fds open (non-ephemeral) would pin
+        // a request and a response of host memory per connection.
+        self.request = Vec::new();
+        self.read_pos = 0;
+        self.response = Vec::new();
         self.read_gen += 1;
         self.write_gen += 1;
     }
@@ -261,9 +270,17 @@ impl TcpSocket {
         Ok(())
     }
 
-    /// setsockopt: remembered (no option changes how an in-VM connection behaves).
-    pub fn set_option(&self, level: i32, name: i32, value: &[u8]) {
-        lock(&self.options).insert((level, name), value.to_vec());
+    /// setsockopt: remembered (no option changes how an in-VM connection behaves), at
+    /// most [`MAX_OPTIONS`] distinct ones per socket: the map is host memory the guest
+    /// chooses the keys of, so without a cap a loop over option names grows it without
+    /// bound (and every reset clones it). ENOMEM beyond, as for a full kernel buffer.
+    pub fn set_option(&self, level: i32, name: i32, value: &[u8]) -> Result<(), i32> {
+        let mut opts = lock(&self.options);
+        if opts.len() >= MAX_OPTIONS && !opts.contains_key(&(level, name)) {
+            return Err(libc::ENOMEM);
+        }
+        opts.insert((level, name), value.to_vec());
+        Ok(())
     }
 
     /// getsockopt of an option set before.
@@ -442,6 +459,22 @@ impl File for TcpSocket {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn remembered_options_are_capped() {
+        let s = TcpSocket::new(1, libc::AF_INET as u16);
+        for name in 0..MAX_OPTIONS as i32 {
+            s.set_option(libc::SOL_SOCKET, name, &[1; 256]).unwrap();
+        }
+        // A new name beyond the cap is refused; an existing one may still change.
+        assert_eq!(
+            s.set_option(libc::SOL_SOCKET, 10_000, &[1]),
+            Err(libc::ENOMEM)
+        );
+        s.set_option(libc::SOL_SOCKET, 3, &[2]).unwrap();
+        assert_eq!(s.option(libc::SOL_SOCKET, 3), Some(vec![2]));
+    }
+
     use super::*;
     use crate::fs::{flags, FdTable, OpenFile};
 
@@ -508,7 +541,7 @@ mod tests {
         assert!(s.push(Arc::default()).is_err());
         s.bind("[::1]:80".parse().unwrap()).unwrap();
         assert_eq!(s.bind("[::1]:81".parse().unwrap()), Err(libc::EINVAL));
-        s.set_option(6, 1, &1i32.to_le_bytes());
+        s.set_option(6, 1, &1i32.to_le_bytes()).unwrap();
         assert_eq!(s.option(6, 1), Some(1i32.to_le_bytes().to_vec()));
         assert_eq!(s.option(6, 2), None);
         s.listen(1).unwrap();

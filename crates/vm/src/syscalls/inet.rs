@@ -8,8 +8,25 @@ use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::{flags, OpenFile};
 use crate::net::tcp::TcpSocket;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use syscalls::Sysno;
+
+/// Whether a refused bind or connect was logged at warn level yet (process-wide): a guest
+/// looping over connect() must not fill the host's log, so later ones go to debug.
+static WARNED_REFUSAL: AtomicBool = AtomicBool::new(false);
+
+/// Logs a refused bind/connect: the first at warn level, the rest at debug.
+fn log_refusal(program: &str, what: std::fmt::Arguments<'_>) {
+    if !WARNED_REFUSAL.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            program,
+            "{what} (further refusals are logged at debug level)"
+        );
+    } else {
+        tracing::debug!(program, "{what}");
+    }
+}
 
 pub(super) const HANDLERS: &[Entry] = &[
     e(Sysno::bind, bind),
@@ -143,11 +160,11 @@ fn bind(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     match ctx.cfg.listen {
         Some(l) if l.addr == addr => {}
         Some(l) => {
-            tracing::warn!(program = %ctx.cfg.name, "guest tried to bind {addr}; only the configured listen address {} may be bound (EACCES)", l.addr);
+            log_refusal(&ctx.cfg.name, format_args!("guest tried to bind {addr}; only the configured listen address {} may be bound (EACCES)", l.addr));
             return neg(libc::EACCES);
         }
         None => {
-            tracing::warn!(program = %ctx.cfg.name, "guest tried to bind {addr}, but no listen address is configured for it (EACCES); set `listen` to serve it");
+            log_refusal(&ctx.cfg.name, format_args!("guest tried to bind {addr}, but no listen address is configured for it (EACCES); set `listen` to serve it"));
             return neg(libc::EACCES);
         }
     }
@@ -228,7 +245,12 @@ fn connect(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let to = read_addr(ctx, a[1], a[2])
         .map(|x| x.to_string())
         .unwrap_or_else(|_| "an unreadable address".into());
-    tracing::warn!(program = %ctx.cfg.name, "guest tried to connect to {to}: the VM has no outbound network (ECONNREFUSED)");
+    log_refusal(
+        &ctx.cfg.name,
+        format_args!(
+            "guest tried to connect to {to}: the VM has no outbound network (ECONNREFUSED)"
+        ),
+    );
     neg(libc::ECONNREFUSED)
 }
 
@@ -255,8 +277,7 @@ pub(super) fn get_option(s: &TcpSocket, level: i32, name: i32) -> Result<Vec<u8>
 pub(super) fn set_option(s: &TcpSocket, level: i32, name: i32, value: &[u8]) -> Result<(), i32> {
     match level {
         libc::SOL_SOCKET | libc::IPPROTO_TCP | libc::IPPROTO_IP | libc::IPPROTO_IPV6 => {
-            s.set_option(level, name, value);
-            Ok(())
+            s.set_option(level, name, value)
         }
         _ => Err(libc::ENOPROTOOPT),
     }
