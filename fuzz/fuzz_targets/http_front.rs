@@ -4,8 +4,14 @@
 #![no_main]
 
 #[path = "../../crates/kvmjs/src/config.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod config;
+#[path = "../../crates/kvmjs/src/engine.rs"]
+#[allow(dead_code)]
+mod engine;
+#[path = "../../crates/kvmjs/src/mapped.rs"]
+#[allow(dead_code)]
+mod mapped;
 #[path = "../../crates/kvmjs/src/http.rs"]
 #[allow(dead_code)]
 mod http;

@@ -87,6 +87,9 @@ pub struct Program {
     pub engine: &'static str,
 }
 
+// An explicit path (relative to this file's directory) so the fuzz targets, which load
+// this file with #[path], find it too.
+#[path = "config/keys.rs"]
 mod keys;
 use keys::IGNORED;
 pub use keys::KEYS;
