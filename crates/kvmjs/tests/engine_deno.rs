@@ -9,17 +9,6 @@ use common::*;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// The pinned deno CLI (.deno/bin/deno).
-fn deno() -> PathBuf {
-    let p = repo().join(".deno/bin/deno");
-    assert!(
-        p.exists(),
-        "the deno CLI is missing at {}: run .ci/install-deps (it installs the pinned version there)",
-        p.display()
-    );
-    p
-}
-
 fn renderer() -> PathBuf {
     let p = repo().join("js/renderer.js");
     assert!(

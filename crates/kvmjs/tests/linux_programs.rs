@@ -7,25 +7,9 @@
 //! (boot/wall time, VM exits by kind, system calls by name, resident pages, ENOSYS list).
 
 use std::path::{Path, PathBuf};
+mod common;
+use common::{deno, repo};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root exists")
-}
-
-/// The pinned deno CLI (.deno/bin/deno).
-fn deno() -> PathBuf {
-    let p = repo().join(".deno/bin/deno");
-    assert!(
-        p.exists(),
-        "the deno CLI is missing at {}: run .ci/install-deps (it installs the pinned version there)",
-        p.display()
-    );
-    p
-}
 
 /// What a dynamically linked program reads besides its own files: the dynamic loader,
 /// shared libraries and the loader cache.

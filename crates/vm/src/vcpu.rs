@@ -287,8 +287,14 @@ impl Machine {
     /// are handed out in order, so a count is enough). Call before running the guest
     /// after anything that may have mapped a file.
     pub fn sync_slots(&mut self, mem: &GuestMemory) -> Result<(), KvmError> {
-        let all = mem.slots().lock().unwrap_or_else(|e| e.into_inner()).all();
-        for s in &all[self.slots_registered.min(all.len())..] {
+        // Runs after every system call: only a lock and a length check unless the call
+        // made a new slot.
+        let registry = mem.slots().lock().unwrap_or_else(|e| e.into_inner());
+        let all = registry.all();
+        if all.len() <= self.slots_registered {
+            return Ok(());
+        }
+        for s in &all[self.slots_registered..] {
             let region = kvm_userspace_memory_region {
                 slot: s.slot,
                 flags: kvm_bindings::KVM_MEM_READONLY,

@@ -15,6 +15,17 @@ pub fn repo() -> PathBuf {
         .unwrap()
 }
 
+/// The pinned deno CLI (.deno/bin/deno); the deno tests fail, never skip, without it.
+pub fn deno() -> PathBuf {
+    let p = repo().join(".deno/bin/deno");
+    assert!(
+        p.exists(),
+        "the deno CLI is missing at {}: run .ci/install-deps (it installs the pinned version there)",
+        p.display()
+    );
+    p
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

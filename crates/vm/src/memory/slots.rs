@@ -163,9 +163,9 @@ impl FileSlots {
             .cloned()
     }
 
-    /// All slots.
-    pub fn all(&self) -> Vec<Arc<FileSlot>> {
-        self.slots.clone()
+    /// All slots, oldest first (a slot is never removed, so a prefix stays the same).
+    pub fn all(&self) -> &[Arc<FileSlot>] {
+        &self.slots
     }
 }
 

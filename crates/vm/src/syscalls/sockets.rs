@@ -149,11 +149,14 @@ fn sock(ctx: &Ctx<'_>, fd: u64) -> Result<Arc<OpenFile>, i32> {
     }
 }
 
-fn check_flags(fl: u64) -> Result<bool, i32> {
+/// The socket behind `fd` for a send/recv call with flags `fl`, and whether the call may
+/// not block (MSG_DONTWAIT). MSG_PEEK is not supported.
+fn sock_io(ctx: &Ctx<'_>, fd: u64, fl: u64) -> Result<(Arc<OpenFile>, bool), i32> {
+    let d = sock(ctx, fd)?;
     if fl & MSG_PEEK != 0 {
         return Err(libc::EOPNOTSUPP);
     }
-    Ok(fl & MSG_DONTWAIT != 0)
+    Ok((d, fl & MSG_DONTWAIT != 0))
 }
 
 fn shutdown(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
@@ -176,12 +179,8 @@ fn shutdown(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 }
 
 fn sendto(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let d = match sock(ctx, a[0]) {
-        Ok(d) => d,
-        Err(e) => return neg(e),
-    };
-    let nonblock = match check_flags(a[3]) {
-        Ok(n) => n,
+    let (d, nonblock) = match sock_io(ctx, a[0], a[3]) {
+        Ok(x) => x,
         Err(e) => return neg(e),
     };
     if a[4] != 0 {
@@ -204,12 +203,8 @@ fn no_name(ctx: &mut Ctx<'_>, addrlen: u64) -> Result<(), i32> {
 }
 
 fn recvfrom(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let d = match sock(ctx, a[0]) {
-        Ok(d) => d,
-        Err(e) => return neg(e),
-    };
-    let nonblock = match check_flags(a[3]) {
-        Ok(n) => n,
+    let (d, nonblock) = match sock_io(ctx, a[0], a[3]) {
+        Ok(x) => x,
         Err(e) => return neg(e),
     };
     match read_desc(ctx, &d, a[1], a[2], None, nonblock) {
@@ -230,12 +225,8 @@ fn msghdr(ctx: &Ctx<'_>, at: u64) -> Result<(u64, u64, u64), i32> {
 }
 
 fn sendmsg(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let d = match sock(ctx, a[0]) {
-        Ok(d) => d,
-        Err(e) => return neg(e),
-    };
-    let nonblock = match check_flags(a[2]) {
-        Ok(n) => n,
+    let (d, nonblock) = match sock_io(ctx, a[0], a[2]) {
+        Ok(x) => x,
         Err(e) => return neg(e),
     };
     let (iov, n, control) = match msghdr(ctx, a[1]) {
@@ -253,12 +244,8 @@ fn sendmsg(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 }
 
 fn recvmsg(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
-    let d = match sock(ctx, a[0]) {
-        Ok(d) => d,
-        Err(e) => return neg(e),
-    };
-    let nonblock = match check_flags(a[2]) {
-        Ok(n) => n,
+    let (d, nonblock) = match sock_io(ctx, a[0], a[2]) {
+        Ok(x) => x,
         Err(e) => return neg(e),
     };
     let (iov, n, _) = match msghdr(ctx, a[1]) {
