@@ -3,16 +3,25 @@
 //   deno run <flags> deno-adapter.js APP LISTEN ENV_KEYS [main_arguments...]
 // APP: the app module's absolute path; LISTEN: "host:port" ("[v6]:port"), the one address
 // the VM lets the program bind; ENV_KEYS: comma-separated names of the configured
-// environment (tinykvm.json `environment`), which become the Workers `env` object.
+// environment (tinykvm.json `environment`), which become the Workers `env` object;
+// main_arguments: the program's own, the app's Deno.args.
 //
 // - `export default { fetch(request, env, ctx) }` (Workers): served with Deno.serve here.
 // - An app that calls Deno.serve itself: its server is moved to LISTEN (whatever hostname
 //   and port it asked for) and keeps its own handler, options and onError.
 // Exactly one of the two, as on the QuickJS engine.
-const [appPath, listen, envKeys = ""] = Deno.args;
+// The app sees only its own arguments in Deno.args, as under `deno run APP ARGS`.
+const [appPath, listen, envKeys = "", ...appArgs] = Deno.args;
 if (!appPath || !listen) {
-  throw new Error("usage: deno-adapter.js APP HOST:PORT [ENV_KEYS] (kvmjs builds this command line)");
+  throw new Error("usage: deno-adapter.js APP HOST:PORT [ENV_KEYS] [ARGS...] (kvmjs builds this command line)");
 }
+// Like deno's own accessor: the same array on every read, assignments ignored.
+Object.defineProperty(Deno, "args", {
+  get: () => appArgs,
+  set() {},
+  enumerable: true,
+  configurable: true,
+});
 
 function parseListen(text) {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
@@ -54,6 +63,80 @@ const describe = (v) =>
         ? `an object (${v.constructor?.name ?? "Object"})`
         : typeof v;
 
+// Randomness that differs between requests. Every request starts from the same snapshot, so
+// any generator whose state lives in guest memory replays the same numbers in every request:
+// V8's Math.random and deno's crypto.getRandomValues/randomUUID (a userspace generator
+// seeded once per thread) did exactly that. Here those three draw from a pool of bytes read
+// from /dev/urandom (the host's entropy, one read system call), and each request starts with
+// the pool empty, so its first draw refills it with fresh bytes; a request that uses no
+// randomness pays nothing. The originals still run first for their argument checks and
+// errors, so behaviour other than the bytes is deno's own.
+const urandom = Deno.openSync("/dev/urandom");
+const pool = new Uint8Array(4096);
+const pool32 = new Uint32Array(pool.buffer);
+let drawn = pool.length;
+const freshRequest = () => {
+  drawn = pool.length;
+};
+function refill() {
+  for (let at = 0; at < pool.length;) {
+    const n = urandom.readSync(pool.subarray(at));
+    if (!n) throw new Error("/dev/urandom returned no bytes");
+    at += n;
+  }
+  drawn = 0;
+}
+// Fills `bytes` from the pool; `drawn` stays a multiple of 4 for Math.random's words.
+function fill(bytes) {
+  for (let at = 0; at < bytes.length;) {
+    if (drawn >= pool.length) refill();
+    const n = Math.min(bytes.length - at, pool.length - drawn);
+    bytes.set(pool.subarray(drawn, drawn + n), at);
+    at += n;
+    drawn = Math.min(pool.length, (drawn + n + 3) & ~3);
+  }
+}
+Object.defineProperty(Math, "random", {
+  value: function random() {
+    if (drawn + 8 > pool.length) refill();
+    const i = drawn >> 2;
+    drawn += 8;
+    // 53 random bits, as V8's own: [0, 1).
+    return ((pool32[i] >>> 5) * 67108864 + (pool32[i + 1] >>> 6)) / 9007199254740992;
+  },
+  writable: true,
+  configurable: true,
+  enumerable: false,
+});
+const CryptoProto = Object.getPrototypeOf(crypto);
+const realGetRandomValues = CryptoProto.getRandomValues;
+const realRandomUUID = CryptoProto.randomUUID;
+Object.defineProperty(CryptoProto, "getRandomValues", {
+  value: function getRandomValues(array) {
+    const out = realGetRandomValues.call(this, array);
+    fill(new Uint8Array(array.buffer, array.byteOffset, array.byteLength));
+    return out;
+  },
+  writable: true,
+  configurable: true,
+  enumerable: true,
+});
+const hex = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+Object.defineProperty(CryptoProto, "randomUUID", {
+  value: function randomUUID() {
+    realRandomUUID.call(this);
+    const b = new Uint8Array(16);
+    fill(b);
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // variant 10
+    const h = Array.from(b, (x) => hex[x]);
+    return `${h[0]}${h[1]}${h[2]}${h[3]}-${h[4]}${h[5]}-${h[6]}${h[7]}-${h[8]}${h[9]}-${h.slice(10).join("")}`;
+  },
+  writable: true,
+  configurable: true,
+  enumerable: true,
+});
+
 // Whatever the app asks for, its server listens on LISTEN, quietly (no "Listening on" line
 // unless the app passes its own onListen).
 const realServe = Deno.serve.bind(Deno);
@@ -71,7 +154,12 @@ function serve(a, b) {
   appServers += 1;
   const moved = { onListen() {}, ...options, hostname, port };
   delete moved.path; // a Unix socket would bypass LISTEN
-  return handler === undefined ? realServe(moved) : realServe(moved, handler);
+  if (typeof handler !== "function") return realServe(moved); // deno's own error
+  delete moved.handler;
+  return realServe(moved, function (request, info) {
+    freshRequest();
+    return handler.call(this, request, info);
+  });
 }
 Object.defineProperty(Deno, "serve", { value: serve, writable: true, configurable: true });
 
@@ -82,6 +170,7 @@ if (typeof fetchHandler === "function") {
     throw new Error("the app both exports default { fetch } and calls Deno.serve: keep one");
   }
   realServe({ hostname, port, onListen() {} }, async (request) => {
+    freshRequest();
     // The VM's response is complete when the app answers and is then reset, so the
     // ctx.waitUntil work finishes first (as the QuickJS guest does outside a VM).
     const waits = [];

@@ -1,5 +1,8 @@
 //! The JS guest (root package) served through the kvmjs host on real /dev/kvm.
 
+#[path = "timing/decode.rs"]
+mod timing_decode;
+
 use kvmjs_vm::{AllowedPath, Request, RequestError, Response, Vm, VmConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -332,65 +335,6 @@ fn wpt_url_pass_rate() {
     );
 }
 
-/// Bits recovered from the receiver's write times `us` of `pattern`'s pages, by two
-/// decoders: (fault decoder) a write much faster than the slow ones did not fault, so the
-/// page was left writable: 1; (median decoder) a write faster than the median: 1.
-fn decode(pattern: u64, us: &[f64]) -> (u32, u32) {
-    let mut sorted = us.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = (sorted[31] + sorted[32]) / 2.0;
-    // A fault costs several times a plain write (~4 µs vs ~0.5 µs here); when the 10th
-    // and 90th percentiles are that far apart, split between them, else all writes cost
-    // the same and there is nothing to split.
-    let (lo, hi) = (sorted[6], sorted[57]);
-    let split = (hi > 3.0 * lo).then(|| (lo * hi).sqrt());
-    let count = |fast: &dyn Fn(f64) -> bool| {
-        (0..64)
-            .filter(|&i| fast(us[i]) == (pattern >> i & 1 == 1))
-            .count() as u32
-    };
-    (
-        count(&|t| split.is_some_and(|s| t < s)),
-        count(&|t| t < median),
-    )
-}
-
-/// One covert-channel trial (tests/js/apps/timing_channel.js): the sender writes the pages
-/// of the 1 bits of `pattern`, `between` unrelated requests follow, the receiver times one
-/// write to each of the 64 pages. Returns the bits recovered by [`decode`]'s decoders.
-fn timing_trial(vm: &mut Vm, region: &str, pattern: u64, between: usize) -> (u32, u32) {
-    let bits: String = (0..64)
-        .map(|i| if pattern >> i & 1 == 1 { '1' } else { '0' })
-        .collect();
-    get(vm, &format!("/send?region={region}&op=write&bits={bits}"));
-    for j in 0..between {
-        get(vm, &format!("/unrelated/{j}"));
-    }
-    let r = get(vm, &format!("/recv?region={region}&op=write"));
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let us: Vec<f64> = v["us"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    assert_eq!(us.len(), 64);
-    let (fault, median) = decode(pattern, &us);
-    let mean = |bit: u64| {
-        let v: Vec<f64> = (0..64)
-            .filter(|i| pattern >> i & 1 == bit)
-            .map(|i| us[i])
-            .collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
-    eprintln!(
-        "  {region}, {between} between: fault decoder {fault}/64, median decoder {median}/64 (write µs: sent 1 {:.2}, sent 0 {:.2})",
-        mean(1),
-        mean(0)
-    );
-    (fault, median)
-}
-
 /// The write-timing covert channel: a request marks pages by writing them, a later
 /// request on the same VM times its own writes to the same pages. With the adaptive reset
 /// as it was (a page a request wrote stayed writable for 8 resets) both decoders
@@ -401,7 +345,6 @@ fn timing_trial(vm: &mut Vm, region: &str, pattern: u64, between: usize) -> (u32
 /// on a fork, for pages that hold data in the snapshot and for pages that do not.
 #[test]
 fn write_timing_carries_no_bits_between_requests() {
-    const TRIALS: u32 = 16;
     let mut boot_vm = boot("tests/js/apps/timing_channel.js", &[]);
     let mut fork = Vm::from_snapshot(boot_vm.snapshot().unwrap()).unwrap();
     let mut seed = std::time::SystemTime::now()
@@ -411,52 +354,13 @@ fn write_timing_carries_no_bits_between_requests() {
         | 1;
     let mut failures = Vec::new();
     for (name, vm) in [("boot VM", &mut boot_vm), ("fork", &mut fork)] {
-        // The first touch of a page in a VM costs more whatever the reset does (KVM maps
-        // it then; see the README): spend it here, so the trials measure only what a
-        // request leaves behind.
-        for region in ["data", "fresh"] {
-            get(vm, &format!("/recv?region={region}&op=write"));
-        }
-        for region in ["data", "fresh"] {
-            eprintln!("{name}, {region}:");
-            let (mut fault, mut median) = (0, 0);
-            for trial in 0..TRIALS {
-                // Under the old adaptive reset a page stayed writable until 8 resets
-                // passed without a change: enough unrelated requests that the previous
-                // trial's receiver leaves nothing hot.
-                for j in 0..10 {
-                    get(vm, &format!("/cool/{j}"));
-                }
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let (f, m) = timing_trial(vm, region, seed, trial as usize % 4);
-                (fault, median) = (fault + f, median + m);
-                // Chance is 32 ± 4; 52 is five standard deviations.
-                if f > 52 {
-                    failures.push(format!("{name} {region} trial {trial}: {f}/64 bits"));
-                }
-            }
-            let per = |n: u32| f64::from(n) / f64::from(TRIALS);
-            eprintln!(
-                "{name}, {region}: fault decoder {:.1}/64 per trial, median decoder {:.1}/64",
-                per(fault),
-                per(median)
-            );
-            // At most 40 of 64 on average (chance: 32 ± 1 for the mean of 16 trials).
-            if fault > 40 * TRIALS {
-                failures.push(format!(
-                    "{name} {region}: fault decoder {:.1}/64 per trial",
-                    per(fault)
-                ));
-            }
-            if median > 54 * TRIALS {
-                failures.push(format!(
-                    "{name} {region}: median decoder {:.1}/64 per trial",
-                    per(median)
-                ));
-            }
-        }
+        timing_decode::channel_trials(
+            name,
+            &mut |url| get(vm, url).body,
+            &mut seed,
+            &mut failures,
+            &mut Vec::new(),
+        );
     }
     assert!(
         failures.is_empty(),

@@ -379,9 +379,8 @@ fn program(
             let mut args = vec![file.to_string_lossy().into_owned()];
             args.append(&mut vm.main_arguments);
             vm.main_arguments = args;
-            if let Some(d) = file.parent() {
-                vm.allowed_paths.push(AllowedPath::same(d));
-            }
+            let dir = engine::app_dir(&file).map_err(|e| ctx.entry_err(e.to_string()))?;
+            vm.allowed_paths.push(AllowedPath::same(dir));
             p.guest = guest_js.to_path_buf();
             p.engine = Engine::Quickjs.name();
         }
@@ -400,7 +399,8 @@ fn program(
                 app: &file,
                 listen,
             };
-            engine::configure_deno(&mut vm, &app, explicit);
+            engine::configure_deno(&mut vm, &app, explicit)
+                .map_err(|e| ctx.entry_err(e.to_string()))?;
             p.guest = deno;
             p.engine = Engine::Deno.name();
         }

@@ -1,15 +1,31 @@
 //! The engine a `.js` app runs on: the kvmjs QuickJS guest (the request API, one VM exit
 //! per request), or the deno CLI (V8), an unmodified Linux server the VM hands each request
 //! to as a connection on its listening socket (`VmConfig::listen`). For deno this module
-//! finds the binary, materialises the adapter (js/deno-adapter.js, built into kvmjs) and
-//! builds the command line, environment and allowed paths.
+//! finds the binary (engine/search.rs), materialises the adapter (js/deno-adapter.js,
+//! built into kvmjs; engine/adapter.rs) and builds the command line, environment and
+//! allowed paths. On both engines an app may read its own directory, never a system one.
 
-use kvmjs_vm::config::ListenSpec;
+use kvmjs_vm::config::{ListenSpec, Warmup};
 use kvmjs_vm::{AllowedPath, VmConfig};
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+// Explicit paths: the fuzz targets load this file by #[path] as well.
+#[path = "engine/adapter.rs"]
+mod adapter;
+#[path = "engine/search.rs"]
+mod search;
+
+pub use adapter::AdapterError;
+pub use search::DenoSearch;
+
+/// Writes the adapter (js/deno-adapter.js, built into kvmjs) into `$TMPDIR/kvmjs-<uid>/`
+/// once per process, through checked directory fds (engine/adapter.rs), and returns its
+/// path.
+pub fn adapter_file() -> Result<PathBuf, EngineError> {
+    Ok(adapter::adapter_file()?)
+}
 
 const MIB: u64 = 1 << 20;
 
@@ -23,16 +39,16 @@ pub enum EngineError {
         tried: Vec<String>,
     },
     /// The adapter could not be written.
-    #[error("cannot write the deno adapter to {path}: {source}; set TMPDIR to a private writable directory")]
-    Adapter {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    /// The app's directory would expose the host's system files.
+    #[error("{app}: an app may read its whole directory, and {dir} is a system directory (the whole filesystem or the host's system files); move the app into a directory of its own")]
+    AppDir {
+        /// The app.
+        app: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
     },
-    /// The adapter directory is not private.
-    #[error("{0} is not a private directory (owned by this user, no write access for others); remove it or set TMPDIR elsewhere")]
-    AdapterDir(PathBuf),
 }
 
 /// Which engine runs a `.js` app.
@@ -78,131 +94,6 @@ pub const SYSTEM_LIB_PATHS: &[&str] = &[
     "/etc/ld.so.cache",
 ];
 
-/// The adapter, built into kvmjs so a deployed binary needs no js/ directory.
-pub const ADAPTER_SOURCE: &str = include_str!("../../../js/deno-adapter.js");
-
-/// Places to look for the deno CLI, in order.
-#[derive(Debug, Default)]
-pub struct DenoSearch {
-    /// tinykvm.json `deno` (already resolved against the config's directory).
-    pub configured: Option<PathBuf>,
-    /// `KVMJS_DENO`.
-    pub env: Option<OsString>,
-    /// Directories that may hold `.deno/bin/deno` (where .ci/install-deps puts it).
-    pub near: Vec<PathBuf>,
-    /// `PATH`.
-    pub path_var: Option<OsString>,
-}
-
-impl DenoSearch {
-    /// The search for this process: `configured`, then `KVMJS_DENO`, then `.deno/bin/deno`
-    /// in `config_dir` and in the directories above the kvmjs executable (a checkout's
-    /// target/*/release/kvmjs finds the checkout's .deno), then `PATH`.
-    pub fn from_process(configured: Option<PathBuf>, config_dir: Option<&Path>) -> DenoSearch {
-        let mut near: Vec<PathBuf> = config_dir.into_iter().map(Path::to_path_buf).collect();
-        if let Ok(exe) = std::env::current_exe() {
-            near.extend(exe.ancestors().skip(1).take(5).map(Path::to_path_buf));
-        }
-        near.dedup();
-        DenoSearch {
-            configured,
-            env: std::env::var_os("KVMJS_DENO"),
-            near,
-            path_var: std::env::var_os("PATH"),
-        }
-    }
-
-    /// The deno binary, resolved (the guest runs the real file, not a symlink). A path
-    /// named explicitly (the config key, else `KVMJS_DENO`) must exist: falling back to
-    /// another deno would hide the mistake. Otherwise the first `.deno/bin/deno`, then
-    /// `deno` on `PATH`.
-    pub fn find(&self) -> Result<PathBuf, EngineError> {
-        let explicit = match (
-            &self.configured,
-            self.env.as_ref().filter(|p| !p.is_empty()),
-        ) {
-            (Some(p), _) => Some((p.clone(), "tinykvm.json \"deno\"")),
-            (None, Some(p)) => Some((PathBuf::from(p), "KVMJS_DENO")),
-            (None, None) => None,
-        };
-        let mut candidates: Vec<(PathBuf, &str)> = Vec::new();
-        let mut tried = Vec::new();
-        match explicit {
-            Some(c) => candidates.push(c),
-            None => {
-                tried.push("tinykvm.json \"deno\" (not set)".to_string());
-                tried.push("KVMJS_DENO (not set)".to_string());
-                for d in &self.near {
-                    candidates.push((d.join(".deno/bin/deno"), ".ci/install-deps location"));
-                }
-                match &self.path_var {
-                    Some(path) => {
-                        for d in std::env::split_paths(path).filter(|d| d.is_absolute()) {
-                            candidates.push((d.join("deno"), "PATH"));
-                        }
-                    }
-                    None => tried.push("PATH (not set)".into()),
-                }
-            }
-        }
-        for (p, why) in candidates {
-            if p.is_file() {
-                return p.canonicalize().map_err(|e| EngineError::DenoNotFound {
-                    tried: vec![format!("{} ({why}): {e}", p.display())],
-                });
-            }
-            tried.push(format!("{} ({why})", p.display()));
-        }
-        Err(EngineError::DenoNotFound { tried })
-    }
-}
-
-/// Writes the built-in adapter into a private directory (`$TMPDIR/kvmjs-<uid>`, mode 0700)
-/// and returns its path. It is rewritten on every start (a rename), so the guest reads
-/// exactly the adapter this kvmjs was built with.
-pub fn adapter_file() -> Result<PathBuf, EngineError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    // Once per process; the lock also keeps two threads off the same temporary file.
-    static PATH: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-    let mut written = PATH
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(p) = written.as_ref() {
-        return Ok(p.clone());
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    let dir = std::env::temp_dir().join(format!("kvmjs-{uid}"));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| EngineError::Adapter { path, source }
-    };
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io(&dir)(e)),
-    }
-    // Someone else's directory (or a symlink to one) in a shared /tmp could hand the guest
-    // another adapter: use it only if it is ours and nobody else may write to it.
-    let meta = std::fs::symlink_metadata(&dir).map_err(io(&dir))?;
-    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o022 != 0 {
-        return Err(EngineError::AdapterDir(dir));
-    }
-    let path = dir.join(format!("deno-adapter-{:016x}.js", fnv1a(ADAPTER_SOURCE)));
-    let tmp = dir.join(format!(".deno-adapter-{}.tmp", std::process::id()));
-    std::fs::write(&tmp, ADAPTER_SOURCE).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    *written = Some(path.clone());
-    Ok(path)
-}
-
-/// A stable 64-bit hash (FNV-1a), naming the adapter file by its content.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// What the config set explicitly (the deno engine's defaults fill in the rest).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Explicit {
@@ -235,8 +126,9 @@ pub struct DenoApp<'a> {
 /// - `--no-code-cache`: DENO_DIR lives in the VM's scratch filesystem and is reset with
 ///   it, so a code cache could only be written, never reused; writing it costs boot-time
 ///   system calls (research: ~300 pwrite64) and memory.
-/// - `--allow-net=LISTEN`, `--allow-read=APP_DIR`, `--allow-env=KEYS`: deno's own
-///   permissions match what the VM allows (the VM enforces them regardless).
+/// - `--allow-net=LISTEN`, `--allow-read=APP_DIR,/dev/urandom`, `--allow-env=KEYS`: deno's
+///   own permissions match what the VM allows (the VM enforces them regardless); the adapter
+///   reads /dev/urandom for randomness that differs between requests.
 /// - `--v8-flags=--single-threaded`: no V8 worker threads (research §1.4: main, tokio
 ///   blocking pool and signal thread remain). The VM runs every thread on one vCPU, so
 ///   workers buy no parallelism, only futex wake-ups (exits) and more state in the
@@ -256,8 +148,9 @@ pub fn deno_arguments(
         "--no-code-cache".into(),
         format!("--allow-net={}", a.listen),
         // deno splits permission lists at commas; `,,` is a literal comma (deno ≥ 2.0).
+        // /dev/urandom: the adapter's per-request randomness (js/deno-adapter.js).
         format!(
-            "--allow-read={}",
+            "--allow-read={},/dev/urandom",
             app_dir.display().to_string().replace(',', ",,")
         ),
     ];
@@ -284,9 +177,19 @@ pub const DENO_ENVIRONMENT: &[(&str, &str)] = &[
     ("DENO_NO_PROMPT", "1"),
 ];
 
+/// Warm-up requests the deno engine sends before its snapshot unless `warmup` is set (the
+/// QuickJS guest's own default, `--warmup 20`).
+pub const DENO_WARMUP_REQUESTS: u32 = 20;
+
 /// Turns `vm` (as parsed, with `main_arguments` the program's own) into deno serving `a`:
 /// the command line, environment, allowed paths, listen address and V8-sized defaults.
-pub fn configure_deno(vm: &mut VmConfig, a: &DenoApp<'_>, explicit: Explicit) {
+/// Fails, leaving `vm` as it was, when the app lies in a system directory (`app_dir`).
+pub fn configure_deno(
+    vm: &mut VmConfig,
+    a: &DenoApp<'_>,
+    explicit: Explicit,
+) -> Result<(), EngineError> {
+    let app_dir = app_dir(a.app)?;
     let env_keys: Vec<String> = vm
         .environment
         .iter()
@@ -310,9 +213,7 @@ pub fn configure_deno(vm: &mut VmConfig, a: &DenoApp<'_>, explicit: Explicit) {
     }
     vm.allowed_paths.push(AllowedPath::same(a.deno));
     vm.allowed_paths.push(AllowedPath::same(a.adapter));
-    if let Some(d) = a.app.parent() {
-        vm.allowed_paths.push(AllowedPath::same(d));
-    }
+    vm.allowed_paths.push(AllowedPath::same(app_dir));
     // /proc/self/exe: deno maps its own binary.
     vm.program_path = Some(a.deno.to_string_lossy().into_owned());
     vm.listen = Some(ListenSpec { addr: a.listen });
@@ -324,10 +225,44 @@ pub fn configure_deno(vm: &mut VmConfig, a: &DenoApp<'_>, explicit: Explicit) {
         vm.max_memory = 2048 * MIB;
     }
     vm.address_space = vm.address_space.max(vm.max_memory);
+    // As the QuickJS guest warms an app with 20 `GET /` before its pause: without it every
+    // request from the snapshot would run V8's cold paths (parse, compile, inline caches)
+    // again; measured on tests/js/apps/isolation.js: 229 dirty pages and 586 requests/s
+    // cold, 91 pages and 1,853/s warm. `"warmup": {"num_requests": 0}` turns it off.
+    if vm.warmup.is_none() {
+        vm.warmup = Some(Warmup {
+            num_requests: DENO_WARMUP_REQUESTS,
+            url: "/".into(),
+            method: "GET".into(),
+            headers: Vec::new(),
+        });
+    }
     // deno starts in ~20 ms natively, but every system call of its ~2,000 is a VM exit.
     if !explicit.max_boot_time {
         vm.max_boot_time = vm.max_boot_time.max(Duration::from_secs(60));
     }
+    Ok(())
+}
+
+/// Directories no app may live in directly (besides any directly under /usr): an app may
+/// read its whole directory (both engines), and each of these holds the host's system
+/// files, or, for `/`, everything.
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+    "/root", "/run", "/sbin", "/sys", "/usr", "/var",
+];
+
+/// The directory the app (absolute, resolved) may read, on either engine; an error when it
+/// is a system directory (`SYSTEM_DIRS`, or directly under /usr).
+pub fn app_dir(app: &Path) -> Result<&Path, EngineError> {
+    let dir = app.parent().unwrap_or(app);
+    if SYSTEM_DIRS.iter().any(|d| dir == Path::new(d)) || dir.parent() == Some(Path::new("/usr")) {
+        return Err(EngineError::AppDir {
+            app: app.to_path_buf(),
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(dir)
 }
 
 /// Parses a listen address ("127.0.0.1:8000", "[::1]:8000").
@@ -363,81 +298,6 @@ mod tests {
     }
 
     #[test]
-    fn search_order_and_error_names_every_place() {
-        let d = tmp("search");
-        let (a, b) = (d.join("a"), d.join("b"));
-        std::fs::create_dir_all(b.join(".deno/bin")).unwrap();
-        std::fs::create_dir_all(a.join("bin")).unwrap();
-        let near_deno = b.join(".deno/bin/deno");
-        std::fs::write(&near_deno, "x").unwrap();
-        let path_deno = a.join("bin/deno");
-        std::fs::write(&path_deno, "x").unwrap();
-        let path_var = std::env::join_paths([a.join("bin")]).unwrap();
-        // The config key wins, then KVMJS_DENO, then .deno/bin/deno, then PATH.
-        let s = DenoSearch {
-            configured: Some(path_deno.clone()),
-            env: Some(near_deno.clone().into()),
-            near: vec![b.clone()],
-            path_var: Some(path_var.clone()),
-        };
-        assert_eq!(s.find().unwrap(), path_deno.canonicalize().unwrap());
-        let s = DenoSearch {
-            env: Some(path_deno.clone().into()),
-            near: vec![b.clone()],
-            ..Default::default()
-        };
-        assert_eq!(s.find().unwrap(), path_deno.canonicalize().unwrap());
-        let s = DenoSearch {
-            near: vec![a.clone(), b.clone()],
-            path_var: Some(path_var.clone()),
-            ..Default::default()
-        };
-        assert_eq!(s.find().unwrap(), near_deno.canonicalize().unwrap());
-        let s = DenoSearch {
-            near: vec![a.clone()],
-            path_var: Some(path_var),
-            ..Default::default()
-        };
-        assert_eq!(s.find().unwrap(), path_deno.canonicalize().unwrap());
-        // A named path must exist: no fallback to another deno.
-        for s in [
-            DenoSearch {
-                configured: Some(d.join("nope/deno")),
-                env: Some(path_deno.clone().into()),
-                near: vec![b.clone()],
-                ..Default::default()
-            },
-            DenoSearch {
-                env: Some(d.join("env/deno").into()),
-                near: vec![b.clone()],
-                ..Default::default()
-            },
-        ] {
-            let e = s.find().unwrap_err().to_string();
-            assert!(
-                e.contains("/deno (") && !e.contains("install-deps location"),
-                "{e}"
-            );
-        }
-        // Nothing found: the error lists each place and what to do.
-        let s = DenoSearch {
-            near: vec![a.clone()],
-            path_var: Some(std::env::join_paths([d.join("empty")]).unwrap()),
-            ..Default::default()
-        };
-        let e = s.find().unwrap_err().to_string();
-        for want in [
-            "tinykvm.json \"deno\" (not set)",
-            "KVMJS_DENO (not set)",
-            "a/.deno/bin/deno (.ci/install-deps location)",
-            "empty/deno (PATH)",
-            ".ci/install-deps",
-        ] {
-            assert!(e.contains(want), "missing {want:?} in {e}");
-        }
-    }
-
-    #[test]
     fn deno_command_line_environment_and_paths() {
         let d = tmp("args");
         let app = d.join("app.js");
@@ -458,7 +318,7 @@ mod tests {
             app: &app,
             listen,
         };
-        configure_deno(&mut vm, &a, Explicit::default());
+        configure_deno(&mut vm, &a, Explicit::default()).unwrap();
         let dir = d.display().to_string();
         let want: Vec<String> = [
             "run",
@@ -467,7 +327,7 @@ mod tests {
             "--no-remote",
             "--no-code-cache",
             "--allow-net=127.0.0.1:9000",
-            &format!("--allow-read={dir}"),
+            &format!("--allow-read={dir},/dev/urandom"),
             "--allow-env=GREETING,HOME",
             "--v8-flags=--single-threaded",
             "/run/kvmjs/deno-adapter.js",
@@ -520,7 +380,7 @@ mod tests {
             max_memory: true,
             max_boot_time: true,
         };
-        configure_deno(&mut vm, &a, explicit);
+        configure_deno(&mut vm, &a, explicit).unwrap();
         assert!(!vm
             .main_arguments
             .iter()
@@ -546,15 +406,43 @@ mod tests {
     }
 
     #[test]
-    fn adapter_is_written_privately_with_its_source() {
-        let p = adapter_file().unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), ADAPTER_SOURCE);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(p.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "{mode:o}");
-        assert_eq!(adapter_file().unwrap(), p);
+    fn an_app_in_a_system_directory_is_refused() {
+        for app in [
+            "/app.js",
+            "/etc/app.js",
+            "/usr/app.js",
+            "/usr/lib/app.js",
+            "/usr/share/app.js",
+            "/root/app.js",
+            "/proc/app.js",
+        ] {
+            let e = app_dir(Path::new(app)).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{app}: an app may read its whole directory"))
+                    && e.contains("move the app into a directory of its own"),
+                "{e}"
+            );
+        }
+        for (app, dir) in [
+            ("/srv/site/app.js", "/srv/site"),
+            ("/usr/local/site/app.js", "/usr/local/site"),
+            ("/home/me/app/app.js", "/home/me/app"),
+            ("/kvmjs/js/hello.js", "/kvmjs/js"),
+        ] {
+            assert_eq!(app_dir(Path::new(app)).unwrap(), Path::new(dir));
+        }
+        // The deno engine refuses it before touching the config.
+        let mut vm = VmConfig::default();
+        let a = DenoApp {
+            deno: Path::new("/opt/deno"),
+            adapter: Path::new("/run/kvmjs/deno-adapter.js"),
+            app: Path::new("/app.js"),
+            listen: "127.0.0.1:9000".parse().unwrap(),
+        };
+        assert!(matches!(
+            configure_deno(&mut vm, &a, Explicit::default()),
+            Err(EngineError::AppDir { .. })
+        ));
+        assert!(vm.main_arguments.is_empty() && vm.allowed_paths.is_empty());
     }
 }

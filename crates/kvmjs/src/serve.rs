@@ -148,9 +148,8 @@ fn app_program(
     };
     let guest = match engine {
         Engine::Quickjs => {
-            if let Some(d) = app.parent() {
-                vm.allowed_paths.push(AllowedPath::same(d));
-            }
+            vm.allowed_paths
+                .push(AllowedPath::same(engine::app_dir(&app)?));
             guest()?
         }
         Engine::Deno => {
@@ -164,7 +163,7 @@ fn app_program(
                 app: &app,
                 listen,
             };
-            engine::configure_deno(&mut vm, &a, engine::Explicit::default());
+            engine::configure_deno(&mut vm, &a, engine::Explicit::default())?;
             deno
         }
     };

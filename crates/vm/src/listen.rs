@@ -25,17 +25,24 @@
 //! did reaches the next request, and every request starts from the same state.
 //!
 //! # A request
-//! The request is written as HTTP/1.1 (`Connection: close`, [`crate::net::http`]) into
-//! a new connection queued on the listener, waiters are notified, and the guest runs.
-//! After every system call that returns (and at exit) the host looks at what the guest
-//! wrote to that connection; as soon as it is a complete response (Content-Length,
-//! chunked, or closed) the guest stops on that call: it does not run on past the
-//! response. Ephemeral VMs then reset. Non-ephemeral VMs continue that call with its
-//! result at the next request and run until they are back in a wait on the listener.
+//! The request is written as HTTP/1.1 ([`crate::net::http`]: the client's end-to-end
+//! fields, no Connection field of the host's own) into a new connection queued on the
+//! listener, waiters are notified, and the guest runs. After every system call that
+//! returns the host looks at what the guest wrote to that connection; as soon as it is a
+//! complete response (Content-Length, chunked, or closed) the guest stops on that call:
+//! it does not run on past the response. The host then ends the connection itself (as a
+//! client that is done would): a guest that keeps connections alive sees EOF on it.
+//! Ephemeral VMs then reset. Non-ephemeral VMs continue that call with its result at the
+//! next request and run until they are back in a wait on the listener.
+//!
+//! A program that exits closes its connections, so an exit ends a close-delimited
+//! response like a close does: a complete one is answered. A non-ephemeral VM whose
+//! program exited (while answering, or on its way back to its wait) is reset to the
+//! snapshot, with a warning: what earlier requests left in it is gone.
 
 use crate::fs::{lock, OpenFile, MAX_FDS};
 use crate::net::http;
-use crate::net::tcp::{Conn, SharedConn, TcpSocket};
+use crate::net::tcp::{canonical, Conn, SharedConn, TcpSocket};
 use crate::request::{PlaceError, Request, RequestStats, Response};
 use crate::syscalls::{Args, Flow, Stop};
 use crate::tasks::switch::Pending;
@@ -172,7 +179,7 @@ impl Vm {
         (0..MAX_FDS as u64).find_map(|fd| {
             let d = self.proc.fds.get(fd)?;
             let s = d.file.as_any().downcast_ref::<TcpSocket>()?;
-            (s.listening_on() == Some(want)).then(|| d.clone())
+            (s.listening_on().map(canonical) == Some(canonical(want))).then(|| d.clone())
         })
     }
 
@@ -232,7 +239,6 @@ impl Vm {
         deadline: Instant,
         stats: &mut RequestStats,
     ) -> Result<Response, RequestError> {
-        let bytes = http::serialize(req);
         if req.body.len() as u64 > self.cfg.max_request_body {
             return Err(PlaceError::TooLarge(format!(
                 "body of {} bytes; max_request_body is {}",
@@ -241,11 +247,20 @@ impl Vm {
             ))
             .into());
         }
+        let bytes = http::serialize(req);
         let pending = match std::mem::replace(&mut self.pos, Position::Booting) {
             // Armed from the snapshot: the vCPU re-runs the wait by itself.
             Position::AtPause { trap: None, .. } => None,
             Position::InWait(p) => Some(p),
-            Position::AfterResponse(t) => Some(self.back_to_wait(t, deadline, stats)?),
+            Position::AfterResponse(t) => match self.back_to_wait(t, deadline, stats) {
+                Ok(p) => Some(p),
+                // Exited after answering: the next request starts from the snapshot.
+                Err(RequestError::Exited(code, _)) => {
+                    self.reset_after_exit(code, "after its last response", stats)?;
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             Position::Broken(m) => {
                 self.pos = Position::Broken(m.clone());
                 return Err(RequestError::Broken(m));
@@ -266,7 +281,18 @@ impl Vm {
             self.net.next_port = self.net.next_port.wrapping_add(1);
             EPHEMERAL_PEER_PORT + self.net.next_port % 16384
         };
-        let conn = Arc::new(Mutex::new(Conn::new(bytes, port)));
+        let mut conn = Conn::new(bytes, port);
+        // One byte past the largest response the framer accepts: it fails the request
+        // then, and a huge write costs the host no more than that.
+        conn.limit_response(
+            usize::try_from(
+                self.cfg
+                    .max_response_body
+                    .saturating_add(http::HEADER_ROOM + 1),
+            )
+            .unwrap_or(usize::MAX),
+        );
+        let conn = Arc::new(Mutex::new(conn));
         let sock = listener
             .file
             .as_any()
@@ -292,7 +318,15 @@ impl Vm {
             seen: (0, false),
         });
         let r = self.run_from(deadline, stats, pending);
-        if let Some(w) = self.net.watch.take() {
+        let mut watch = self.net.watch.take();
+        // An exit closes the guest's end: a close-delimited response is complete.
+        let exited = match (&r, watch.as_mut()) {
+            (Ok((Stop::Exited(code), _)), Some(Watch { conn, framer, .. })) => {
+                Some((*code, framer.feed(lock(conn).response(), true)))
+            }
+            _ => None,
+        };
+        if let Some(w) = watch {
             // A guest that continues (non-ephemeral) sees the client gone.
             let accepted = {
                 let mut c = lock(&w.conn);
@@ -303,6 +337,20 @@ impl Vm {
                 self.proc.tasks.notify(&WaitKey::File(id));
             }
         }
+        if let Some((code, answer)) = exited {
+            return match answer {
+                Ok(Some(resp)) => {
+                    // Nothing can continue a program that exited.
+                    self.pos = Position::Broken(format!("the program exited with status {code}"));
+                    if !self.cfg.ephemeral {
+                        self.reset_after_exit(code, "after answering", stats)?;
+                    }
+                    Ok(resp)
+                }
+                Ok(None) => Err(RequestError::Exited(code, String::new())),
+                Err(e) => Err(RequestError::Exited(code, format!(": {e}"))),
+            };
+        }
         match r? {
             (Stop::Responded(resp), t) => {
                 self.pos = Position::AfterResponse(t);
@@ -310,5 +358,28 @@ impl Vm {
             }
             (stop, _) => Err(crate::vm::unexpected(stop, "before a complete response")),
         }
+    }
+
+    /// Resets a non-ephemeral VM whose program exited (`when`) to the snapshot, and says
+    /// so: its state from earlier requests is gone.
+    fn reset_after_exit(
+        &mut self,
+        code: i32,
+        when: &str,
+        stats: &mut RequestStats,
+    ) -> Result<(), RequestError> {
+        tracing::warn!(
+            program = %self.cfg.name,
+            "the program exited with status {code} {when}; the VM is reset to its snapshot \
+             (what earlier requests left in it is lost): a non-ephemeral program should keep \
+             running between requests"
+        );
+        let t0 = Instant::now();
+        let pages = self.reset(true).inspect_err(|e| {
+            self.pos = Position::Broken(e.to_string());
+        })?;
+        stats.dirty_pages += pages;
+        stats.reset_us += t0.elapsed().as_secs_f64() * 1e6;
+        Ok(())
     }
 }

@@ -58,6 +58,9 @@ pub struct Process {
     pub request_memory_base: Option<(u64, u64)>,
     /// Set by any syscall that changes this struct, so a reset can skip the clone.
     pub changed: bool,
+    /// A memory call of this request was refused (max_memory, max_request_memory or the
+    /// address space full): a crash that follows is reported as out of memory.
+    pub memory_refused: bool,
 }
 
 /// Size of the request area: 1 MiB of strings and header table, plus the body limit.
@@ -89,6 +92,7 @@ impl Process {
             tasks: crate::tasks::Tasks::new(),
             max_memory,
             request_memory_base: None,
+            memory_refused: false,
             changed: false,
         }
     }

@@ -146,6 +146,7 @@ impl Vm {
         self.proc.changed = false;
         self.proc.request_memory_base =
             Some((self.proc.memory_used(), self.cfg.max_request_memory));
+        self.proc.memory_refused = false;
         let memory = MemorySnapshot::capture(&self.mem)?;
         // Mappings made before the snapshot are part of it: nothing to undo at resets.
         self.mem

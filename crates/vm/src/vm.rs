@@ -382,9 +382,11 @@ impl Vm {
         let t0 = Instant::now();
         let mut stats = RequestStats::default();
         let written = self.log.written;
+        self.proc.memory_refused = false;
         let out = self
             .serve(req, t0 + self.cfg.max_request_time, &mut stats)
-            .map_err(|e| self.with_guest_output(e, written));
+            .map_err(|e| self.with_guest_output(e, written))
+            .map_err(|e| self.out_of_memory(e));
         let reset = match &out {
             // The reset waits for the background work (finish_background).
             Ok(r) if r.background => false,
@@ -408,6 +410,24 @@ impl Vm {
             tracing::debug!(program = %self.cfg.name, "request failed: {e}");
         }
         out
+    }
+
+    /// A crash after a refused memory call is the program running out of memory (V8
+    /// aborts with int3 when an allocation fails; a C program may take a SIGSEGV), which is
+    /// what the operator needs to know, rather than the crash itself.
+    fn out_of_memory(&self, e: RequestError) -> RequestError {
+        match e {
+            RequestError::Fault(_) | RequestError::Exited(..) | RequestError::Guest(_)
+                if self.proc.memory_refused =>
+            {
+                RequestError::OutOfMemory {
+                    max_memory_mb: self.cfg.max_memory >> 20,
+                    max_request_memory_mb: self.cfg.max_request_memory >> 20,
+                    detail: e.to_string(),
+                }
+            }
+            e => e,
+        }
     }
 
     /// Finishes the background work (a Workers `ctx.waitUntil`) of the last request, whose

@@ -178,7 +178,9 @@ fn deno_timer_pending_at_the_snapshot_does_not_leak() {
 
 #[test]
 fn deno_serve_non_ephemeral_keeps_state() {
-    let (deno, script) = deno_script("count", "count.js", "let n = 0;\nDeno.serve({ port: 8000, hostname: \"127.0.0.1\" }, (req) => new Response(`n=${++n} ${new URL(req.url).pathname}`));\n");
+    // The app also shows the Connection field it was handed: none (HTTP/1.1 keep-alive;
+    // the host ends the connection itself after the response).
+    let (deno, script) = deno_script("count", "count.js", "let n = 0;\nDeno.serve({ port: 8000, hostname: \"127.0.0.1\" }, (req) => new Response(`n=${++n} ${new URL(req.url).pathname} connection=${req.headers.get(\"connection\")}`));\n");
     let cfg = VmConfig {
         ephemeral: false,
         ..listen_cfg(
@@ -200,7 +202,10 @@ fn deno_serve_non_ephemeral_keeps_state() {
         let r = vm
             .handle(&Request::get(&format!("/p{i}")))
             .unwrap_or_else(|e| panic!("request {i}: {e}"));
-        assert_eq!(String::from_utf8_lossy(&r.body), format!("n={i} /p{i}"));
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            format!("n={i} /p{i} connection=null")
+        );
         stats.push(vm.last_stats());
     }
     report("deno Deno.serve counter, non-ephemeral", &stats);
@@ -408,4 +413,110 @@ fn deno_script(tag: &str, file: &str, source: &str) -> (std::path::PathBuf, std:
     let script = dir.join(file);
     std::fs::write(&script, source).expect("write");
     (deno, script)
+}
+
+/// A server that echoes the request head it was handed (after `/echo`), answers
+/// close-delimited and exits on `/exit-close`, answers with a Content-Length and exits
+/// on its way back to accept on `/exit-after`, else answers its request count.
+const EXIT_SERVER: &str = r#"
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+static int count;
+int main(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET; a.sin_port = htons(8000); a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 4)) return 1;
+    for (;;) {
+        int c = accept(s, 0, 0);
+        char req[4096] = {0};
+        size_t got = 0;
+        while (got < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+            ssize_t n = read(c, req + got, sizeof req - 1 - got);
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+        count++;
+        char out[4600];
+        int n;
+        if (!strncmp(req, "GET /echo", 9)) {
+            n = snprintf(out, sizeof out, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", got, req);
+        } else if (!strncmp(req, "GET /exit-close", 15)) {
+            n = snprintf(out, sizeof out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nbye count=%d", count);
+            write(c, out, (size_t)n);
+            _exit(0);
+        } else {
+            n = snprintf(out, sizeof out, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ncount=%d", count % 10);
+        }
+        write(c, out, (size_t)n);
+        close(c);
+        if (!strncmp(req, "GET /exit-after", 15)) _exit(3);
+    }
+}
+"#;
+
+/// An exit ends a close-delimited response as a close does; a non-ephemeral VM whose
+/// program exited starts again from the snapshot. The request the guest reads carries
+/// the client's end-to-end fields only.
+#[test]
+fn an_exit_completes_a_close_delimited_response_and_hop_by_hop_fields_stay_out() {
+    let bin = compile_c("exit", EXIT_SERVER);
+    for ephemeral in [true, false] {
+        let cfg = VmConfig {
+            ephemeral,
+            address_space: 512 * MIB,
+            max_memory: 256 * MIB,
+            ..listen_cfg(&bin, &[], &[], &[])
+        };
+        let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&bin).expect("read"))
+            .unwrap_or_else(|e| panic!("boot: {e}"));
+        let get = |vm: &mut Vm, url: &str| {
+            let r = vm
+                .handle(&Request::get(url))
+                .unwrap_or_else(|e| panic!("{url} (ephemeral={ephemeral}): {e}"));
+            assert_eq!(r.status, 200, "{url}");
+            String::from_utf8_lossy(&r.body).into_owned()
+        };
+        assert_eq!(get(&mut vm, "/exit-close"), "bye count=1");
+        assert_eq!(get(&mut vm, "/"), "count=1", "ephemeral={ephemeral}");
+        if !ephemeral {
+            assert_eq!(get(&mut vm, "/"), "count=2", "state kept between requests");
+        }
+        // Exits after a complete response, on its way back to accept: the next request
+        // is answered from the snapshot.
+        get(&mut vm, "/exit-after");
+        assert_eq!(get(&mut vm, "/"), "count=1", "ephemeral={ephemeral}");
+        assert!(!vm.is_broken());
+    }
+    let cfg = VmConfig {
+        address_space: 512 * MIB,
+        max_memory: 256 * MIB,
+        ..listen_cfg(&bin, &[], &[], &[])
+    };
+    let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&bin).expect("read"))
+        .unwrap_or_else(|e| panic!("boot: {e}"));
+    let req = Request {
+        method: "GET".into(),
+        url: "/echo".into(),
+        headers: vec![
+            "Connection: keep-alive, X-Hop".into(),
+            "X-Hop: secret".into(),
+            "Upgrade: h2c".into(),
+            "TE: trailers".into(),
+            "Trailer: X-T".into(),
+            "Proxy-Connection: keep-alive".into(),
+            "Keep-Alive: timeout=5".into(),
+            "X-Keep: 1".into(),
+        ],
+        ..Request::default()
+    };
+    let r = vm.handle(&req).expect("echo");
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "GET /echo HTTP/1.1\r\nX-Keep: 1\r\nHost: localhost\r\n\r\n"
+    );
 }

@@ -140,6 +140,20 @@ pub fn request_error(
                 "too_large",
             );
         }
+        // As the QuickJS guest answers its own out-of-memory: a 500 that says so, with the
+        // limits (the client learns no address or path).
+        RequestError::OutOfMemory {
+            max_memory_mb,
+            max_request_memory_mb,
+            ..
+        } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "out_of_memory",
+            format!(
+                "out of memory: program {program:?} needed more than its limits allow \
+                 (max_memory {max_memory_mb} MB, max_request_memory {max_request_memory_mb} MB)"
+            ),
+        ),
         RequestError::Fault(_) => (StatusCode::BAD_GATEWAY, "fault", failed(program)),
         RequestError::Exited(..) => (StatusCode::BAD_GATEWAY, "exit", failed(program)),
         RequestError::Guest(_) => (StatusCode::BAD_GATEWAY, "guest", failed(program)),
@@ -253,6 +267,15 @@ mod tests {
                 RequestError::Timeout(Duration::from_secs(1)),
                 504,
                 "timeout",
+            ),
+            (
+                RequestError::OutOfMemory {
+                    max_memory_mb: 2048,
+                    max_request_memory_mb: 64,
+                    detail: "guest breakpoint (int3) at 0x55 in /srv/x".into(),
+                },
+                500,
+                "out_of_memory",
             ),
         ];
         for (e, code, want_kind) in cases {

@@ -19,6 +19,12 @@ use std::sync::{Arc, Mutex, Weak};
 pub const EPOLLET: u32 = 1 << 31;
 /// EPOLLONESHOT.
 pub const EPOLLONESHOT: u32 = 1 << 30;
+/// Most entries one instance holds. Entries are keyed by (fd, description) and outlive
+/// the fd while the description is open (as on Linux), so without a cap a guest could
+/// grow a list to every fd number times every description it keeps open, per instance,
+/// in host memory (and every wait scans the list). Linux caps watches per user
+/// (max_user_watches) with ENOSPC; no program kvmjs runs needs more than a few per fd.
+pub const MAX_WATCHES: usize = 4 * crate::fs::MAX_FDS;
 /// Bits that are not events.
 const CONTROL: u32 = EPOLLET | EPOLLONESHOT | (1 << 29) | (1 << 28);
 
@@ -100,6 +106,7 @@ impl Epoll {
             .position(|i| i.fd == fd && std::ptr::eq(i.target.as_ptr(), Arc::as_ptr(target)));
         match (op, pos) {
             (Op::Add, Some(_)) => Err(libc::EEXIST),
+            (Op::Add, None) if list.len() >= MAX_WATCHES => Err(libc::ENOSPC),
             (Op::Add, None) => {
                 list.push(Interest {
                     fd,
@@ -269,6 +276,21 @@ mod tests {
 
     fn desc(f: impl File + 'static) -> Arc<OpenFile> {
         OpenFile::new(Arc::new(f), flags::RDWR | flags::NONBLOCK)
+    }
+
+    #[test]
+    fn entries_are_capped() {
+        let ep = Epoll::new(1);
+        let target = desc(EventFd::new(2, 0, false));
+        for fd in 0..MAX_WATCHES as u64 {
+            ep.ctl(Op::Add, fd, &target, events::IN, fd).unwrap();
+        }
+        let other = desc(EventFd::new(3, 0, false));
+        assert_eq!(ep.ctl(Op::Add, 0, &other, events::IN, 0), Err(libc::ENOSPC));
+        // Existing entries still change, and room comes back when one goes.
+        ep.ctl(Op::Mod, 5, &target, events::OUT, 0).unwrap();
+        ep.ctl(Op::Del, 5, &target, 0, 0).unwrap();
+        ep.ctl(Op::Add, 0, &other, events::IN, 0).unwrap();
     }
 
     #[test]

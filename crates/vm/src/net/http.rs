@@ -24,34 +24,80 @@ pub enum HttpError {
 /// Most header fields a response may have.
 const MAX_HEADERS: usize = 128;
 /// Room for the status line and headers on top of max_response_body.
-const HEADER_ROOM: u64 = 64 << 10;
+pub const HEADER_ROOM: u64 = 64 << 10;
+/// Longest chunk-size line (with its extensions) or trailer line.
+const MAX_LINE: usize = 4 << 10;
+/// Most interim (1xx) responses before the final one.
+const MAX_INTERIM: usize = 16;
 
-/// The request as HTTP/1.1 bytes: the request line, the caller's headers (without any
-/// Connection, Content-Length or Transfer-Encoding of their own), `Connection: close`
-/// and the body's Content-Length (when there is a body or the method takes one).
+/// Request fields that belong to the client's connection to the host, not to the
+/// guest's (hop-by-hop, RFC 9110 §7.6.1), and the body framing the host sets itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Whether `b` may appear in a method (an RFC 9110 token character).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The request as HTTP/1.1 bytes: the request line, the client's end-to-end headers (the
+/// hop-by-hop ones, those the client's Connection header names, and its own framing are
+/// left out), and the body's Content-Length (when there is a body or the method takes
+/// one). No Connection header: the guest sees the request as the client sent it, and the
+/// host ends the connection itself once the response is complete (crate::listen).
 pub fn serialize(req: &Request) -> Vec<u8> {
-    let method = if req.method.is_empty() {
-        "GET"
+    // The front parsed both, so they are valid; a configured warm-up request may not be:
+    // nothing may break the request line.
+    let method: String = req
+        .method
+        .chars()
+        .filter(|&c| c.is_ascii() && is_tchar(c as u8))
+        .collect();
+    let method = if method.is_empty() {
+        "GET".to_owned()
     } else {
-        &req.method
+        method
     };
-    let url = if req.url.is_empty() { "/" } else { &req.url };
+    let mut url = String::new();
+    for c in req.url.chars() {
+        if c.is_ascii_control() || c == ' ' {
+            url.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            url.push(c);
+        }
+    }
+    if url.is_empty() {
+        url.push('/');
+    }
     let mut out = format!("{method} {url} HTTP/1.1\r\n").into_bytes();
+    let fields: Vec<(&str, &str)> = req
+        .headers
+        .iter()
+        .filter_map(|h| h.split_once(':'))
+        .map(|(n, v)| (n.trim(), v))
+        .filter(|(n, _)| !n.is_empty() && !n.bytes().any(|b| b <= b' ' || b == 0x7f))
+        .collect();
+    // Fields the client's Connection header names are hop-by-hop too.
+    let named: Vec<String> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
     let mut host = false;
     let mut ctype = false;
-    for h in &req.headers {
-        let Some((name, value)) = h.split_once(':') else {
-            continue;
-        };
-        let name = name.trim();
-        if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            continue;
-        }
+    for (name, value) in fields {
         let lower = name.to_ascii_lowercase();
-        if matches!(
-            lower.as_str(),
-            "connection" | "content-length" | "transfer-encoding" | "keep-alive"
-        ) {
+        if HOP_BY_HOP.contains(&lower.as_str()) || named.contains(&lower) {
             continue;
         }
         host |= lower == "host";
@@ -74,8 +120,7 @@ pub fn serialize(req: &Request) -> Vec<u8> {
             .collect();
         out.extend_from_slice(format!("Content-Type: {v}\r\n").as_bytes());
     }
-    out.extend_from_slice(b"Connection: close\r\n");
-    if !req.body.is_empty() || !matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE") {
+    if !req.body.is_empty() || !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS" | "DELETE") {
         out.extend_from_slice(format!("Content-Length: {}\r\n", req.body.len()).as_bytes());
     }
     out.extend_from_slice(b"\r\n");
@@ -97,7 +142,7 @@ pub fn parse_response(
 /// How the body of a response ends.
 #[derive(Clone, Copy, Debug)]
 enum Framing {
-    /// No body (HEAD, 1xx, 204, 304).
+    /// No body (HEAD, 204, 304).
     Empty,
     /// Content-Length.
     Length(u64),
@@ -107,19 +152,36 @@ enum Framing {
     Close,
 }
 
-/// Reads a response incrementally as the guest writes it: each call looks only at what
-/// is new (the header section at most [`HEADER_ROOM`] bytes, each chunk once), so a guest
-/// writing a large response in small pieces costs the host linear, not quadratic, work.
+/// Where a chunked body is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// In a chunk of this many bytes (then CRLF).
+    Data(usize),
+    /// In the trailer section.
+    Trailers,
+}
+
+/// Reads a response incrementally as the guest writes it: every byte is looked at a
+/// bounded number of times however the guest splits its writes (the search for the end
+/// of a line or of the header section resumes where it stopped; a chunk is copied once
+/// it is all there), so a guest writing a large response in small pieces costs the host
+/// linear, not quadratic, work.
 #[derive(Debug)]
 pub struct Framer {
     method: String,
     max_body: u64,
     /// Start of the (next) response head: interim 1xx responses are skipped.
     head_at: usize,
+    /// Interim responses skipped.
+    interim: usize,
+    /// Where the search for the end of the current line or head resumes.
+    scan_at: usize,
     head: Option<(Response, usize, Framing)>,
-    /// Chunked: offset of the next chunk-size (or trailer) line, and the body so far.
+    /// Chunked: offset of the next chunk-size line, chunk or trailer line.
     chunk_at: usize,
-    in_trailers: bool,
+    chunk: Chunk,
     body: Vec<u8>,
 }
 
@@ -130,9 +192,11 @@ impl Framer {
             method: method.to_owned(),
             max_body,
             head_at: 0,
+            interim: 0,
+            scan_at: 0,
             head: None,
             chunk_at: 0,
-            in_trailers: false,
+            chunk: Chunk::Size,
             body: Vec::new(),
         }
     }
@@ -151,6 +215,11 @@ impl Framer {
             }
         };
         if self.head.is_none() && !self.parse_head(buf)? {
+            if closed && self.interim > 0 {
+                return Err(HttpError::Invalid(
+                    "only interim 1xx responses, no final response".into(),
+                ));
+            }
             return truncated();
         }
         let Some((resp, start, framing)) = &self.head else {
@@ -168,11 +237,15 @@ impl Framer {
                 done(resp.clone(), body[..len as usize].to_vec())
             }
             Framing::Length(_) => truncated(),
+            Framing::Close if body.len() as u64 > self.max_body => {
+                Err(HttpError::TooLarge(self.max_body))
+            }
             Framing::Close if closed => done(resp.clone(), body.to_vec()),
             Framing::Close => Ok(None),
             Framing::Chunked => {
                 if self.chunk_at == 0 {
                     self.chunk_at = start;
+                    self.scan_at = start;
                 }
                 if self.dechunk(buf)? {
                     let b = std::mem::take(&mut self.body);
@@ -185,30 +258,94 @@ impl Framer {
         }
     }
 
+    /// The end of the header section starting at `head_at` (just past its empty line),
+    /// or `None` while it is not all there.
+    fn head_end(&mut self, buf: &[u8]) -> Option<usize> {
+        let mut i = self.scan_at.max(self.head_at);
+        while let Some(p) = buf[i..].iter().position(|&b| b == b'\n') {
+            let nl = i + p;
+            match &buf[nl + 1..] {
+                [b'\n', ..] => return Some(nl + 2),
+                [b'\r', b'\n', ..] => return Some(nl + 3),
+                // Whether this line ends the head depends on bytes not written yet.
+                [] | [b'\r'] => {
+                    self.scan_at = nl;
+                    return None;
+                }
+                _ => i = nl + 1,
+            }
+        }
+        self.scan_at = buf.len();
+        None
+    }
+
+    /// The end of the line starting at `from` (the index of its `\n`), or `None` while
+    /// it is not all there.
+    fn line_end(&mut self, buf: &[u8], from: usize) -> Result<Option<usize>, HttpError> {
+        let start = self.scan_at.max(from);
+        if let Some(p) = buf[start..].iter().position(|&b| b == b'\n') {
+            return Ok(Some(start + p));
+        }
+        self.scan_at = buf.len();
+        if buf.len() - from > MAX_LINE {
+            return Err(HttpError::Invalid(format!(
+                "a chunk-size or trailer line over {MAX_LINE} bytes"
+            )));
+        }
+        Ok(None)
+    }
+
     /// Parses the response head; `false` while incomplete.
     fn parse_head(&mut self, buf: &[u8]) -> Result<bool, HttpError> {
         loop {
-            let rest = &buf[self.head_at..];
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut r = httparse::Response::new(&mut headers);
-            let hlen = match r.parse(rest) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) if rest.len() as u64 > HEADER_ROOM => {
+            let Some(end) = self.head_end(buf) else {
+                if (buf.len() - self.head_at) as u64 > HEADER_ROOM {
                     return Err(HttpError::Invalid(format!(
                         "a header section over {HEADER_ROOM} bytes"
-                    )))
+                    )));
                 }
-                Ok(httparse::Status::Partial) => return Ok(false),
+                return Ok(false);
+            };
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut r = httparse::Response::new(&mut headers);
+            let hlen = match r.parse(&buf[self.head_at..end]) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => {
+                    return Err(HttpError::Invalid("a malformed header section".into()))
+                }
                 Err(e) => return Err(HttpError::Invalid(e.to_string())),
             };
             let status = r.code.unwrap_or(0);
             if !(100..=599).contains(&status) {
                 return Err(HttpError::Invalid(format!("status {status}")));
             }
-            // Interim responses (100 Continue, 103 Early Hints) precede the real one.
-            if (100..200).contains(&status) && status != 101 {
-                self.head_at += hlen;
-                continue;
+            match status {
+                // Interim responses (100 Continue, 102 Processing, 103 Early Hints)
+                // precede the real one.
+                100 | 102 | 103 if self.interim < MAX_INTERIM => {
+                    self.interim += 1;
+                    self.head_at += hlen;
+                    self.scan_at = self.head_at;
+                    continue;
+                }
+                100 | 102 | 103 => {
+                    return Err(HttpError::Invalid(format!(
+                        "more than {MAX_INTERIM} interim 1xx responses"
+                    )))
+                }
+                101 => {
+                    return Err(HttpError::Invalid(
+                        "101 Switching Protocols: a request is one HTTP/1.1 exchange; \
+                         protocol upgrades (WebSocket) are not supported"
+                            .into(),
+                    ))
+                }
+                100..=199 => {
+                    return Err(HttpError::Invalid(format!(
+                        "status {status} is not a final response"
+                    )))
+                }
+                _ => {}
             }
             let mut resp = Response {
                 status,
@@ -219,26 +356,22 @@ impl Framer {
             for h in r.headers.iter() {
                 match h.name.to_ascii_lowercase().as_str() {
                     "content-length" => {
-                        let v = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .ok_or_else(|| HttpError::Invalid("bad Content-Length".into()))?;
+                        let v = content_length(h.value)?;
                         if length.is_some_and(|l| l != v) {
                             return Err(HttpError::Invalid("conflicting Content-Length".into()));
                         }
                         length = Some(v);
                     }
                     "transfer-encoding" => {
-                        let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-                        chunked = v
-                            .split(',')
-                            .next_back()
-                            .is_some_and(|t| t.trim() == "chunked");
-                        if !chunked {
+                        let v = String::from_utf8_lossy(h.value);
+                        // Only chunked: the host does not decode codings, and a second
+                        // field would add one.
+                        if chunked || !v.trim_matches([' ', '\t']).eq_ignore_ascii_case("chunked") {
                             return Err(HttpError::Invalid(format!(
-                                "unsupported transfer-encoding {v}"
+                                "unsupported Transfer-Encoding {v:?}; only \"chunked\" is"
                             )));
                         }
+                        chunked = true;
                     }
                     "content-type" => resp.content_type = h.value.to_vec(),
                     "connection" | "keep-alive" => {}
@@ -250,8 +383,7 @@ impl Framer {
                     }
                 }
             }
-            let no_body =
-                self.method.eq_ignore_ascii_case("HEAD") || matches!(status, 101 | 204 | 304);
+            let no_body = self.method.eq_ignore_ascii_case("HEAD") || matches!(status, 204 | 304);
             let framing = match (no_body, chunked, length) {
                 (true, _, _) => Framing::Empty,
                 (false, true, _) => Framing::Chunked,
@@ -270,45 +402,88 @@ impl Framer {
     /// trailer section are in.
     fn dechunk(&mut self, buf: &[u8]) -> Result<bool, HttpError> {
         loop {
-            let b = &buf[self.chunk_at..];
-            if self.in_trailers {
-                // Trailer fields, then an empty line.
-                let Some(end) = b.windows(2).position(|w| w == b"\r\n") else {
-                    if b.len() as u64 > HEADER_ROOM {
-                        return Err(HttpError::Invalid("a trailer over 64 KiB".into()));
+            match self.chunk {
+                Chunk::Data(size) => {
+                    let b = &buf[self.chunk_at..];
+                    if b.len() < size + 2 {
+                        return Ok(false);
                     }
-                    return Ok(false);
-                };
-                self.chunk_at += end + 2;
-                if end == 0 {
-                    return Ok(true);
+                    if &b[size..size + 2] != b"\r\n" {
+                        return Err(HttpError::Invalid("chunk without CRLF".into()));
+                    }
+                    self.body.extend_from_slice(&b[..size]);
+                    self.chunk_at += size + 2;
+                    self.scan_at = self.chunk_at;
+                    self.chunk = Chunk::Size;
                 }
-                continue;
+                Chunk::Size | Chunk::Trailers => {
+                    let Some(nl) = self.line_end(buf, self.chunk_at)? else {
+                        return Ok(false);
+                    };
+                    let line = &buf[self.chunk_at..nl];
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    self.chunk_at = nl + 1;
+                    self.scan_at = self.chunk_at;
+                    if self.chunk == Chunk::Trailers {
+                        if line.is_empty() {
+                            return Ok(true);
+                        }
+                        continue;
+                    }
+                    let size = chunk_size(line)?;
+                    if size == 0 {
+                        self.chunk = Chunk::Trailers;
+                        continue;
+                    }
+                    if (self.body.len() as u64).saturating_add(size) > self.max_body {
+                        return Err(HttpError::TooLarge(self.max_body));
+                    }
+                    // At most max_body, which the check above bounds.
+                    self.chunk = Chunk::Data(
+                        usize::try_from(size).map_err(|_| HttpError::TooLarge(self.max_body))?,
+                    );
+                }
             }
-            let (used, size) = match httparse::parse_chunk_size(b) {
-                Ok(httparse::Status::Complete(x)) => x,
-                Ok(httparse::Status::Partial) => return Ok(false),
-                Err(_) => return Err(HttpError::Invalid("bad chunk size".into())),
-            };
-            if size == 0 {
-                self.chunk_at += used;
-                self.in_trailers = true;
-                continue;
-            }
-            if (self.body.len() as u64).saturating_add(size) > self.max_body {
-                return Err(HttpError::TooLarge(self.max_body));
-            }
-            let size = size as usize;
-            if b.len() < used + size + 2 {
-                return Ok(false);
-            }
-            if &b[used + size..used + size + 2] != b"\r\n" {
-                return Err(HttpError::Invalid("chunk without CRLF".into()));
-            }
-            self.body.extend_from_slice(&b[used..used + size]);
-            self.chunk_at += used + size + 2;
         }
     }
+}
+
+/// A Content-Length value: digits only (no sign, no list, no inner spaces).
+fn content_length(v: &[u8]) -> Result<u64, HttpError> {
+    let bad = || {
+        HttpError::Invalid(format!(
+            "bad Content-Length {:?}",
+            String::from_utf8_lossy(v)
+        ))
+    };
+    let t = v.trim_ascii();
+    if t.is_empty() || !t.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    std::str::from_utf8(t)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(bad)
+}
+
+/// The size on a chunk-size line (without its line ending): 1 to 16 hex digits, then
+/// optional whitespace and `;extensions`.
+fn chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    let bad = || {
+        HttpError::Invalid(format!(
+            "bad chunk-size line {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(64)])
+        ))
+    };
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+    let digits = digits.trim_ascii_end();
+    if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(bad());
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -318,7 +493,7 @@ mod tests {
     const MAX: u64 = 1 << 20;
 
     #[test]
-    fn serializes_with_close_and_length() {
+    fn serializes_without_connection_with_length() {
         let req = Request {
             method: "POST".into(),
             url: "/x?y=1".into(),
@@ -334,13 +509,10 @@ mod tests {
         let s = String::from_utf8(serialize(&req)).unwrap();
         assert_eq!(
             s,
-            "POST /x?y=1 HTTP/1.1\r\nHost: example\r\nX-A: bInjected: 1\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+            "POST /x?y=1 HTTP/1.1\r\nHost: example\r\nX-A: bInjected: 1\r\nContent-Length: 5\r\n\r\nhello"
         );
         let g = String::from_utf8(serialize(&Request::get("/"))).unwrap();
-        assert_eq!(
-            g,
-            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        );
+        assert_eq!(g, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     }
 
     #[test]
@@ -435,5 +607,190 @@ mod tests {
             parse_response(&vec![b'a'; 70 << 10], false, "GET", 1024),
             Err(HttpError::TooLarge(1024))
         );
+    }
+
+    #[test]
+    fn hop_by_hop_request_fields_are_left_out() {
+        let req = Request {
+            method: "GET".into(),
+            url: "/a b".into(),
+            headers: vec![
+                "Host: h".into(),
+                "Connection: keep-alive, X-Secret-Hop , Upgrade".into(),
+                "connection: x-other".into(),
+                "Upgrade: websocket".into(),
+                "TE: trailers".into(),
+                "Trailer: X-T".into(),
+                "Proxy-Connection: keep-alive".into(),
+                "Keep-Alive: timeout=5".into(),
+                "Transfer-Encoding: chunked".into(),
+                "Content-Length: 99".into(),
+                "X-Secret-Hop: 1".into(),
+                "X-Other: 2".into(),
+                "X-Kept: 3".into(),
+            ],
+            ..Request::default()
+        };
+        let s = String::from_utf8(serialize(&req)).unwrap();
+        assert_eq!(s, "GET /a%20b HTTP/1.1\r\nHost: h\r\nX-Kept: 3\r\n\r\n");
+        // Nothing may break the request line.
+        let bad = Request {
+            method: "GET /x HTTP/1.1\r\nX:".into(),
+            url: "/\r\nInjected: 1".into(),
+            ..Request::default()
+        };
+        let s = String::from_utf8(serialize(&bad)).unwrap();
+        assert_eq!(
+            s.lines().next().unwrap(),
+            "GETxHTTP1.1X /%0D%0AInjected:%201 HTTP/1.1"
+        );
+        assert_eq!(
+            s,
+            "GETxHTTP1.1X /%0D%0AInjected:%201 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn final_1xx_is_an_error_and_interim_is_skipped() {
+        for head in [
+            &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"[..],
+            b"HTTP/1.1 150 Odd\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    parse_response(head, false, "GET", MAX),
+                    Err(HttpError::Invalid(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        let b = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+        let r = parse_response(b, false, "GET", MAX).unwrap().unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"x"[..]));
+        // Only interim responses, then the end: a clear error.
+        let only = b"HTTP/1.1 100 Continue\r\n\r\n";
+        assert_eq!(parse_response(only, false, "GET", MAX), Ok(None));
+        assert!(matches!(
+            parse_response(only, true, "GET", MAX),
+            Err(HttpError::Invalid(m)) if m.contains("interim")
+        ));
+        let many = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM + 1);
+        assert!(matches!(
+            parse_response(&many, false, "GET", MAX),
+            Err(HttpError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn framing_fields_must_be_exact() {
+        for field in [
+            "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: identity",
+            "Transfer-Encoding: chunked, chunked",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            "Content-Length: +5",
+            "Content-Length: -1",
+            "Content-Length: 5 5",
+            "Content-Length: 5, 5",
+            "Content-Length: 0x5",
+            "Content-Length: ",
+            "Content-Length: 99999999999999999999999",
+            "Content-Length: 5\r\nContent-Length: 6",
+        ] {
+            let r = format!("HTTP/1.1 200 OK\r\n{field}\r\n\r\nhello");
+            assert!(
+                matches!(
+                    parse_response(r.as_bytes(), true, "GET", MAX),
+                    Err(HttpError::Invalid(_))
+                ),
+                "{field}"
+            );
+        }
+        for field in ["Transfer-Encoding: Chunked", "Transfer-Encoding:  chunked "] {
+            let r = format!("HTTP/1.1 200 OK\r\n{field}\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+            assert_eq!(
+                parse_response(r.as_bytes(), false, "GET", MAX)
+                    .unwrap()
+                    .unwrap()
+                    .body,
+                b"hello"
+            );
+        }
+        let same = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(
+            parse_response(same, false, "GET", MAX)
+                .unwrap()
+                .unwrap()
+                .body,
+            b"hello"
+        );
+    }
+
+    #[test]
+    fn chunk_size_lines_need_hex_digits() {
+        for size_line in [
+            "\r\n",
+            ";ext=1\r\n",
+            " 5\r\n",
+            "g\r\n",
+            "11111111111111111\r\n",
+        ] {
+            let r = format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n{size_line}\r\n"
+            );
+            assert!(
+                matches!(
+                    parse_response(r.as_bytes(), false, "GET", MAX),
+                    Err(HttpError::Invalid(_))
+                ),
+                "{size_line:?}"
+            );
+        }
+        // Whitespace before extensions, bare-LF lines and a trailer field are fine.
+        let ok =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=b\r\nhi\r\n0\nX: y\n\n";
+        assert_eq!(
+            parse_response(ok, false, "GET", MAX).unwrap().unwrap().body,
+            b"hi"
+        );
+        // An endless extension is cut off.
+        let mut long = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;".to_vec();
+        long.resize(long.len() + MAX_LINE + 1, b'a');
+        assert!(matches!(
+            parse_response(&long, false, "GET", MAX),
+            Err(HttpError::Invalid(_))
+        ));
+    }
+
+    /// A response written a byte at a time: the framer looks at each new byte a bounded
+    /// number of times (counted through the work it does: no full re-parse per write).
+    #[test]
+    fn framing_is_incremental() {
+        let mut full = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..100 {
+            full.extend_from_slice(format!("X-H{i}: {}\r\n", "v".repeat(100)).as_bytes());
+        }
+        full.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        for _ in 0..100 {
+            full.extend_from_slice(b"a;ext=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n0123456789\r\n");
+        }
+        full.extend_from_slice(b"0\r\n\r\n");
+        let mut f = Framer::new("GET", MAX);
+        // The scan position only moves forward, and by no more than what is new.
+        let mut last_scan = 0;
+        for cut in 0..full.len() {
+            assert_eq!(f.feed(&full[..cut], false), Ok(None), "{cut}");
+            assert!(f.scan_at >= last_scan && f.scan_at <= cut, "{cut}");
+            assert!(
+                cut - f.scan_at <= 2 || f.head.is_some(),
+                "{cut}: the head is rescanned"
+            );
+            last_scan = f.scan_at;
+        }
+        let r = f.feed(&full, false).unwrap().unwrap();
+        assert_eq!(r.body, b"0123456789".repeat(100));
+        assert_eq!(r.headers.len(), 100);
     }
 }

@@ -40,6 +40,9 @@ pub struct Conn {
     pub socket_id: Option<u64>,
     read_gen: u64,
     write_gen: u64,
+    /// Most response bytes kept: the host stops reading past what it would accept, so a
+    /// guest's huge write cannot make it hold more (see [`Conn::limit_response`]).
+    limit: Option<usize>,
 }
 
 impl Conn {
@@ -52,6 +55,12 @@ impl Conn {
             write_gen: 1,
             ..Conn::default()
         }
+    }
+
+    /// Keeps at most `limit` response bytes: a write past it is short (the host, which
+    /// set the limit above the largest response it accepts, fails the request then).
+    pub fn limit_response(&mut self, limit: usize) {
+        self.limit = Some(limit);
     }
 
     /// What the guest has written so far.
@@ -154,9 +163,13 @@ impl TcpSocket {
         }
     }
 
-    /// listen(2). Listening again only changes the backlog, as on Linux.
+    /// listen(2). Listening again only changes the backlog, as on Linux. Linux compares
+    /// the backlog as unsigned, so a negative one means the maximum (somaxconn); 0 still
+    /// queues one connection.
     pub fn listen(&self, backlog: i32) -> SysResult<()> {
-        let backlog = usize::try_from(backlog).unwrap_or(0).clamp(1, MAX_BACKLOG);
+        let backlog = usize::try_from(backlog as u32)
+            .unwrap_or(MAX_BACKLOG)
+            .clamp(1, MAX_BACKLOG);
         let mut s = lock(&self.state);
         match &mut *s {
             State::Bound(addr) => {
@@ -176,6 +189,14 @@ impl TcpSocket {
             // address but the configured one is.
             State::Unbound => Err(libc::EACCES),
             State::Connected { .. } => Err(libc::EINVAL),
+        }
+    }
+
+    /// The address it is bound to (listening or not).
+    pub fn bound_to(&self) -> Option<SocketAddr> {
+        match &*lock(&self.state) {
+            State::Bound(a) | State::Listening { addr: a, .. } => Some(*a),
+            _ => None,
         }
     }
 
@@ -302,11 +323,29 @@ impl TcpSocket {
     }
 }
 
-/// The peer of every connection: the loopback address of the listener's family.
+/// The peer of every connection: the loopback address of the listener's family (the
+/// v4-mapped IPv4 loopback for an IPv6 socket bound to a v4-mapped address, as Linux
+/// reports an IPv4 client there).
 fn peer_addr(local: SocketAddr, port: u16) -> SocketAddr {
     match local {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST.to_ipv6_mapped(), port))
+        }
         SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    }
+}
+
+/// `addr` with a v4-mapped IPv6 address as the IPv4 address it stands for: an IPv6
+/// socket bound to `::ffff:a.b.c.d` serves the IPv4 address (Linux), so that is what
+/// is compared with the configured listen address.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, a.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
     }
 }
 
@@ -358,8 +397,12 @@ impl File for TcpSocket {
         if c.guest_shut_wr || c.host_closed {
             return Err(libc::EPIPE);
         }
-        c.response.extend_from_slice(buf);
-        Ok((buf.len(), 0))
+        let room = c
+            .limit
+            .map_or(usize::MAX, |l| l.saturating_sub(c.response.len()));
+        let n = buf.len().min(room);
+        c.response.extend_from_slice(&buf[..n]);
+        Ok((n, 0))
     }
 
     fn stat(&self) -> SysResult<Stat> {
@@ -547,6 +590,42 @@ mod tests {
         s.listen(1).unwrap();
         s.push(Arc::default()).unwrap();
         assert_eq!(s.push(Arc::default()), Err(libc::ECONNREFUSED), "backlog 1");
+    }
+
+    #[test]
+    fn backlog_as_linux_and_response_limit() {
+        let l = TcpSocket::new(1, libc::AF_INET as u16);
+        l.bind("127.0.0.1:8000".parse().unwrap()).unwrap();
+        l.listen(-1).unwrap();
+        for _ in 0..MAX_BACKLOG {
+            l.push(Arc::default()).unwrap();
+        }
+        assert_eq!(l.push(Arc::default()), Err(libc::ECONNREFUSED));
+        // Listening again with 0: one connection, as Linux queues with backlog 0.
+        let l = TcpSocket::new(2, libc::AF_INET as u16);
+        l.bind("127.0.0.1:8000".parse().unwrap()).unwrap();
+        l.listen(0).unwrap();
+        l.push(Arc::default()).unwrap();
+        assert_eq!(l.push(Arc::default()), Err(libc::ECONNREFUSED));
+        // The host keeps no more response than it asked for.
+        let l = listener();
+        let conn = Arc::new(Mutex::new(Conn::new(Vec::new(), 1)));
+        lock(&conn).limit_response(10);
+        l.push(conn.clone()).unwrap();
+        let (c, _) = l.accept(9).unwrap();
+        assert_eq!(c.write(&[b'x'; 8], 0, false), Ok((8, 0)));
+        assert_eq!(c.write(&[b'x'; 1 << 20], 0, false), Ok((2, 0)));
+        assert_eq!(lock(&conn).response().len(), 10);
+    }
+
+    #[test]
+    fn v4_mapped_addresses() {
+        let m: SocketAddr = "[::ffff:127.0.0.1]:8000".parse().unwrap();
+        assert_eq!(canonical(m), "127.0.0.1:8000".parse().unwrap());
+        let v6: SocketAddr = "[::1]:8000".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+        assert_eq!(peer_addr(m, 5), "[::ffff:127.0.0.1]:5".parse().unwrap());
+        assert_eq!(peer_addr(v6, 5), "[::1]:5".parse().unwrap());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use super::files::{desc, e, neg, notify, would_block};
 use super::{errno, Args, Ctx, Entry, Flow};
-use crate::fs::{flags, OpenFile};
-use crate::net::tcp::TcpSocket;
+use crate::fs::{flags, OpenFile, MAX_FDS};
+use crate::net::tcp::{canonical, TcpSocket};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -72,13 +72,24 @@ pub(super) fn as_tcp(d: &OpenFile) -> Option<&TcpSocket> {
 
 /// Reads a sockaddr_in/sockaddr_in6 of `len` bytes at `ptr`.
 fn read_addr(ctx: &Ctx<'_>, ptr: u64, len: u64) -> Result<SocketAddr, i32> {
+    let (family, b, n) = read_raw(ctx, ptr, len)?;
+    decode_addr(family, &b, n)
+}
+
+/// The family, the first (up to 28) bytes and how many were read of the sockaddr of
+/// `len` bytes at `ptr` (`len` at least 16, at most a sockaddr_storage, as Linux checks).
+fn read_raw(ctx: &Ctx<'_>, ptr: u64, len: u64) -> Result<(i32, [u8; 28], usize), i32> {
     if !(16..=128).contains(&len) {
         return Err(errno::EINVAL);
     }
     let mut b = [0u8; 28];
     let n = (len as usize).min(28);
     ctx.mem.read(ptr, &mut b[..n]).map_err(|_| errno::EFAULT)?;
-    let family = i32::from(u16::from_le_bytes([b[0], b[1]]));
+    Ok((i32::from(u16::from_le_bytes([b[0], b[1]])), b, n))
+}
+
+/// The address in sockaddr bytes `b` (`n` of them valid) of `family`.
+fn decode_addr(family: i32, b: &[u8; 28], n: usize) -> Result<SocketAddr, i32> {
     let port = u16::from_be_bytes([b[2], b[3]]);
     match family {
         libc::AF_INET => Ok(SocketAddr::from((
@@ -101,6 +112,38 @@ fn read_addr(ctx: &Ctx<'_>, ptr: u64, len: u64) -> Result<SocketAddr, i32> {
         }
         libc::AF_INET6 => Err(errno::EINVAL),
         _ => Err(libc::EAFNOSUPPORT),
+    }
+}
+
+/// The address a bind on a socket of `domain` names, checked as Linux checks it: an
+/// AF_INET socket takes a sockaddr_in of at least 16 bytes (or AF_UNSPEC with
+/// INADDR_ANY, an old compatibility case), an AF_INET6 socket a sockaddr_in6 of at
+/// least 24 (EINVAL when shorter, EAFNOSUPPORT for another family); a v4-mapped address
+/// on an AF_INET6 socket is IPv4 unless IPV6_V6ONLY is set (EINVAL then).
+fn bind_addr(ctx: &Ctx<'_>, s: &TcpSocket, ptr: u64, len: u64) -> Result<SocketAddr, i32> {
+    let (family, b, n) = read_raw(ctx, ptr, len)?;
+    match i32::from(s.family()) {
+        libc::AF_INET6 => {
+            if n < 24 {
+                return Err(errno::EINVAL);
+            }
+            if family != libc::AF_INET6 {
+                return Err(libc::EAFNOSUPPORT);
+            }
+            let a = decode_addr(family, &b, n)?;
+            let v6only = s
+                .option(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+                .is_some_and(|v| v.iter().any(|&x| x != 0));
+            if v6only && canonical(a) != a {
+                return Err(errno::EINVAL);
+            }
+            Ok(a)
+        }
+        _ => match family {
+            libc::AF_INET => decode_addr(family, &b, n),
+            libc::AF_UNSPEC if b[4..8] == [0; 4] => decode_addr(libc::AF_INET, &b, n),
+            _ => Err(libc::EAFNOSUPPORT),
+        },
     }
 }
 
@@ -153,12 +196,15 @@ fn bind(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         Ok(d) => d,
         Err(e) => return neg(e),
     };
-    let addr = match read_addr(ctx, a[1], a[2]) {
+    let Some(s) = as_tcp(&d) else {
+        return neg(libc::ENOTSOCK);
+    };
+    let addr = match bind_addr(ctx, s, a[1], a[2]) {
         Ok(x) => x,
         Err(e) => return neg(e),
     };
     match ctx.cfg.listen {
-        Some(l) if l.addr == addr => {}
+        Some(l) if canonical(l.addr) == canonical(addr) => {}
         Some(l) => {
             log_refusal(&ctx.cfg.name, format_args!("guest tried to bind {addr}; only the configured listen address {} may be bound (EACCES)", l.addr));
             return neg(libc::EACCES);
@@ -168,11 +214,26 @@ fn bind(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
             return neg(libc::EACCES);
         }
     }
+    // Linux: binding a bound socket again is EINVAL, checked before the port is looked up.
+    if s.bound_to().is_some() {
+        return neg(errno::EINVAL);
+    }
+    // Another socket bound to it: EADDRINUSE, as Linux without SO_REUSEPORT (the host
+    // hands connections to one listener, so there is no sharing it between several).
+    let taken = (0..MAX_FDS as u64).any(|fd| {
+        ctx.proc.fds.get(fd).is_some_and(|o| {
+            as_tcp(o).is_some_and(|t| {
+                !std::ptr::eq(t, s) && t.bound_to().map(canonical) == Some(canonical(addr))
+            })
+        })
+    });
+    if taken {
+        return neg(libc::EADDRINUSE);
+    }
     ctx.proc.changed = true;
-    match as_tcp(&d).map(|s| s.bind(addr)) {
-        Some(Ok(())) => Flow::ok(0),
-        Some(Err(e)) => neg(e),
-        None => neg(libc::ENOTSOCK),
+    match s.bind(addr) {
+        Ok(()) => Flow::ok(0),
+        Err(e) => neg(e),
     }
 }
 
@@ -200,6 +261,11 @@ fn do_accept(ctx: &mut Ctx<'_>, fd: u64, addr: u64, lenp: u64, fl: u64) -> Flow 
     let Some(l) = as_tcp(&d) else {
         return neg(libc::ENOTSOCK);
     };
+    // Linux takes the descriptor before the connection: with none free, the connection
+    // stays queued.
+    if ctx.proc.fds.open_count() >= MAX_FDS {
+        return neg(libc::EMFILE);
+    }
     let id = ctx.proc.fds.new_object_id();
     let (sock, peer) = match l.accept(id) {
         Ok(x) => x,
@@ -221,7 +287,12 @@ fn do_accept(ctx: &mut Ctx<'_>, fd: u64, addr: u64, lenp: u64, fl: u64) -> Flow 
     };
     match put_addr(ctx, addr, lenp, peer) {
         Ok(()) => Flow::ok(fd),
-        Err(e) => neg(e),
+        Err(e) => {
+            // Linux: the new descriptor is released and the connection is lost (the
+            // host sees it closed).
+            let _ = ctx.proc.fds.close(fd);
+            neg(e)
+        }
     }
 }
 
@@ -431,6 +502,132 @@ mod tests {
         assert_eq!(
             f.call(Sysno::getpeername, [l, 0x75_0000, 0x73_0000, 0, 0, 0]),
             -i64::from(libc::ENOTCONN)
+        );
+    }
+
+    fn listening_fixture() -> Fixture {
+        let mut f = Fixture::new();
+        f.cfg.listen = Some(ListenSpec {
+            addr: "127.0.0.1:8000".parse().unwrap(),
+        });
+        f
+    }
+
+    #[test]
+    fn bind_checks_family_length_and_address_in_use() {
+        let mut f = listening_fixture();
+        let v4 = f.call(Sysno::socket, [2, 1, 0, 0, 0, 0]) as u64;
+        let v6 = f.call(Sysno::socket, [10, 1, 0, 0, 0, 0]) as u64;
+        let n4 = sockaddr(&mut f, 0x70_0000, "127.0.0.1:8000");
+        let n6 = sockaddr(&mut f, 0x70_1000, "[::ffff:127.0.0.1]:8000");
+        let err = |e: i32| -i64::from(e);
+        // An AF_INET socket with an IPv6 address, and the other way round.
+        assert_eq!(
+            f.call(Sysno::bind, [v4, 0x70_1000, n6, 0, 0, 0]),
+            err(libc::EAFNOSUPPORT)
+        );
+        assert_eq!(
+            f.call(Sysno::bind, [v6, 0x70_0000, n4, 0, 0, 0]),
+            err(libc::EINVAL)
+        );
+        assert_eq!(
+            f.call(Sysno::bind, [v6, 0x70_0000, 24, 0, 0, 0]),
+            err(libc::EAFNOSUPPORT)
+        );
+        assert_eq!(
+            f.call(Sysno::bind, [v6, 0x70_1000, 20, 0, 0, 0]),
+            err(libc::EINVAL)
+        );
+        assert_eq!(
+            f.call(Sysno::bind, [v4, 0x70_0000, 15, 0, 0, 0]),
+            err(libc::EINVAL)
+        );
+        assert_eq!(
+            f.call(Sysno::bind, [v4, 0x70_0000, 129, 0, 0, 0]),
+            err(libc::EINVAL)
+        );
+        // The address once: a second socket gets EADDRINUSE, also through its v4-mapped
+        // form, and a bound socket cannot bind again.
+        assert_eq!(f.call(Sysno::bind, [v4, 0x70_0000, n4, 0, 0, 0]), 0);
+        assert_eq!(
+            f.call(Sysno::bind, [v4, 0x70_0000, n4, 0, 0, 0]),
+            err(libc::EINVAL)
+        );
+        assert_eq!(
+            f.call(Sysno::bind, [v6, 0x70_1000, n6, 0, 0, 0]),
+            err(libc::EADDRINUSE)
+        );
+        let other = f.call(Sysno::socket, [2, 1, 0, 0, 0, 0]) as u64;
+        assert_eq!(
+            f.call(Sysno::bind, [other, 0x70_0000, n4, 0, 0, 0]),
+            err(libc::EADDRINUSE)
+        );
+        // Closed, the address is free: an AF_INET6 socket takes it v4-mapped and serves
+        // it (unless IPV6_V6ONLY).
+        assert_eq!(f.call(Sysno::close, [v4, 0, 0, 0, 0, 0]), 0);
+        f.mem.write(0x71_0000, &1i32.to_le_bytes()).unwrap();
+        let only6 = f.call(Sysno::socket, [10, 1, 0, 0, 0, 0]) as u64;
+        assert_eq!(
+            f.call(Sysno::setsockopt, [only6, 41, 26, 0x71_0000, 4, 0]),
+            0
+        );
+        assert_eq!(
+            f.call(Sysno::bind, [only6, 0x70_1000, n6, 0, 0, 0]),
+            err(libc::EINVAL)
+        );
+        assert_eq!(f.call(Sysno::bind, [v6, 0x70_1000, n6, 0, 0, 0]), 0);
+        assert_eq!(f.call(Sysno::listen, [v6, 1, 0, 0, 0, 0]), 0);
+        let l = as_tcp(f.proc.fds.get(v6).unwrap()).unwrap();
+        assert_eq!(
+            l.listening_on().map(canonical),
+            Some("127.0.0.1:8000".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn negative_backlog_is_the_maximum_and_a_faulting_accept_leaks_no_fd() {
+        use crate::net::tcp::{Conn, MAX_BACKLOG};
+        use std::sync::Mutex;
+        let mut f = listening_fixture();
+        let l = f.call(Sysno::socket, [2, 1 | SOCK_NONBLOCK, 0, 0, 0, 0]) as u64;
+        let n = sockaddr(&mut f, 0x70_0000, "127.0.0.1:8000");
+        assert_eq!(f.call(Sysno::bind, [l, 0x70_0000, n, 0, 0, 0]), 0);
+        assert_eq!(
+            f.call(Sysno::listen, [l, u64::from(u32::MAX), 0, 0, 0, 0]),
+            0
+        );
+        let sock = as_tcp(f.proc.fds.get(l).unwrap()).unwrap();
+        let conns: Vec<_> = (0..MAX_BACKLOG)
+            .map(|i| Arc::new(Mutex::new(Conn::new(b"x".to_vec(), i as u16))))
+            .collect();
+        for c in &conns {
+            sock.push(c.clone()).unwrap();
+        }
+        assert!(sock.push(Arc::default()).is_err(), "somaxconn");
+        let open = f.proc.fds.open_count();
+        f.mem.write(0x73_0000, &16u32.to_le_bytes()).unwrap();
+        // The address pointer faults: EFAULT, no new fd, the connection is gone.
+        assert_eq!(
+            f.call(Sysno::accept4, [l, u64::MAX - 4, 0x73_0000, 0, 0, 0]),
+            -i64::from(libc::EFAULT)
+        );
+        assert_eq!(f.proc.fds.open_count(), open);
+        assert!(conns[0].lock().unwrap().guest_closed);
+        // So does the length pointer.
+        assert_eq!(
+            f.call(Sysno::accept4, [l, 0x74_0000, u64::MAX - 2, 0, 0, 0]),
+            -i64::from(libc::EFAULT)
+        );
+        assert_eq!(f.proc.fds.open_count(), open);
+        assert!(conns[1].lock().unwrap().guest_closed);
+        let c = f.call(Sysno::accept4, [l, 0x74_0000, 0x73_0000, 0, 0, 0]);
+        assert!(c > l as i64);
+        assert!(!conns[2].lock().unwrap().guest_closed);
+        // getsockopt with a negative length: EINVAL, as Linux.
+        f.mem.write(0x73_0000, &(-1i32).to_le_bytes()).unwrap();
+        assert_eq!(
+            f.call(Sysno::getsockopt, [c as u64, 1, 3, 0x76_0000, 0x73_0000, 0]),
+            -i64::from(libc::EINVAL)
         );
     }
 

@@ -62,7 +62,12 @@ fn done(ctx: &mut Ctx<'_>, r: Result<u64, MmError>) -> Flow {
     }
     match r {
         Ok(v) => Flow::ok(v),
-        Err(e) => Flow::err(e.errno()),
+        Err(e) => {
+            if matches!(e, MmError::NoMemory) {
+                ctx.proc.memory_refused = true;
+            }
+            Flow::err(e.errno())
+        }
     }
 }
 

@@ -299,6 +299,10 @@ fn put_option(ctx: &mut Ctx<'_>, at: u64, lenp: u64, bytes: &[u8]) -> Flow {
     let Ok(len) = ctx.mem.read_u32(lenp) else {
         return neg(errno::EFAULT);
     };
+    // socklen_t is read as an int: Linux refuses a negative one.
+    if (len as i32) < 0 {
+        return neg(errno::EINVAL);
+    }
     let n = (len as usize).min(bytes.len());
     let ok = ctx.mem.write(at, &bytes[..n]).is_ok()
         && ctx.mem.write(lenp, &(n as u32).to_le_bytes()).is_ok();

@@ -65,6 +65,17 @@ pub enum RequestError {
     /// The guest misused the API or raised a fatal signal.
     #[error("{0}")]
     Guest(String),
+    /// The guest failed (a fault, an exit, a fatal signal) after a memory call of the
+    /// request was refused: it ran out of the memory its limits allow.
+    #[error("out of memory: the program was refused memory (max_memory {max_memory_mb} MB, max_request_memory {max_request_memory_mb} MB above its snapshot) and then failed: {detail}")]
+    OutOfMemory {
+        /// max_memory in MB.
+        max_memory_mb: u64,
+        /// max_request_memory in MB.
+        max_request_memory_mb: u64,
+        /// How it failed.
+        detail: String,
+    },
     /// The request does not fit.
     #[error(transparent)]
     Place(#[from] PlaceError),
