@@ -163,6 +163,12 @@ function serve(a, b) {
 }
 Object.defineProperty(Deno, "serve", { value: serve, writable: true, configurable: true });
 
+// The response field by which a program tells kvmjs it has work left after the response
+// (crates/vm/src/net/http.rs BACKGROUND_FIELD), and the keep-alive tick while it runs
+// (shorter than kvmjs's 1 s "busy timer", crates/vm/src/listen.rs BUSY_TIMER).
+const BACKGROUND = "kvmjs-background";
+const KEEPALIVE_MS = 50;
+
 const mod = await import(new URL(`file://${appPath}`).href);
 const fetchHandler = mod.default?.fetch;
 if (typeof fetchHandler === "function") {
@@ -171,12 +177,28 @@ if (typeof fetchHandler === "function") {
   }
   realServe({ hostname, port, onListen() {} }, async (request) => {
     freshRequest();
-    // The VM's response is complete when the app answers and is then reset, so the
-    // ctx.waitUntil work finishes first (as the QuickJS guest does outside a VM).
-    const waits = [];
+    // ctx.waitUntil as on Workers: the response goes out first, the work runs after it.
+    // The response then carries BACKGROUND (taken out by kvmjs, never seen by the client),
+    // so kvmjs answers the client and then lets the VM run on until the work is done
+    // (within max_background_time) before it resets it. kvmjs counts a VM whose next
+    // timer is over 1 s away (or that has none) as done, so while a promise is pending a
+    // KEEPALIVE_MS interval ticks: work waiting on a long timer, or on nothing, runs until
+    // it settles or is cut at max_background_time, as on the QuickJS engine. (A cleared
+    // interval's wake-up still comes, so the VM runs on up to KEEPALIVE_MS after the last
+    // promise settles.) A request that calls no waitUntil pays none of this.
+    let pending = 0;
+    let used = false;
+    let tick;
+    const settled = () => {
+      if (--pending === 0) clearInterval(tick);
+    };
     const ctx = {
       waitUntil(p) {
-        waits.push(Promise.resolve(p).catch((e) => console.error("waitUntil promise rejected:", e)));
+        used = true;
+        if (pending++ === 0) tick = setInterval(() => {}, KEEPALIVE_MS);
+        Promise.resolve(p)
+          .catch((e) => console.error("waitUntil promise rejected:", e))
+          .finally(settled);
       },
       passThroughOnException() {},
       props: {},
@@ -191,7 +213,15 @@ if (typeof fetchHandler === "function") {
       console.error("Uncaught exception in handler:", e);
       response = errorResponse(e);
     }
-    await Promise.all(waits);
+    if (used) {
+      try {
+        response.headers.set(BACKGROUND, "1");
+      } catch {
+        // Immutable headers (Response.redirect, a fetch() response): a copy takes the field.
+        response = new Response(response.body, response);
+        response.headers.set(BACKGROUND, "1");
+      }
+    }
     return response;
   });
 } else if (appServers === 0) {

@@ -347,3 +347,90 @@ fn a_linux_server_program_with_listen_is_served() {
         "{m}"
     );
 }
+
+/// Waits up to `limit` for `text` in the log of `k`; how long it took.
+fn log_shows(k: &Proc, text: &str, limit: std::time::Duration) -> Option<std::time::Duration> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if k.log().contains(text) {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+/// Workers `ctx.waitUntil` on deno: the client has the response before the work runs,
+/// the work runs after it on the VM, work that never ends is cut at max_background_time
+/// (then the VM is reset), and the host's background field never reaches the client.
+#[test]
+fn wait_until_work_runs_after_the_response_on_deno() {
+    use std::time::{Duration, Instant};
+    let cfg = r#"{
+        "apps": {
+            "engine": "deno", "deno": "$DENO", "concurrency": 1, "max_boot_time": 180,
+            "max_request_time": 5, "max_background_time": 2.5,
+            "filename": "$REPO/tests/js/apps/failures.js"
+        }
+    }"#
+    .replace("$DENO", &deno().to_string_lossy());
+    let (k, port) = kvmjs(&cfg, "deno-wait-until", &[]);
+    assert_eq!(get(port, "/apps/ok").text(), "ok", "{}", k.log());
+    // The response is made before the work's 10 ms timer fires, which then logs.
+    let r = get(port, "/apps/wait-until");
+    assert_eq!(r.text(), "done before respond: false", "{}", k.log());
+    assert_eq!(r.header("kvmjs-background"), None, "{}", r.head);
+    assert!(
+        log_shows(&k, "waitUntil finished", Duration::from_secs(3)).is_some(),
+        "{}",
+        k.log()
+    );
+    // 1.5 s of work: the client has the answer at once, the log line comes 1.5 s later.
+    let t = Instant::now();
+    let r = get(port, "/apps/wait-until-slow?ms=1500");
+    let responded = t.elapsed();
+    assert_eq!(r.text(), "responded first", "{}", k.log());
+    assert_eq!(r.header("kvmjs-background"), None, "{}", r.head);
+    assert!(
+        responded < Duration::from_millis(500),
+        "the response waited for the background work: {responded:?}"
+    );
+    assert!(!k.log().contains("background work done"), "{}", k.log());
+    let logged = log_shows(&k, "background work done", Duration::from_secs(5))
+        .map(|d| d + responded)
+        .unwrap_or_else(|| panic!("the background work never finished:\n{}", k.log()));
+    assert!(logged >= Duration::from_millis(1500), "{logged:?}");
+    eprintln!("wait-until-slow?ms=1500: response after {responded:?}, work done after {logged:?}");
+    assert_eq!(get(port, "/apps/ok").text(), "ok", "{}", k.log());
+    assert_eq!(
+        metric(port, "kvmjs_background_seconds_count{program=\"apps\"}"),
+        2.0
+    );
+    // Work that never ends: the answer is immediate, the VM is taken for
+    // max_background_time (2.5 s; the next request waits for it on concurrency 1), the
+    // cut is counted, and the VM serves on from its snapshot.
+    let t = Instant::now();
+    let r = get(port, "/apps/wait-until-slow");
+    assert_eq!(r.text(), "responded first", "{}", k.log());
+    let responded = t.elapsed();
+    assert!(responded < Duration::from_millis(500), "{responded:?}");
+    assert_eq!(get(port, "/apps/ok").text(), "ok", "{}", k.log());
+    let next = t.elapsed();
+    assert!(
+        (Duration::from_millis(2400)..Duration::from_millis(4500)).contains(&next),
+        "{next:?}"
+    );
+    eprintln!(
+        "wait-until-slow (never ends): response after {responded:?}, next request after {next:?}"
+    );
+    assert_eq!(
+        metric(
+            port,
+            "kvmjs_errors_total{program=\"apps\",kind=\"background_timeout\"}"
+        ),
+        1.0,
+        "{}",
+        k.log()
+    );
+    assert!(!get(port, "/apps/ok").head.contains("kvmjs-"));
+}

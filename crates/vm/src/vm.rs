@@ -431,7 +431,8 @@ impl Vm {
     }
 
     /// Finishes the background work (a Workers `ctx.waitUntil`) of the last request, whose
-    /// response has already been returned: resumes the guest until it pauses again, within
+    /// response has already been returned: resumes the guest until it pauses again (a
+    /// program that listens: until it is back in its wait, crate::listen), within
     /// `max_background_time`, then resets it (ephemeral mode, or after a failure). `None`
     /// when there was none. The pool calls this right after sending the response, so the
     /// client never waits for the background work; the next request on this VM does.
@@ -443,19 +444,23 @@ impl Vm {
         let mut stats = RequestStats::default();
         let deadline = t0 + self.cfg.max_background_time;
         let written = self.log.written;
-        let result = self
-            .resume(trap, 0)
-            .map_err(RequestError::from)
-            .and_then(|()| match self.run(deadline, &mut stats)? {
-                (Stop::Paused { req_ptr }, t) => {
-                    self.pos = Position::AtPause {
-                        req_ptr,
-                        trap: Some(t),
-                    };
-                    Ok(())
-                }
-                (stop, _) => Err(unexpected(stop, "while finishing background work")),
-            });
+        let result = if self.cfg.listen.is_some() {
+            // Until the guest is back in its wait for connections (crate::listen).
+            self.finish_background_net(trap, deadline, &mut stats)
+        } else {
+            self.resume(trap, 0)
+                .map_err(RequestError::from)
+                .and_then(|()| match self.run(deadline, &mut stats)? {
+                    (Stop::Paused { req_ptr }, t) => {
+                        self.pos = Position::AtPause {
+                            req_ptr,
+                            trap: Some(t),
+                        };
+                        Ok(())
+                    }
+                    (stop, _) => Err(unexpected(stop, "while finishing background work")),
+                })
+        };
         let result = result.map_err(|e| {
             let e = self.with_guest_output(e, written);
             tracing::debug!(program = %self.cfg.name, "background work failed: {e}");

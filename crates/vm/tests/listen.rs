@@ -520,3 +520,143 @@ fn an_exit_completes_a_close_delimited_response_and_hop_by_hop_fields_stay_out()
         "GET /echo HTTP/1.1\r\nX-Keep: 1\r\nHost: localhost\r\n\r\n"
     );
 }
+
+/// A server whose wait is a poll on the listener with a timeout (its "timers"): its
+/// response says `done=N` (background jobs finished). `/bg-*` responses carry the
+/// background field, after which it keeps a timer 300 ms (`/bg-timer`) or 60 s
+/// (`/bg-far`) away that counts one job done, a 200 ms tick that never stops
+/// (`/bg-tick`), or loops (`/bg-loop`).
+const BACKGROUND_SERVER: &str = r#"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+static int done, tick;
+static long long due = -1;
+static long long now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+int main(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET; a.sin_port = htons(8000); a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 4)) return 1;
+    for (;;) {
+        struct pollfd p = { s, POLLIN, 0 };
+        int timeout = -1;
+        if (tick) timeout = 200;
+        else if (due >= 0) timeout = due > now_ms() ? (int)(due - now_ms()) : 0;
+        if (poll(&p, 1, timeout) == 0) {
+            if (!tick && due >= 0 && now_ms() >= due) { due = -1; done++; }
+            continue;
+        }
+        int c = accept(s, 0, 0);
+        char req[1024] = {0};
+        read(c, req, sizeof req - 1);
+        char body[32], out[256];
+        int bl = snprintf(body, sizeof body, "done=%d", done);
+        int n = snprintf(out, sizeof out, "HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s",
+                         strncmp(req, "GET /bg", 7) ? "" : "kvmjs-background: 1\r\n", bl, body);
+        write(c, out, (size_t)n);
+        close(c);
+        if (!strncmp(req, "GET /bg-timer", 13)) due = now_ms() + 300;
+        if (!strncmp(req, "GET /bg-far", 11)) due = now_ms() + 60000;
+        if (!strncmp(req, "GET /bg-tick", 12)) tick = 1;
+        if (!strncmp(req, "GET /bg-loop", 12)) for (;;) {}
+    }
+}
+"#;
+
+/// Background work after the response (`kvmjs-background: 1`): the response comes back
+/// first, without the field; `finish_background` then runs the guest through its pending
+/// timers until it is back in its wait (a far-off timer is not waited for), cuts work
+/// still going on at max_background_time, and the VM serves on.
+#[test]
+fn background_work_runs_after_the_response_until_the_wait() {
+    let bin = compile_c("background", BACKGROUND_SERVER);
+    for ephemeral in [false, true] {
+        let cfg = VmConfig {
+            ephemeral,
+            address_space: 512 * MIB,
+            max_memory: 256 * MIB,
+            max_request_time: Duration::from_secs(2),
+            max_background_time: Duration::from_millis(1000),
+            ..listen_cfg(&bin, &[], &[], &[])
+        };
+        let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&bin).expect("read"))
+            .unwrap_or_else(|e| panic!("boot: {e}"));
+        let get = |vm: &mut Vm, url: &str, background: bool| {
+            let t = std::time::Instant::now();
+            let r = vm
+                .handle(&Request::get(url))
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(
+                t.elapsed() < Duration::from_millis(250),
+                "{url}: {:?}",
+                t.elapsed()
+            );
+            assert_eq!((r.status, r.background), (200, background), "{url}");
+            assert!(
+                !r.headers
+                    .iter()
+                    .any(|h| h.to_ascii_lowercase().starts_with(b"kvmjs-")),
+                "{url}: {:?}",
+                r.headers
+            );
+            String::from_utf8_lossy(&r.body).into_owned()
+        };
+        let kept = |n: usize| if ephemeral { 0 } else { n };
+        assert_eq!(get(&mut vm, "/", false), "done=0");
+        assert!(vm.finish_background().is_none());
+        // A 300 ms timer: run through, then the guest is back in its wait.
+        assert_eq!(get(&mut vm, "/bg-timer", true), "done=0");
+        let bg = vm.finish_background().expect("background work");
+        assert!(bg.result.is_ok(), "{:?}", bg.result);
+        assert!(
+            (Duration::from_millis(300)..Duration::from_millis(900)).contains(&bg.duration),
+            "{:?}",
+            bg.duration
+        );
+        assert_eq!(get(&mut vm, "/", false), format!("done={}", kept(1)));
+        // A timer past the background's deadline is not waited for.
+        get(&mut vm, "/bg-far", true);
+        let bg = vm.finish_background().expect("background work");
+        assert!(bg.result.is_ok(), "{:?}", bg.result);
+        assert!(
+            bg.duration < Duration::from_millis(200),
+            "{:?}",
+            bg.duration
+        );
+        assert_eq!(get(&mut vm, "/", false), format!("done={}", kept(1)));
+        // Work still going on at the deadline (a short timer that never stops, a loop) is
+        // cut; the VM is reset to its snapshot.
+        for url in ["/bg-tick", "/bg-loop"] {
+            get(&mut vm, url, true);
+            let bg = vm.finish_background().expect("background work");
+            assert!(
+                matches!(bg.result, Err(RequestError::Timeout(_))),
+                "{url}: {:?}",
+                bg.result
+            );
+            assert!(
+                (Duration::from_millis(1000)..Duration::from_millis(1500)).contains(&bg.duration),
+                "{url}: {:?}",
+                bg.duration
+            );
+            assert_eq!(get(&mut vm, "/", false), "done=0", "{url}");
+            assert!(!vm.is_broken());
+        }
+        // A request without the field after all that costs what it did (exits unchanged).
+        vm.handle(&Request::get("/")).expect("request");
+        eprintln!(
+            "background server, ephemeral={ephemeral}: a plain request {:?}",
+            vm.last_stats()
+        );
+    }
+}

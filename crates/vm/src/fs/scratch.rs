@@ -481,6 +481,12 @@ pub struct ScratchFile {
 }
 
 impl ScratchFile {
+    /// Identifies the inode behind this open file (two opens of one file, or of its
+    /// renamed name, give the same key) for as long as the inode lives.
+    pub fn inode_key(&self) -> usize {
+        Arc::as_ptr(&self.node).cast::<()>() as usize
+    }
+
     /// fchmod: changes the open file's own inode, whatever name (if any) it has now.
     pub fn set_mode(&self, mode: u32) {
         lock(&self.node).mode = mode & 0o7777;

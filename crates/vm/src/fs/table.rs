@@ -27,6 +27,9 @@ pub struct FdTable {
     pub scratch: ScratchFs,
     /// File-mode creation mask.
     pub umask: u32,
+    /// MAP_SHARED mappings of scratch files ([`crate::mm::shared`]): here so the clone
+    /// that copies the tree points them at the copied inodes.
+    pub shared_maps: crate::mm::shared::Windows,
     /// Next id for an object tasks can wait on ([`super::File::wait_id`]).
     next_object: u64,
 }
@@ -47,6 +50,7 @@ impl Default for FdTable {
             ],
             scratch: ScratchFs::default(),
             umask: 0o022,
+            shared_maps: Default::default(),
             next_object: 1,
         }
     }
@@ -72,6 +76,7 @@ impl Clone for FdTable {
             slots,
             scratch,
             umask: self.umask,
+            shared_maps: self.shared_maps.deep_clone(&mut map),
             next_object: self.next_object,
         }
     }

@@ -32,6 +32,7 @@ pub mod frames;
 mod maps;
 pub mod pagetable;
 mod resize;
+pub mod shared;
 pub mod vma;
 
 use crate::layout::{self, align_up, PAGE_SIZE};
@@ -59,7 +60,8 @@ pub enum MmError {
     /// The range is not (entirely) mapped as the call requires.
     #[error("the range is not mapped")]
     Fault,
-    /// The kind of mapping is not supported (MAP_SHARED writable files).
+    /// The kind of mapping is not supported (writable MAP_SHARED of a read-only host
+    /// file, or an object with no bytes to map).
     #[error("this mapping type is not supported")]
     NoDevice,
     /// Below the lowest address programs may map.
@@ -133,12 +135,47 @@ pub const MMAP_TOP: u64 = STACK_TOP - layout::STACK_SIZE - (128 << 20);
 /// Read-only file mappings at least this large use a file slot instead of frames.
 pub const SLOT_MIN: u64 = 1 << 20;
 
-/// A file to copy into a private mapping.
+/// A file to copy into a mapping.
 pub struct FileSource<'a> {
-    /// The open host file.
-    pub file: &'a std::fs::File,
+    /// Where its bytes come from.
+    pub file: FileBytes<'a>,
     /// Its path as the guest named it.
     pub path: Arc<str>,
+}
+
+/// The bytes behind a file mapping.
+#[derive(Clone, Copy)]
+pub enum FileBytes<'a> {
+    /// A read-only host file (allowed paths): writable shared mappings are refused, large
+    /// read-only ones may use a file slot.
+    Host(&'a std::fs::File),
+    /// A scratch file ([`crate::fs::scratch`]): always copied into frames. Shared mappings
+    /// are allowed; the caller keeps them coherent with the file ([`shared`]).
+    Scratch(&'a dyn crate::fs::File),
+}
+
+impl FileBytes<'_> {
+    /// Reads at `off`; a short count only at the end of the file.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize> {
+        match self {
+            FileBytes::Host(f) => loop {
+                match f.read_at(buf, off) {
+                    Ok(k) => return Ok(k),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(MmError::Io(e.raw_os_error().unwrap_or(libc::EIO))),
+                }
+            },
+            FileBytes::Scratch(f) => f.read(buf, off, true).map_err(MmError::Io),
+        }
+    }
+
+    /// Device and inode numbers, for /proc/self/maps.
+    fn ids(&self) -> (u64, u64) {
+        match self {
+            FileBytes::Host(f) => file_ids(f),
+            FileBytes::Scratch(f) => f.stat().map(|s| (s.dev, s.ino)).unwrap_or((0, 0)),
+        }
+    }
 }
 
 /// The guest's address space. Plain data: cloned into the snapshot and back.
@@ -492,9 +529,19 @@ impl AddressSpace {
             return Err(MmError::Invalid);
         }
         let prot = prot as u32;
-        if file.is_some() && kind != flags::PRIVATE && prot & PROT_WRITE != 0 {
-            // A writable shared file mapping would need writes to reach the file (and
-            // other processes): refused; programs fall back (SQLite runs without shm).
+        let host = matches!(
+            &file,
+            Some((
+                FileSource {
+                    file: FileBytes::Host(_),
+                    ..
+                },
+                _
+            ))
+        );
+        if host && kind != flags::PRIVATE && prot & PROT_WRITE != 0 {
+            // Host files are read-only to the guest: a writable shared mapping of one
+            // would need its stores to reach the file. Refused; programs fall back.
             return Err(MmError::NoDevice);
         }
         if let Some((_, off)) = &file {
@@ -529,7 +576,13 @@ impl AddressSpace {
         let budget = budget.saturating_add(already * PAGE_SIZE);
         // Large read-only file mappings share the page cache (memory::slots).
         let slot = match &file {
-            Some((src, _)) if prot & PROT_WRITE == 0 && len >= SLOT_MIN => mem.file_slot(src.file),
+            Some((
+                FileSource {
+                    file: FileBytes::Host(f),
+                    ..
+                },
+                _,
+            )) if prot & PROT_WRITE == 0 && len >= SLOT_MIN => mem.file_slot(f),
             _ => None,
         };
         if prot & 7 != 0 && slot.is_none() {
@@ -542,7 +595,7 @@ impl AddressSpace {
         self.vmas.remove(start, end);
         if let Some((src, off)) = &file {
             if let Some(slot) = slot {
-                let (dev, inode) = file_ids(src.file);
+                let (dev, inode) = src.file.ids();
                 let vma = Vma {
                     start,
                     end,
@@ -563,7 +616,7 @@ impl AddressSpace {
         self.apply(mem, start, end, prot, budget)?;
         let backing = match &file {
             Some((src, off)) => {
-                let (dev, inode) = file_ids(src.file);
+                let (dev, inode) = src.file.ids();
                 self.fill_from_file(mem, start, end, src.file, *off)?;
                 Backing::File {
                     path: src.path.clone(),
@@ -596,7 +649,7 @@ impl AddressSpace {
         mem: &mut GuestMemory,
         start: u64,
         end: u64,
-        file: &std::fs::File,
+        file: FileBytes<'_>,
         off: u64,
     ) -> Result<()> {
         let pt = self.pt(mem)?;
@@ -606,11 +659,9 @@ impl AddressSpace {
             let e = pt.get(mem, va);
             let mut n = 0;
             while n < buf.len() {
-                match file.read_at(&mut buf[n..], off + (va - start) + n as u64) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(MmError::Io(e.raw_os_error().unwrap_or(libc::EIO))),
+                match file.read_at(&mut buf[n..], off + (va - start) + n as u64)? {
+                    0 => break,
+                    k => n += k,
                 }
             }
             if n == 0 {

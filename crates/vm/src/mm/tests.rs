@@ -222,7 +222,7 @@ fn file_mappings_copy_the_file_and_never_write_it() {
     let src = |off| {
         Some((
             FileSource {
-                file: &file,
+                file: FileBytes::Host(&file),
                 path: Arc::from("/data/f"),
             },
             off,
@@ -280,7 +280,7 @@ fn large_read_only_file_mappings_use_a_slot_and_copy_on_mprotect() {
     let src = || {
         Some((
             FileSource {
-                file: &file,
+                file: FileBytes::Host(&file),
                 path: Arc::from("/big"),
             },
             0,

@@ -16,7 +16,8 @@ pub const PROT_EXEC: u32 = 4;
 pub enum Backing {
     /// Anonymous memory (zero-filled).
     Anon,
-    /// A private copy of a file's bytes.
+    /// A copy of a file's bytes in frames: private, or a shared window the syscall layer
+    /// keeps coherent with a scratch file ([`super::shared`]).
     File {
         /// Path as the guest named it (for /proc/self/maps).
         path: Arc<str>,

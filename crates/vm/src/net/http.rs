@@ -1,9 +1,13 @@
-//! HTTP/1.1 on the virtual connections: the host writes a [`Request`] as an HTTP/1.1
-//! request, and reads the guest's bytes as an HTTP/1.1 response, deciding when it is
-//! complete (Content-Length, chunked, or the guest closing) and turning it into a
-//! [`Response`].
+//! HTTP/1.1 on the virtual connections: the host writes a [`crate::request::Request`] as
+//! an HTTP/1.1 request ([`serialize`]), and reads the guest's bytes as an HTTP/1.1
+//! response, deciding when it is complete (Content-Length, chunked, or the guest closing)
+//! and turning it into a [`Response`].
 
-use crate::request::{Request, Response};
+mod request;
+
+pub use request::serialize;
+
+use crate::request::Response;
 
 /// Errors reading a guest's HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,103 +34,10 @@ const MAX_LINE: usize = 4 << 10;
 /// Most interim (1xx) responses before the final one.
 const MAX_INTERIM: usize = 16;
 
-/// Request fields that belong to the client's connection to the host, not to the
-/// guest's (hop-by-hop, RFC 9110 §7.6.1), and the body framing the host sets itself.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
-
-/// Whether `b` may appear in a method (an RFC 9110 token character).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// The request as HTTP/1.1 bytes: the request line, the client's end-to-end headers (the
-/// hop-by-hop ones, those the client's Connection header names, and its own framing are
-/// left out), and the body's Content-Length (when there is a body or the method takes
-/// one). No Connection header: the guest sees the request as the client sent it, and the
-/// host ends the connection itself once the response is complete (crate::listen).
-pub fn serialize(req: &Request) -> Vec<u8> {
-    // The front parsed both, so they are valid; a configured warm-up request may not be:
-    // nothing may break the request line.
-    let method: String = req
-        .method
-        .chars()
-        .filter(|&c| c.is_ascii() && is_tchar(c as u8))
-        .collect();
-    let method = if method.is_empty() {
-        "GET".to_owned()
-    } else {
-        method
-    };
-    let mut url = String::new();
-    for c in req.url.chars() {
-        if c.is_ascii_control() || c == ' ' {
-            url.push_str(&format!("%{:02X}", c as u32));
-        } else {
-            url.push(c);
-        }
-    }
-    if url.is_empty() {
-        url.push('/');
-    }
-    let mut out = format!("{method} {url} HTTP/1.1\r\n").into_bytes();
-    let fields: Vec<(&str, &str)> = req
-        .headers
-        .iter()
-        .filter_map(|h| h.split_once(':'))
-        .map(|(n, v)| (n.trim(), v))
-        .filter(|(n, _)| !n.is_empty() && !n.bytes().any(|b| b <= b' ' || b == 0x7f))
-        .collect();
-    // Fields the client's Connection header names are hop-by-hop too.
-    let named: Vec<String> = fields
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    let mut host = false;
-    let mut ctype = false;
-    for (name, value) in fields {
-        let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) || named.contains(&lower) {
-            continue;
-        }
-        host |= lower == "host";
-        ctype |= lower == "content-type";
-        let value: String = value
-            .trim()
-            .chars()
-            .filter(|&c| c != '\r' && c != '\n')
-            .collect();
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
-    if !host {
-        out.extend_from_slice(b"Host: localhost\r\n");
-    }
-    if !ctype && !req.content_type.is_empty() {
-        let v: String = req
-            .content_type
-            .chars()
-            .filter(|&c| c != '\r' && c != '\n')
-            .collect();
-        out.extend_from_slice(format!("Content-Type: {v}\r\n").as_bytes());
-    }
-    if !req.body.is_empty() || !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS" | "DELETE") {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", req.body.len()).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&req.body);
-    out
-}
+/// Response field (lower case) by which a program says it has background work to finish
+/// after this response (a Workers `ctx.waitUntil`): value `1` sets
+/// [`Response::background`]. The field is the host's, never passed on to the client.
+pub const BACKGROUND_FIELD: &str = "kvmjs-background";
 
 /// Whether `buf` (everything the guest wrote) holds a complete response to a request
 /// with method `method`; `closed`: the guest will write no more. `Ok(None)`: not yet.
@@ -375,6 +286,9 @@ impl Framer {
                     }
                     "content-type" => resp.content_type = h.value.to_vec(),
                     "connection" | "keep-alive" => {}
+                    name if name == BACKGROUND_FIELD => {
+                        resp.background = h.value.trim_ascii() == b"1";
+                    }
                     _ => {
                         let mut f = h.name.as_bytes().to_vec();
                         f.extend_from_slice(b": ");
@@ -493,29 +407,6 @@ mod tests {
     const MAX: u64 = 1 << 20;
 
     #[test]
-    fn serializes_without_connection_with_length() {
-        let req = Request {
-            method: "POST".into(),
-            url: "/x?y=1".into(),
-            headers: vec![
-                "Host: example".into(),
-                "Connection: keep-alive".into(),
-                "X-A: b\r\nInjected: 1".into(),
-                "bad line".into(),
-            ],
-            body: b"hello".to_vec(),
-            ..Request::default()
-        };
-        let s = String::from_utf8(serialize(&req)).unwrap();
-        assert_eq!(
-            s,
-            "POST /x?y=1 HTTP/1.1\r\nHost: example\r\nX-A: bInjected: 1\r\nContent-Length: 5\r\n\r\nhello"
-        );
-        let g = String::from_utf8(serialize(&Request::get("/"))).unwrap();
-        assert_eq!(g, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    }
-
-    #[test]
     fn content_length_framing() {
         let full =
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Y: z\r\nContent-Length: 2\r\n\r\nhi";
@@ -606,47 +497,6 @@ mod tests {
         assert_eq!(
             parse_response(&vec![b'a'; 70 << 10], false, "GET", 1024),
             Err(HttpError::TooLarge(1024))
-        );
-    }
-
-    #[test]
-    fn hop_by_hop_request_fields_are_left_out() {
-        let req = Request {
-            method: "GET".into(),
-            url: "/a b".into(),
-            headers: vec![
-                "Host: h".into(),
-                "Connection: keep-alive, X-Secret-Hop , Upgrade".into(),
-                "connection: x-other".into(),
-                "Upgrade: websocket".into(),
-                "TE: trailers".into(),
-                "Trailer: X-T".into(),
-                "Proxy-Connection: keep-alive".into(),
-                "Keep-Alive: timeout=5".into(),
-                "Transfer-Encoding: chunked".into(),
-                "Content-Length: 99".into(),
-                "X-Secret-Hop: 1".into(),
-                "X-Other: 2".into(),
-                "X-Kept: 3".into(),
-            ],
-            ..Request::default()
-        };
-        let s = String::from_utf8(serialize(&req)).unwrap();
-        assert_eq!(s, "GET /a%20b HTTP/1.1\r\nHost: h\r\nX-Kept: 3\r\n\r\n");
-        // Nothing may break the request line.
-        let bad = Request {
-            method: "GET /x HTTP/1.1\r\nX:".into(),
-            url: "/\r\nInjected: 1".into(),
-            ..Request::default()
-        };
-        let s = String::from_utf8(serialize(&bad)).unwrap();
-        assert_eq!(
-            s.lines().next().unwrap(),
-            "GETxHTTP1.1X /%0D%0AInjected:%201 HTTP/1.1"
-        );
-        assert_eq!(
-            s,
-            "GETxHTTP1.1X /%0D%0AInjected:%201 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
@@ -762,6 +612,30 @@ mod tests {
             parse_response(&long, false, "GET", MAX),
             Err(HttpError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_background_field_is_the_hosts() {
+        for (field, background) in [
+            ("kvmjs-background: 1", true),
+            ("KVMjs-Background:  1 ", true),
+            ("kvmjs-background: 0", false),
+            ("kvmjs-background: yes", false),
+        ] {
+            let r = format!("HTTP/1.1 200 OK\r\nX-A: b\r\n{field}\r\nContent-Length: 2\r\n\r\nhi");
+            let resp = parse_response(r.as_bytes(), false, "GET", MAX)
+                .unwrap()
+                .unwrap();
+            assert_eq!(resp.background, background, "{field}");
+            assert_eq!(resp.headers, vec![b"X-A: b".to_vec()], "{field}");
+        }
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+        assert!(
+            !parse_response(plain, false, "GET", MAX)
+                .unwrap()
+                .unwrap()
+                .background
+        );
     }
 
     /// A response written a byte at a time: the framer looks at each new byte a bounded

@@ -3,6 +3,7 @@
 //! plus umask.
 
 use super::files::{desc, e, neg, notify};
+use super::memory::{shared_after, shared_before};
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::scratch::ScratchFile;
 use crate::fs::{flags, IoctlAnswer, Kind};
@@ -228,8 +229,10 @@ fn ftruncate(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     if (a[1] as i64) < 0 || d.flags() & flags::ACCMODE == flags::RDONLY {
         return neg(errno::EINVAL);
     }
+    shared_before(ctx, &*d.file);
     match d.file.truncate(a[1]) {
         Ok(()) => {
+            shared_after(ctx, &*d.file);
             notify(ctx, &d);
             Flow::ok(0)
         }
@@ -259,8 +262,10 @@ fn fallocate(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     if (end as u64) <= d.file.size() {
         return Flow::ok(0);
     }
+    shared_before(ctx, &*d.file);
     match d.file.truncate(end as u64) {
         Ok(()) => {
+            shared_after(ctx, &*d.file);
             notify(ctx, &d);
             Flow::ok(0)
         }
@@ -375,6 +380,12 @@ mod tests {
             Sysno::uname,
             Sysno::close_range,
             Sysno::umask,
+            Sysno::mmap,
+            Sysno::munmap,
+            Sysno::mremap,
+            Sysno::mprotect,
+            Sysno::madvise,
+            Sysno::msync,
         ];
         let mut f = Fixture::new();
         f.cfg.max_scratch_bytes = 1 << 20;
@@ -397,6 +408,11 @@ mod tests {
             x ^= x << 17;
             x
         };
+        // fd 3: a scratch file, which mmap below often maps shared (windows over it).
+        let a = f.call(Sysno::open, [0x70_0000, 0o102, 0o644, 0, 0, 0]);
+        assert_eq!(a, 3);
+        assert_eq!(f.call(Sysno::ftruncate, [3, 12_288, 0, 0, 0, 0]), 0);
+        let mut windows = 0;
         for round in 0..20_000 {
             let nr = calls[(next() % calls.len() as u64) as usize];
             let mut args = [0u64; 6];
@@ -411,13 +427,19 @@ mod tests {
                     _ => r >> (r % 64),
                 };
             }
+            if nr == Sysno::mmap && args[0] % 2 == 0 {
+                let off = (args[5] % 4) * 4096;
+                args[2..6].copy_from_slice(&[3, 1, 3, off]);
+            }
             let _ = super::super::dispatch(&mut f.ctx(), nr.id() as u64, &args);
             assert!(f.proc.fds.open_count() <= crate::fs::MAX_FDS);
+            windows = windows.max(f.proc.fds.shared_maps.len());
             if round % 1000 == 0 {
                 let c = f.proc.clone();
                 f.proc = c;
             }
         }
+        assert!(windows > 0, "no shared mapping of a scratch file was made");
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub(super) fn read_desc(
     nonblock: bool,
 ) -> Xfer {
     let len = len.min(MAX_IO);
+    super::memory::shared_before(ctx, &*d.file);
     let dst = ctx
         .mem
         .slice_mut(buf, len)
@@ -122,8 +123,10 @@ pub(super) fn write_desc(
         ctx.guest_output_to(stream, &bytes);
         return Ok(len);
     }
+    super::memory::shared_before(ctx, &*d.file);
     match d.write(&bytes, at) {
         Ok(n) => {
+            super::memory::shared_after(ctx, &*d.file);
             notify(ctx, d);
             Ok(n as u64)
         }
