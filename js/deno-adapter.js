@@ -85,6 +85,10 @@ function refill() {
     at += n;
   }
   drawn = 0;
+  // The bytes last until the current task's microtasks are done: a later task (the next
+  // request, or a timer that was pending in the snapshot and fires at the start of every
+  // request) draws fresh ones, so no pool ever survives into a snapshot.
+  queueMicrotask(freshRequest);
 }
 // Fills `bytes` from the pool; `drawn` stays a multiple of 4 for Math.random's words.
 function fill(bytes) {
@@ -167,6 +171,9 @@ Object.defineProperty(Deno, "serve", { value: serve, writable: true, configurabl
 // (crates/vm/src/net/http.rs BACKGROUND_FIELD), and the keep-alive tick while it runs
 // (shorter than kvmjs's 1 s "busy timer", crates/vm/src/listen.rs BUSY_TIMER).
 const BACKGROUND = "kvmjs-background";
+// The originals, before the app can patch them.
+const NativePromise = Promise;
+const promiseThen = Promise.prototype.then;
 const KEEPALIVE_MS = 50;
 
 const mod = await import(new URL(`file://${appPath}`).href);
@@ -192,13 +199,18 @@ if (typeof fetchHandler === "function") {
     const settled = () => {
       if (--pending === 0) clearInterval(tick);
     };
+    const rejected = (e) => {
+      console.error("waitUntil promise rejected:", e);
+      settled();
+    };
     const ctx = {
       waitUntil(p) {
         used = true;
         if (pending++ === 0) tick = setInterval(() => {}, KEEPALIVE_MS);
-        Promise.resolve(p)
-          .catch((e) => console.error("waitUntil promise rejected:", e))
-          .finally(settled);
+        // A promise of our own, followed with the original `then`: whatever `p` is (a
+        // thenable whose `then` throws, a patched Promise.prototype), it settles through
+        // `settled` exactly once and never throws here.
+        promiseThen.call(new NativePromise((resolve) => resolve(p)), settled, rejected);
       },
       passThroughOnException() {},
       props: {},
@@ -213,13 +225,20 @@ if (typeof fetchHandler === "function") {
       console.error("Uncaught exception in handler:", e);
       response = errorResponse(e);
     }
-    if (used) {
+    // Not on a 101: an upgrade is no response to finish after (kvmjs refuses it anyway),
+    // and a 101 Response cannot be copied.
+    if (used && response.status !== 101) {
       try {
         response.headers.set(BACKGROUND, "1");
       } catch {
         // Immutable headers (Response.redirect, a fetch() response): a copy takes the field.
-        response = new Response(response.body, response);
-        response.headers.set(BACKGROUND, "1");
+        try {
+          const copy = new Response(response.body, response);
+          copy.headers.set(BACKGROUND, "1");
+          response = copy;
+        } catch (e) {
+          console.error("waitUntil: the response cannot carry the background field:", e);
+        }
       }
     }
     return response;

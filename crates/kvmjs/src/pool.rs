@@ -313,7 +313,6 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metr
             continue;
         }
         let result = vm.handle(&job.req);
-        let broken = vm.is_broken();
         let _ = job.reply.send(Some(Outcome {
             result,
             stats: vm.last_stats(),
@@ -327,7 +326,8 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metr
             }
             metrics.background(name, bg.duration, bg.result.as_ref().err());
         }
-        if broken {
+        // After the background work: its reset can fail too.
+        if vm.is_broken() {
             // A VM whose reset failed is discarded; a fresh fork takes its place.
             match Vm::from_snapshot(snap.clone()) {
                 Ok(v) => vm = v,

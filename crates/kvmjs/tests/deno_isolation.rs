@@ -513,6 +513,35 @@ fn randomness_differs_between_requests_on_deno_after_a_warm_up_that_drew_some() 
     );
 }
 
+/// Randomness drawn before any handler runs in a request (a timer pending in the snapshot,
+/// overdue in every request) is fresh too: the adapter's pool lasts one task, so none is
+/// left in the snapshot to replay.
+#[test]
+fn randomness_drawn_by_a_timer_pending_in_the_snapshot_differs_between_requests() {
+    let _serial = serial();
+    let cfg = r#"{ "t": { "engine": "deno", "deno": "$DENO", "concurrency": 1,
+        "max_boot_time": 180, "idle_timeout": 0,
+        "filename": "$REPO/tests/js/apps/random_timer.js" } }"#;
+    let (k, port) = serve_deno(cfg, "deno-random-timer");
+    let mut c = Conn::new(port);
+    let t = Instant::now();
+    let mut early = Vec::new();
+    while early.len() < 6 {
+        let v = json(&c.get("/t/"));
+        if !v["early"].is_null() {
+            early.push(v["early"].to_string());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the timer never fired\n{}",
+            k.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let distinct: HashSet<&String> = early.iter().collect();
+    assert_eq!(distinct.len(), early.len(), "replayed: {early:#?}");
+}
+
 // ---- Limits ----
 
 /// An allocation bomb (past max_request_memory, the memory one request may add) and a

@@ -433,4 +433,19 @@ fn wait_until_work_runs_after_the_response_on_deno() {
         k.log()
     );
     assert!(!get(port, "/apps/ok").head.contains("kvmjs-"));
+    // A waitUntil promise whose own `then` throws settles as a rejection (logged): its
+    // background ends at once instead of running to max_background_time.
+    let t = Instant::now();
+    assert_eq!(get(port, "/apps/wait-until-bad-then").text(), "bad then");
+    assert_eq!(get(port, "/apps/ok").text(), "ok", "{}", k.log());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        log_shows(&k, "hostile then", Duration::from_secs(3)).is_some(),
+        "{}",
+        k.log()
+    );
 }

@@ -24,6 +24,15 @@ export default {
         ctx.waitUntil(new Promise((r) => setTimeout(() => { done = true; console.log("waitUntil finished"); r(); }, 10)));
         return new Response(`done before respond: ${done}`);
       }
+      case "/wait-until-bad-then": {
+        // A promise whose own `then` throws: waitUntil must neither throw nor wait forever.
+        const p = Promise.resolve();
+        p.then = () => {
+          throw new Error("hostile then");
+        };
+        arguments[2].waitUntil(p);
+        return new Response("bad then");
+      }
       case "/wait-until-slow": {
         // Background work of `ms` ms (default: forever) after an immediate response.
         const ms = new URL(request.url).searchParams.get("ms");

@@ -67,6 +67,14 @@ pub enum MmError {
     /// Below the lowest address programs may map.
     #[error("the address is reserved for kvmjs")]
     Perm,
+    /// The file offset plus the length passes the largest file offset.
+    #[error("the file offset plus the length is too large; map a smaller part of the file")]
+    Overflow,
+    /// The open file's access mode does not allow the protection asked for.
+    #[error(
+        "the file is not open for the access asked for; open it read-write to map it writable"
+    )]
+    Access,
     /// A file read failed.
     #[error("reading the mapped file failed (errno {0})")]
     Io(i32),
@@ -82,6 +90,8 @@ impl MmError {
             MmError::Fault => libc::EFAULT,
             MmError::NoDevice => libc::ENODEV,
             MmError::Perm => libc::EPERM,
+            MmError::Overflow => libc::EOVERFLOW,
+            MmError::Access => libc::EACCES,
             MmError::Io(e) => *e,
         }
     }
@@ -545,8 +555,16 @@ impl AddressSpace {
             return Err(MmError::NoDevice);
         }
         if let Some((_, off)) = &file {
-            if !off.is_multiple_of(PAGE_SIZE) || off.checked_add(len).is_none() {
+            if !off.is_multiple_of(PAGE_SIZE) {
                 return Err(MmError::Invalid);
+            }
+            // Linux: EOVERFLOW past the largest file offset; keeps later offset sums
+            // (mremap growth, windows) from overflowing.
+            if off
+                .checked_add(len)
+                .is_none_or(|e| e > shared::MAX_FILE_END)
+            {
+                return Err(MmError::Overflow);
             }
         }
         let fixed = flags & (flags::FIXED | flags::FIXED_NOREPLACE) != 0;

@@ -83,6 +83,16 @@ impl AddressSpace {
             return Err(MmError::Fault);
         }
         let old_len = old_end - old;
+        if let Backing::File { offset, .. } = &vma.backing {
+            // Linux: EINVAL when the grown mapping's file offsets would pass the largest.
+            let at = offset.saturating_add(old - vma.start);
+            if at
+                .checked_add(new_len)
+                .is_none_or(|e| e > super::shared::MAX_FILE_END)
+            {
+                return Err(MmError::Invalid);
+            }
+        }
         if flags & flags::MREMAP_FIXED == 0 {
             if new_len < old_len {
                 self.munmap(mem, old + new_len, old_len - new_len)?;
@@ -108,21 +118,26 @@ impl AddressSpace {
                 return Err(MmError::NoMemory);
             }
         }
+        let keep = old_len.min(new_len);
+        let extra = new_len - keep;
         let dest = if flags & flags::MREMAP_FIXED != 0 {
             let de = user_range(new_addr, new_len)?;
             if new_addr < USER_MIN || (new_addr < old_end && de > old) {
                 return Err(MmError::Invalid);
             }
+            // The budget is checked before the destination is unmapped, so a refused
+            // call leaves it as it was.
+            if extra > budget {
+                return Err(MmError::NoMemory);
+            }
             self.munmap(mem, new_addr, new_len)?;
             new_addr
         } else {
+            if extra > budget {
+                return Err(MmError::NoMemory);
+            }
             self.place(0, new_len)?
         };
-        let keep = old_len.min(new_len);
-        let extra = new_len - keep;
-        if extra > budget {
-            return Err(MmError::NoMemory);
-        }
         // Move the leaves of the kept part (retargeting: the old addresses lose them).
         let pt = self.pt(mem)?;
         let mut moved = Vec::new();

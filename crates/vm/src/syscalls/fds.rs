@@ -386,6 +386,9 @@ mod tests {
             Sysno::mprotect,
             Sysno::madvise,
             Sysno::msync,
+            Sysno::truncate,
+            Sysno::preadv,
+            Sysno::pwritev,
         ];
         let mut f = Fixture::new();
         f.cfg.max_scratch_bytes = 1 << 20;
@@ -429,7 +432,14 @@ mod tests {
             }
             if nr == Sysno::mmap && args[0] % 2 == 0 {
                 let off = (args[5] % 4) * 4096;
-                args[2..6].copy_from_slice(&[3, 1, 3, off]);
+                // Shared, sometimes PROT_NONE or read-only, at times far past the file.
+                let off = if args[1] % 7 == 0 {
+                    u64::MAX - 0xfff
+                } else {
+                    off
+                };
+                let prot = args[2] % 4;
+                args[2..6].copy_from_slice(&[prot, 1, 3, off]);
             }
             let _ = super::super::dispatch(&mut f.ctx(), nr.id() as u64, &args);
             assert!(f.proc.fds.open_count() <= crate::fs::MAX_FDS);

@@ -71,7 +71,24 @@ pub(super) fn would_block(d: &OpenFile, nonblock: bool) -> Flow {
 /// One transfer's outcome: bytes moved, or what the call returns instead.
 pub(super) type Xfer = Result<u64, Flow>;
 
-/// Reads from `d` into guest `[buf, buf+len)`.
+/// Runs one read or write call's transfers between the shared-mapping hooks, once per
+/// call however many pieces it has: the file's windows are flushed before, and refreshed
+/// after a write (crate::mm::shared).
+pub(super) fn with_shared<T>(
+    ctx: &mut Ctx<'_>,
+    d: &Arc<OpenFile>,
+    write: bool,
+    xfer: impl FnOnce(&mut Ctx<'_>) -> T,
+) -> T {
+    super::memory::shared_before(ctx, &*d.file);
+    let r = xfer(ctx);
+    if write {
+        super::memory::shared_after(ctx, &*d.file);
+    }
+    r
+}
+
+/// Reads from `d` into guest `[buf, buf+len)` (the caller runs [`with_shared`]).
 pub(super) fn read_desc(
     ctx: &mut Ctx<'_>,
     d: &Arc<OpenFile>,
@@ -81,7 +98,6 @@ pub(super) fn read_desc(
     nonblock: bool,
 ) -> Xfer {
     let len = len.min(MAX_IO);
-    super::memory::shared_before(ctx, &*d.file);
     let dst = ctx
         .mem
         .slice_mut(buf, len)
@@ -98,7 +114,7 @@ pub(super) fn read_desc(
     }
 }
 
-/// Writes guest `[buf, buf+len)` to `d`.
+/// Writes guest `[buf, buf+len)` to `d` (the caller runs [`with_shared`]).
 pub(super) fn write_desc(
     ctx: &mut Ctx<'_>,
     d: &Arc<OpenFile>,
@@ -123,10 +139,8 @@ pub(super) fn write_desc(
         ctx.guest_output_to(stream, &bytes);
         return Ok(len);
     }
-    super::memory::shared_before(ctx, &*d.file);
     match d.write(&bytes, at) {
         Ok(n) => {
-            super::memory::shared_after(ctx, &*d.file);
             notify(ctx, d);
             Ok(n as u64)
         }
@@ -150,11 +164,13 @@ fn rw(ctx: &mut Ctx<'_>, fd: u64, buf: u64, len: u64, at: Option<u64>, write: bo
     if at.is_some_and(|a| (a as i64) < 0) {
         return neg(errno::EINVAL);
     }
-    finish(if write {
-        write_desc(ctx, &d, buf, len, at, false)
-    } else {
-        read_desc(ctx, &d, buf, len, at, false)
-    })
+    finish(with_shared(ctx, &d, write, |ctx| {
+        if write {
+            write_desc(ctx, &d, buf, len, at, false)
+        } else {
+            read_desc(ctx, &d, buf, len, at, false)
+        }
+    }))
 }
 
 fn read(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
@@ -192,6 +208,19 @@ pub(super) fn iovecs(ctx: &Ctx<'_>, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)
 /// A vectored transfer: stops at the first short piece; an error after some progress
 /// returns the progress (as Linux does).
 pub(super) fn vectored(
+    ctx: &mut Ctx<'_>,
+    d: &Arc<OpenFile>,
+    vecs: &[(u64, u64)],
+    at: Option<u64>,
+    write: bool,
+    nonblock: bool,
+) -> Flow {
+    with_shared(ctx, d, write, |ctx| {
+        pieces(ctx, d, vecs, at, write, nonblock)
+    })
+}
+
+fn pieces(
     ctx: &mut Ctx<'_>,
     d: &Arc<OpenFile>,
     vecs: &[(u64, u64)],

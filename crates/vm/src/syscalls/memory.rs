@@ -101,6 +101,15 @@ pub(super) fn shared_after(ctx: &mut Ctx<'_>, file: &dyn File) {
     }
 }
 
+/// Truncates `file` to `len` between the hooks (truncate by path, where no description
+/// runs them); the file's errno on failure.
+pub(super) fn shared_truncate(ctx: &mut Ctx<'_>, file: &dyn File, len: u64) -> Result<(), i32> {
+    shared_before(ctx, file);
+    file.truncate(len)?;
+    shared_after(ctx, file);
+    Ok(())
+}
+
 /// Guest `[addr, addr + len)` rounded to pages, saturating (for window bookkeeping only;
 /// the address space validates the range itself).
 fn span(addr: u64, len: u64) -> (u64, u64) {
@@ -150,7 +159,9 @@ fn mmap_scratch(ctx: &mut Ctx<'_>, a: &Args, d: &Arc<OpenFile>) -> Result<u64, M
         return Err(MmError::Io(errno::EACCES));
     }
     if shared {
-        ctx.proc.fds.shared_maps.check_room()?;
+        let fixed = (fl & (flags::FIXED | flags::FIXED_NOREPLACE) != 0).then(|| span(addr, len));
+        let cap = ctx.proc.max_memory;
+        ctx.proc.fds.shared_maps.check_map(fixed, off, len, cap)?;
     }
     // The new mapping starts from the file's latest bytes.
     shared_before(ctx, &*d.file);
@@ -171,6 +182,14 @@ fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     // now and forgotten once it succeeds.
     let fixed = fl & (flags::FIXED | flags::FIXED_NOREPLACE) != 0;
     if fixed {
+        if let Err(e) = ctx
+            .proc
+            .fds
+            .shared_maps
+            .check_forget(addr, span(addr, len).1)
+        {
+            return done(ctx, Err(e));
+        }
         flush_range(ctx, span(addr, len));
     }
     // Linux ignores the fd of an anonymous mapping; a shared anonymous mapping acts as
@@ -191,13 +210,18 @@ fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
             }
             Ok(Source::Scratch(d)) => {
                 if fl & 3 != flags::PRIVATE {
-                    window = Some(d.file.clone());
+                    let may_write = d.flags() & crate::fs::flags::ACCMODE == crate::fs::flags::RDWR;
+                    window = Some((d.file.clone(), may_write));
                 }
                 mmap_scratch(ctx, a, &d)
             }
             Err(e) => Err(e),
         }
     };
+    if r.is_err() && fixed {
+        // A MAP_FIXED that failed after unmapping the range: its windows are gone too.
+        forget_if_unmapped(ctx, span(addr, len));
+    }
     let r = r.and_then(|start| {
         let end = start + align_up(len, PAGE_SIZE);
         let w = &mut ctx.proc.fds.shared_maps;
@@ -205,8 +229,8 @@ fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
             w.forget(start, end);
         }
         match window {
-            Some(file) => w
-                .add(start, end, off, file)
+            Some((file, may_write)) => w
+                .add(start, end, off, may_write, file)
                 .map(|()| start)
                 .inspect_err(|_| {
                     // Room was checked before mapping; never leave an untracked window.
@@ -218,7 +242,19 @@ fn mmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     done(ctx, r)
 }
 
+/// Forgets the windows in `[start, end)` if nothing is mapped there any more (a failed
+/// MAP_FIXED or MREMAP_FIXED may have unmapped its destination before failing).
+fn forget_if_unmapped(ctx: &mut Ctx<'_>, (start, end): (u64, u64)) {
+    if start < end && ctx.proc.mm.range_is_free(start, end) {
+        ctx.proc.fds.shared_maps.forget(start, end);
+    }
+}
+
 fn munmap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
+    let (s, e) = span(a[0], a[1]);
+    if let Err(e) = ctx.proc.fds.shared_maps.check_forget(s, e) {
+        return done(ctx, Err(e));
+    }
     flush_range(ctx, span(a[0], a[1]));
     let r = ctx.proc.mm.munmap(ctx.mem, a[0], a[1]).map(|()| 0);
     if r.is_ok() {
@@ -242,6 +278,10 @@ fn msync(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 
 fn mprotect(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let budget = ctx.proc.memory_budget();
+    let (s, e) = span(a[0], a[1]);
+    if let Err(e) = ctx.proc.fds.shared_maps.check_protect(s, e, a[2]) {
+        return done(ctx, Err(e));
+    }
     // Pages of a PROT_NONE window get their frames here: they must show the file.
     flush_range(ctx, span(a[0], a[1]));
     let r = ctx
@@ -250,7 +290,6 @@ fn mprotect(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         .mprotect(ctx.mem, a[0], a[1], a[2], budget)
         .map(|()| 0);
     if r.is_ok() && !ctx.proc.fds.shared_maps.is_empty() {
-        let (s, e) = span(a[0], a[1]);
         ctx.proc
             .fds
             .shared_maps
@@ -276,9 +315,18 @@ fn madvise(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
 fn mremap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
     let (old, old_len, new_len, fl, new_addr) = (a[0], a[1], a[2], a[3], a[4]);
     let budget = ctx.proc.memory_budget();
+    let fixed = (fl & flags::MREMAP_FIXED != 0).then(|| span(new_addr, new_len));
+    let (cap, w) = (ctx.proc.max_memory, &ctx.proc.fds.shared_maps);
+    let (old_len_pages, new_len_pages) = (
+        align_up(old_len.clamp(1, 1 << 48), PAGE_SIZE),
+        align_up(new_len.min(1 << 48), PAGE_SIZE),
+    );
+    if let Err(e) = w.check_remap(fixed, old, old_len_pages, new_len_pages, cap) {
+        return done(ctx, Err(e));
+    }
     flush_range(ctx, span(old, old_len));
-    if fl & flags::MREMAP_FIXED != 0 {
-        flush_range(ctx, span(new_addr, new_len));
+    if let Some(dest) = fixed {
+        flush_range(ctx, dest);
     }
     let r = ctx
         .proc
@@ -297,19 +345,24 @@ fn mremap(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
             w.moved(old, old_len, dest, new_len);
             w.refresh_range(&ctx.proc.mm, ctx.mem, dest, dest + new_len);
         }
+    } else if let Some(dest) = fixed {
+        forget_if_unmapped(ctx, dest);
     }
     done(ctx, r)
 }
+
+#[cfg(test)]
+mod shared_tests;
 
 #[cfg(test)]
 mod tests {
     use super::super::testing::Fixture;
     use syscalls::Sysno;
 
-    const ANON_PRIVATE: u64 = 0x22;
+    pub(super) const ANON_PRIVATE: u64 = 0x22;
 
     /// A fixture whose guest-facing addresses go through the page tables.
-    fn fixture() -> Fixture {
+    pub(super) fn fixture() -> Fixture {
         let mut f = Fixture::new();
         let root = f.proc.mm.root(&mut f.mem).unwrap();
         f.mem.set_root(Some(root));
@@ -380,221 +433,6 @@ mod tests {
             -i64::from(libc::ENOMEM),
             "unmapped"
         );
-    }
-
-    const SHARED: u64 = 0x01;
-    const PRIVATE: u64 = 0x02;
-    const RW: u64 = 3;
-
-    /// A fixture with one guest page for paths and buffers, and scratch file `name`
-    /// opened with `flags` (O_CREAT added) holding `len` bytes of `fill`.
-    fn with_file(name: &str, flags: u64, len: usize, fill: u8) -> (Fixture, u64, u64) {
-        let mut f = fixture();
-        let page = f.call(Sysno::mmap, [0, 4096, 3, ANON_PRIVATE, u64::MAX, 0]) as u64;
-        let mut p = name.as_bytes().to_vec();
-        p.push(0);
-        f.mem.write(page, &p).unwrap();
-        let fd = f.call(Sysno::open, [page, 0o100 | 2, 0o644, 0, 0, 0]) as u64;
-        assert!((fd as i64) >= 3, "open: {}", fd as i64);
-        let mut at = 0;
-        while at < len {
-            let n = (len - at).min(2048);
-            f.mem.write(page + 1024, &vec![fill; n]).unwrap();
-            assert_eq!(
-                f.call(
-                    Sysno::pwrite64,
-                    [fd, page + 1024, n as u64, at as u64, 0, 0]
-                ),
-                n as i64
-            );
-            at += n;
-        }
-        if flags != 2 {
-            let again = f.call(Sysno::open, [page, flags, 0, 0, 0, 0]) as u64;
-            assert_eq!(f.call(Sysno::close, [fd, 0, 0, 0, 0, 0]), 0);
-            return (f, again, page);
-        }
-        (f, fd, page)
-    }
-
-    /// `n` bytes of the file at `off`, through pread.
-    fn pread(f: &mut Fixture, fd: u64, page: u64, off: u64, n: u64) -> Vec<u8> {
-        let got = f.call(Sysno::pread64, [fd, page + 2048, n, off, 0, 0]);
-        assert_eq!(got, n as i64, "pread");
-        f.mem.slice(page + 2048, n).unwrap().to_vec()
-    }
-
-    fn pwrite(f: &mut Fixture, fd: u64, page: u64, off: u64, bytes: &[u8]) {
-        f.mem.write(page + 3072, bytes).unwrap();
-        let n = bytes.len() as u64;
-        assert_eq!(
-            f.call(Sysno::pwrite64, [fd, page + 3072, n, off, 0, 0]),
-            n as i64
-        );
-    }
-
-    #[test]
-    fn shared_scratch_mapping_is_coherent_with_the_file() {
-        let (mut f, fd, page) = with_file("/tmp/db-shm", 2, 32768, 0);
-        let m = f.call(Sysno::mmap, [0, 32768, RW, SHARED, fd, 0]) as u64;
-        assert!((m as i64) > 0, "mmap: {}", m as i64);
-        assert_eq!(f.proc.fds.shared_maps.len(), 1);
-        // A store through the mapping is what pread sees.
-        f.mem.write(m + 5000, b"stored").unwrap();
-        assert_eq!(pread(&mut f, fd, page, 5000, 6), b"stored");
-        // pwrite reaches the mapping, and keeps stores not yet seen by any call.
-        f.mem.write(m + 100, b"mine").unwrap();
-        pwrite(&mut f, fd, page, 30000, b"theirs");
-        assert_eq!(f.mem.slice(m + 30000, 6).unwrap(), b"theirs");
-        assert_eq!(f.mem.slice(m + 100, 4).unwrap(), b"mine");
-        assert_eq!(pread(&mut f, fd, page, 100, 4), b"mine");
-        // read(2) at the offset and a second description of the same file agree.
-        let again = f.call(Sysno::open, [page, 2, 0, 0, 0, 0]) as u64;
-        f.mem.write(m + 4096, b"via-read").unwrap();
-        assert_eq!(f.call(Sysno::lseek, [again, 4096, 0, 0, 0, 0]), 4096);
-        assert_eq!(f.call(Sysno::read, [again, page + 2048, 8, 0, 0, 0]), 8);
-        assert_eq!(f.mem.slice(page + 2048, 8).unwrap(), b"via-read");
-        // ftruncate shrinks the file: the mapping past the end reads zeros, and stores
-        // there never reach the file (Linux would raise SIGBUS).
-        assert_eq!(f.call(Sysno::ftruncate, [fd, 8192, 0, 0, 0, 0]), 0);
-        assert_eq!(f.mem.slice(m + 30000, 6).unwrap(), &[0; 6]);
-        f.mem.write(m + 9000, b"lost").unwrap();
-        assert_eq!(f.call(Sysno::ftruncate, [fd, 16384, 0, 0, 0, 0]), 0);
-        assert_eq!(pread(&mut f, fd, page, 9000, 4), &[0; 4]);
-        assert_eq!(f.mem.slice(m + 9000, 4).unwrap(), &[0; 4]);
-        // close does not unmap; munmap flushes.
-        assert_eq!(f.call(Sysno::close, [fd, 0, 0, 0, 0, 0]), 0);
-        f.mem.write(m + 200, b"after-close").unwrap();
-        assert_eq!(f.call(Sysno::munmap, [m, 32768, 0, 0, 0, 0]), 0);
-        assert!(f.proc.fds.shared_maps.is_empty());
-        assert_eq!(pread(&mut f, again, page, 200, 11), b"after-close");
-        // The file size never followed the mapping.
-        assert_eq!(f.call(Sysno::lseek, [again, 0, 2, 0, 0, 0]), 16384);
-    }
-
-    #[test]
-    fn msync_partial_munmap_and_mremap_keep_windows_right() {
-        let (mut f, fd, page) = with_file("/tmp/w", 2, 16384, b'.');
-        let m = f.call(Sysno::mmap, [0, 16384, RW, SHARED, fd, 0]) as u64;
-        f.mem.write(m, b"synced").unwrap();
-        assert_eq!(f.call(Sysno::msync, [m, 4096, 4, 0, 0, 0]), 0);
-        assert_eq!(pread(&mut f, fd, page, 0, 6), b"synced");
-        assert_eq!(
-            f.call(Sysno::msync, [m + 1, 4096, 4, 0, 0, 0]),
-            -i64::from(libc::EINVAL)
-        );
-        // Unmapping the middle keeps both ends as windows at the right offsets.
-        f.mem.write(m + 4096, b"middle").unwrap();
-        assert_eq!(f.call(Sysno::munmap, [m + 4096, 4096, 0, 0, 0, 0]), 0);
-        assert_eq!(f.proc.fds.shared_maps.len(), 2);
-        assert_eq!(pread(&mut f, fd, page, 4096, 6), b"middle");
-        pwrite(&mut f, fd, page, 12288, b"tail");
-        assert_eq!(f.mem.slice(m + 12288, 4).unwrap(), b"tail");
-        // The tail moves; it still maps file offset 8192 onwards.
-        let moved = f.call(Sysno::mremap, [m + 8192, 8192, 8192, 3, 0x4000_0000, 0]) as u64;
-        assert_eq!(moved, 0x4000_0000);
-        assert_eq!(f.mem.slice(moved + 4096, 4).unwrap(), b"tail");
-        f.mem.write(moved, b"moved").unwrap();
-        assert_eq!(pread(&mut f, fd, page, 8192, 5), b"moved");
-        // A PROT_NONE window has no frames until mprotect gives it some: then it shows
-        // the file.
-        let none = f.call(Sysno::mmap, [0, 4096, 0, SHARED, fd, 8192]) as u64;
-        assert_eq!(f.call(Sysno::mprotect, [none, 4096, RW, 0, 0, 0]), 0);
-        assert_eq!(f.mem.slice(none, 5).unwrap(), b"moved");
-        assert_eq!(f.call(Sysno::munmap, [none, 4096, 0, 0, 0, 0]), 0);
-        // MAP_FIXED anonymous over a window ends it (after a last flush).
-        f.mem.write(m, b"last").unwrap();
-        let fixed = f.call(Sysno::mmap, [m, 4096, RW, ANON_PRIVATE | 0x10, u64::MAX, 0]);
-        assert_eq!(fixed as u64, m);
-        assert_eq!(pread(&mut f, fd, page, 0, 4), b"last");
-        f.mem.write(m, b"anon").unwrap();
-        assert_eq!(pread(&mut f, fd, page, 0, 4), b"last");
-        assert_eq!(f.proc.fds.shared_maps.len(), 1);
-    }
-
-    #[test]
-    fn private_scratch_mapping_is_a_copy() {
-        let (mut f, fd, page) = with_file("/tmp/p", 2, 5000, b'x');
-        let m = f.call(Sysno::mmap, [0, 8192, RW, PRIVATE, fd, 0]) as u64;
-        assert!((m as i64) > 0);
-        assert!(f.proc.fds.shared_maps.is_empty());
-        assert_eq!(
-            f.mem.slice(m + 4999, 2).unwrap(),
-            b"x\0",
-            "zero past the end"
-        );
-        f.mem.write(m, b"private").unwrap();
-        assert_eq!(pread(&mut f, fd, page, 0, 7), b"xxxxxxx");
-        pwrite(&mut f, fd, page, 10, b"later");
-        assert_eq!(
-            f.mem.slice(m + 10, 5).unwrap(),
-            b"xxxxx",
-            "a copy at mmap time"
-        );
-        assert_eq!(f.call(Sysno::munmap, [m, 8192, 0, 0, 0, 0]), 0);
-        assert_eq!(pread(&mut f, fd, page, 0, 7), b"xxxxxxx");
-    }
-
-    #[test]
-    fn scratch_mappings_check_access_and_the_memory_budget() {
-        let (mut f, ro, _) = with_file("/tmp/ro", 0, 4096, b'r');
-        assert_eq!(
-            f.call(Sysno::mmap, [0, 4096, RW, SHARED, ro, 0]),
-            -i64::from(libc::EACCES),
-            "writable shared needs O_RDWR"
-        );
-        assert!(f.call(Sysno::mmap, [0, 4096, 1, SHARED, ro, 0]) > 0);
-        assert!(f.call(Sysno::mmap, [0, 4096, RW, PRIVATE, ro, 0]) > 0);
-        let (mut f, wo, _) = with_file("/tmp/wo", 1, 4096, b'w');
-        assert_eq!(
-            f.call(Sysno::mmap, [0, 4096, 1, PRIVATE, wo, 0]),
-            -i64::from(libc::EACCES)
-        );
-        // Mapped bytes count like anonymous memory (max_memory is 16 MiB here).
-        let (mut f, fd, _) = with_file("/tmp/big", 2, 4096, b'b');
-        let used = f.proc.memory_used();
-        assert_eq!(
-            f.call(Sysno::mmap, [0, 32 << 20, RW, SHARED, fd, 0]),
-            -i64::from(libc::ENOMEM)
-        );
-        assert!(f.proc.fds.shared_maps.is_empty());
-        let m = f.call(Sysno::mmap, [0, 8 << 20, RW, SHARED, fd, 0]);
-        assert!(m > 0);
-        assert_eq!(f.proc.memory_used(), used + (8 << 20));
-        assert_eq!(
-            f.call(Sysno::mmap, [0, 9 << 20, RW, SHARED, fd, 0]),
-            -i64::from(libc::ENOMEM)
-        );
-    }
-
-    #[test]
-    fn reset_restores_the_file_and_its_window_together() {
-        let (mut f, fd, page) = with_file("/tmp/r", 2, 8192, 0);
-        let m = f.call(Sysno::mmap, [0, 8192, RW, SHARED, fd, 0]) as u64;
-        f.mem.write(m, b"snapshot").unwrap();
-        f.mem.flush();
-        let snap_mem = crate::memory::MemorySnapshot::capture(&f.mem).unwrap();
-        let snap_proc = f.proc.clone();
-        // A request stores, writes and truncates.
-        f.mem.write(m + 8, b"-request").unwrap();
-        pwrite(&mut f, fd, page, 4096, b"written");
-        assert_eq!(pread(&mut f, fd, page, 0, 16), b"snapshot-request");
-        assert_eq!(f.call(Sysno::ftruncate, [fd, 4096, 0, 0, 0, 0]), 0);
-        // Reset: memory and process back.
-        snap_mem.copy_into(&mut f.mem);
-        f.proc = snap_proc.clone();
-        assert_eq!(f.mem.slice(m, 16).unwrap(), b"snapshot\0\0\0\0\0\0\0\0");
-        assert_eq!(f.call(Sysno::lseek, [fd, 0, 2, 0, 0, 0]), 8192);
-        assert_eq!(pread(&mut f, fd, page, 0, 16), b"snapshot\0\0\0\0\0\0\0\0");
-        assert_eq!(pread(&mut f, fd, page, 4096, 7), &[0; 7]);
-        // The window is the restored inode's: the snapshot's copy is untouched.
-        f.mem.write(m + 8, b"-again").unwrap();
-        assert_eq!(pread(&mut f, fd, page, 8, 6), b"-again");
-        let probe = snap_proc.clone();
-        let d = probe.fds.file(fd).unwrap();
-        let mut buf = [0u8; 6];
-        assert_eq!(d.read(&mut buf, Some(8)), Ok(6));
-        assert_eq!(&buf, &[0; 6]);
     }
 
     #[test]

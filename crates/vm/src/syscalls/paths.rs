@@ -138,8 +138,16 @@ fn do_open(ctx: &mut Ctx<'_>, dirfd: i64, ptr: u64, fl: u64, mode: u64) -> Flow 
             };
             let limit = ctx.cfg.max_scratch_bytes;
             ctx.proc.changed = true;
+            let truncate = how.truncate;
             match ctx.proc.fds.scratch.open(&root, &p, how, limit) {
-                Ok(f) => f,
+                Ok(f) => {
+                    if truncate {
+                        // The stores of shared mappings died with the bytes: they show
+                        // the cut (crate::mm::shared).
+                        super::memory::shared_after(ctx, &*f);
+                    }
+                    f
+                }
                 Err(e) => return neg(e.errno()),
             }
         }
@@ -500,14 +508,22 @@ fn truncate(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
         return neg(errno::EINVAL);
     }
     let limit = ctx.cfg.max_scratch_bytes;
-    scratch_change(ctx, AT_FDCWD, a[0], |fs, root, p| {
-        let f = fs.open(root, p, OpenHow::default(), limit)?;
-        f.truncate(len).map_err(|e| match e {
+    let mut file = None;
+    let found = scratch_change(ctx, AT_FDCWD, a[0], |fs, root, p| {
+        file = Some(fs.open(root, p, OpenHow::default(), limit)?);
+        Ok(())
+    });
+    let Some(f) = file else { return found };
+    // Shared mappings of the file see the cut (crate::mm::shared).
+    match super::memory::shared_truncate(ctx, &*f, len) {
+        Ok(()) => Flow::ok(0),
+        Err(e) => neg(match e {
             libc::EISDIR => crate::fs::scratch::ScratchError::IsDir,
             libc::ENOSPC => crate::fs::scratch::ScratchError::NoSpace,
             _ => crate::fs::scratch::ScratchError::TooBig,
-        })
-    })
+        }
+        .errno()),
+    }
 }
 
 #[cfg(test)]
