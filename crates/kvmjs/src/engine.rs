@@ -84,16 +84,6 @@ impl Engine {
 /// virtual network sees it, so every program may use the same one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 
-/// What a dynamically linked program reads besides its own files (read-only): the
-/// dynamic loader, shared libraries and the loader cache. Each is added when it exists.
-pub const SYSTEM_LIB_PATHS: &[&str] = &[
-    "/lib",
-    "/lib64",
-    "/usr/lib",
-    "/usr/lib64",
-    "/etc/ld.so.cache",
-];
-
 /// What the config set explicitly (the deno engine's defaults fill in the rest).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Explicit {
@@ -201,16 +191,7 @@ pub fn configure_deno(
             vm.environment.push(format!("{k}={v}"));
         }
     }
-    for dir in SYSTEM_LIB_PATHS {
-        let p = Path::new(dir);
-        if let Ok(real) = p.canonicalize() {
-            vm.allowed_paths.push(AllowedPath {
-                virtual_path: (*dir).to_owned(),
-                prefix: real.is_dir(),
-                real,
-            });
-        }
-    }
+    vm.allowed_paths.extend(AllowedPath::system_libs());
     vm.allowed_paths.push(AllowedPath::same(a.deno));
     vm.allowed_paths.push(AllowedPath::same(a.adapter));
     vm.allowed_paths.push(AllowedPath::same(app_dir));

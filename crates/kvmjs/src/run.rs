@@ -4,7 +4,6 @@
 //! A program that never pauses has its stdout/stderr passed straight through; kvmjs then
 //! prints the run's figures to stderr and exits with the program's status.
 
-use crate::engine::SYSTEM_LIB_PATHS;
 use crate::mapped::MappedFile;
 use crate::summary::{mean, p50_p99};
 use kvmjs_vm::program::{self, Outcome, ProgramEnd};
@@ -151,16 +150,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode, RunError> {
     // make that the default so `kvmjs run .deno/bin/deno -- eval ...` just works.
     let dynamic = kvmjs_vm::loader::interpreter(elf.bytes()).is_some();
     if dynamic && !a.no_system_libs {
-        for dir in SYSTEM_LIB_PATHS {
-            let p = std::path::Path::new(dir);
-            if let Ok(real) = p.canonicalize() {
-                allowed_paths.push(AllowedPath {
-                    virtual_path: (*dir).to_owned(),
-                    prefix: real.is_dir(),
-                    real,
-                });
-            }
-        }
+        allowed_paths.extend(AllowedPath::system_libs());
     }
     let (space, memory) = if dynamic { (4096, 2048) } else { (256, 256) };
     // The guest inherits nothing from the host's environment. A home in the VM's scratch

@@ -11,20 +11,13 @@ mod common;
 use common::{deno, repo};
 use std::process::{Command, Output};
 
-/// What a dynamically linked program reads besides its own files: the dynamic loader,
-/// shared libraries and the loader cache.
+/// What a dynamically linked program reads besides its own files, where it exists here.
 fn system_paths() -> Vec<PathBuf> {
-    [
-        "/lib",
-        "/lib64",
-        "/usr/lib",
-        "/usr/lib64",
-        "/etc/ld.so.cache",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .filter(|p| p.exists())
-    .collect()
+    kvmjs_vm::config::SYSTEM_LIB_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
 }
 
 /// One environment for both runs, so output cannot differ because of it.

@@ -29,6 +29,34 @@ impl AllowedPath {
     }
 }
 
+/// What a dynamically linked program reads besides its own files (read-only): the
+/// dynamic loader, shared libraries and the loader cache.
+pub const SYSTEM_LIB_PATHS: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/etc/ld.so.cache",
+];
+
+impl AllowedPath {
+    /// [`SYSTEM_LIB_PATHS`] that exist on this host, each under its own name (resolved,
+    /// so `/lib` is allowed on a merged-/usr system where it links to `usr/lib`).
+    pub fn system_libs() -> Vec<AllowedPath> {
+        SYSTEM_LIB_PATHS
+            .iter()
+            .filter_map(|p| {
+                let real = std::path::Path::new(p).canonicalize().ok()?;
+                Some(AllowedPath {
+                    virtual_path: (*p).to_owned(),
+                    prefix: real.is_dir(),
+                    real,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Requests the host sends before taking the snapshot (tinykvm.json `warmup`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warmup {

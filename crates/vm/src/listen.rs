@@ -400,11 +400,7 @@ impl Vm {
         }
         match r? {
             (Stop::Responded(resp), t) => {
-                self.pos = if resp.background {
-                    Position::Background(t)
-                } else {
-                    Position::AfterResponse(t)
-                };
+                self.pos = Position::after(&resp, t);
                 Ok(resp)
             }
             (stop, _) => Err(crate::vm::unexpected(stop, "before a complete response")),

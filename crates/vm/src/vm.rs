@@ -66,6 +66,18 @@ pub(crate) enum Position {
     Broken(String),
 }
 
+impl Position {
+    /// Where a guest that just sent `r` (stopped at `t`) is: with background work still to
+    /// run, or done.
+    pub(crate) fn after(r: &crate::request::Response, t: Trap) -> Position {
+        if r.background {
+            Position::Background(t)
+        } else {
+            Position::AfterResponse(t)
+        }
+    }
+}
+
 /// How a request's background work ([`Vm::finish_background`]) ended.
 #[derive(Debug)]
 pub struct Background {
@@ -539,11 +551,7 @@ impl Vm {
         }
         match self.run(deadline, stats)? {
             (Stop::Responded(r), t) => {
-                self.pos = if r.background {
-                    Position::Background(t)
-                } else {
-                    Position::AfterResponse(t)
-                };
+                self.pos = Position::after(&r, t);
                 Ok(r)
             }
             (stop, _) => Err(unexpected(stop, "before sending a response")),

@@ -23,30 +23,9 @@ fn repo() -> PathBuf {
         .expect("the repository root exists")
 }
 
-/// The loader, shared libraries and the loader cache, as the guest sees them.
-fn system_paths() -> Vec<AllowedPath> {
-    [
-        "/lib",
-        "/lib64",
-        "/usr/lib",
-        "/usr/lib64",
-        "/etc/ld.so.cache",
-    ]
-    .iter()
-    .filter_map(|p| {
-        let real = Path::new(p).canonicalize().ok()?;
-        Some(AllowedPath {
-            virtual_path: (*p).to_owned(),
-            prefix: real.is_dir(),
-            real,
-        })
-    })
-    .collect()
-}
-
 fn listen_cfg(program: &Path, args: &[&str], env: &[&str], extra: &[PathBuf]) -> VmConfig {
     let program = program.canonicalize().expect("the program exists");
-    let mut allowed = system_paths();
+    let mut allowed = AllowedPath::system_libs();
     allowed.push(AllowedPath::same(&program));
     allowed.extend(extra.iter().map(AllowedPath::same));
     VmConfig {
@@ -65,6 +44,21 @@ fn listen_cfg(program: &Path, args: &[&str], env: &[&str], extra: &[PathBuf]) ->
         }),
         ..VmConfig::default()
     }
+}
+
+/// A C test server's config: small memory, the rest as [`listen_cfg`].
+fn c_cfg(bin: &Path) -> VmConfig {
+    VmConfig {
+        address_space: 512 * MIB,
+        max_memory: 256 * MIB,
+        ..listen_cfg(bin, &[], &[], &[])
+    }
+}
+
+/// Boots `program` with `cfg`.
+fn boot(cfg: VmConfig, program: &Path) -> Vm {
+    let elf = std::fs::read(program).expect("read the program");
+    Vm::boot(Arc::new(cfg), &elf).unwrap_or_else(|e| panic!("boot: {e}"))
 }
 
 fn report(what: &str, stats: &[RequestStats]) {
@@ -161,8 +155,7 @@ fn deno_timer_pending_at_the_snapshot_does_not_leak() {
         ],
         &[script.clone(), repo().join(".deno")],
     );
-    let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&deno).expect("read deno"))
-        .unwrap_or_else(|e| panic!("boot: {e}"));
+    let mut vm = boot(cfg, &deno);
     let body = |vm: &mut Vm| {
         let r = vm.handle(&Request::get("/")).expect("request");
         String::from_utf8_lossy(&r.body).into_owned()
@@ -195,8 +188,7 @@ fn deno_serve_non_ephemeral_keeps_state() {
             &[script.clone(), repo().join(".deno")],
         )
     };
-    let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&deno).expect("read deno"))
-        .unwrap_or_else(|e| panic!("boot: {e}"));
+    let mut vm = boot(cfg, &deno);
     let mut stats = Vec::new();
     for i in 1..=10 {
         let r = vm
@@ -305,12 +297,9 @@ fn c_server_with_blocking_accept_ephemeral_and_not() {
                 method: "GET".into(),
                 headers: Vec::new(),
             }),
-            address_space: 512 * MIB,
-            max_memory: 256 * MIB,
-            ..listen_cfg(&bin, &[], &[], &[])
+            ..c_cfg(&bin)
         };
-        let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&bin).expect("read"))
-            .unwrap_or_else(|e| panic!("boot: {e}"));
+        let mut vm = boot(cfg, &bin);
         let mut stats = Vec::new();
         for i in 1..=5 {
             let r = vm
@@ -365,13 +354,10 @@ int main(void) {
 "#;
     let bin = compile_c("bad", src);
     let cfg = VmConfig {
-        address_space: 512 * MIB,
-        max_memory: 256 * MIB,
         max_request_time: Duration::from_millis(500),
-        ..listen_cfg(&bin, &[], &[], &[])
+        ..c_cfg(&bin)
     };
-    let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&bin).expect("read"))
-        .unwrap_or_else(|e| panic!("boot: {e}"));
+    let mut vm = boot(cfg, &bin);
     let ok = |vm: &mut Vm| {
         let r = vm.handle(&Request::get("/")).expect("a good request");
         assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
@@ -468,12 +454,9 @@ fn an_exit_completes_a_close_delimited_response_and_hop_by_hop_fields_stay_out()
     for ephemeral in [true, false] {
         let cfg = VmConfig {
             ephemeral,
-            address_space: 512 * MIB,
-            max_memory: 256 * MIB,
-            ..listen_cfg(&bin, &[], &[], &[])
+            ..c_cfg(&bin)
         };
-        let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&bin).expect("read"))
-            .unwrap_or_else(|e| panic!("boot: {e}"));
+        let mut vm = boot(cfg, &bin);
         let get = |vm: &mut Vm, url: &str| {
             let r = vm
                 .handle(&Request::get(url))
@@ -492,13 +475,8 @@ fn an_exit_completes_a_close_delimited_response_and_hop_by_hop_fields_stay_out()
         assert_eq!(get(&mut vm, "/"), "count=1", "ephemeral={ephemeral}");
         assert!(!vm.is_broken());
     }
-    let cfg = VmConfig {
-        address_space: 512 * MIB,
-        max_memory: 256 * MIB,
-        ..listen_cfg(&bin, &[], &[], &[])
-    };
-    let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&bin).expect("read"))
-        .unwrap_or_else(|e| panic!("boot: {e}"));
+    let cfg = VmConfig { ..c_cfg(&bin) };
+    let mut vm = boot(cfg, &bin);
     let req = Request {
         method: "GET".into(),
         url: "/echo".into(),
@@ -583,14 +561,11 @@ fn background_work_runs_after_the_response_until_the_wait() {
     for ephemeral in [false, true] {
         let cfg = VmConfig {
             ephemeral,
-            address_space: 512 * MIB,
-            max_memory: 256 * MIB,
             max_request_time: Duration::from_secs(2),
             max_background_time: Duration::from_millis(1000),
-            ..listen_cfg(&bin, &[], &[], &[])
+            ..c_cfg(&bin)
         };
-        let mut vm = Vm::boot(Arc::new(cfg), &std::fs::read(&bin).expect("read"))
-            .unwrap_or_else(|e| panic!("boot: {e}"));
+        let mut vm = boot(cfg, &bin);
         let get = |vm: &mut Vm, url: &str, background: bool| {
             let t = std::time::Instant::now();
             let r = vm

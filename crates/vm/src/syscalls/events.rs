@@ -8,7 +8,8 @@
 //! keeps no state between runs), so a wait can outlast its timeout when woken without
 //! result — rare, since only a change of a watched object wakes it.
 
-use super::files::{desc, e, neg};
+use super::e;
+use super::files::{desc, neg};
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::{events, flags, OpenFile};
 use crate::net::epoll::{Epoll, Op};

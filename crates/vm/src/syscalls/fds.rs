@@ -2,7 +2,8 @@
 //! calls that need an open fd (ftruncate, fsync, flock, fchown, fchmod, fallocate),
 //! plus umask.
 
-use super::files::{desc, e, neg, notify};
+use super::e;
+use super::files::{desc, neg, notify};
 use super::memory::{shared_after, shared_before};
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::scratch::ScratchFile;

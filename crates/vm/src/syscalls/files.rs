@@ -3,7 +3,7 @@
 //! error go to the host (as `VmConfig::output` says). Reads and writes that would block on
 //! a blocking descriptor block the calling thread ([`Flow::Block`]).
 
-use super::{errno, Args, Ctx, Entry, Flow, Stream};
+use super::{e, errno, Args, Ctx, Entry, Flow, Stream};
 use crate::fs::dev::Stdio;
 use crate::fs::OpenFile;
 use crate::tasks::{Block, WaitKey};
@@ -24,14 +24,6 @@ pub(super) const HANDLERS: &[Entry] = &[
     e(Sysno::lseek, lseek),
     e(Sysno::getdents64, getdents64),
 ];
-
-/// A table row (compact form for the families in this crate's fs and net surface).
-pub(super) const fn e(nr: Sysno, handler: super::Handler) -> Entry {
-    Entry {
-        nr: nr as usize,
-        handler,
-    }
-}
 
 /// Largest single transfer, so a guest cannot make the host touch gigabytes in one call
 /// (a short read or write, as Linux allows).
@@ -124,11 +116,7 @@ pub(super) fn write_desc(
     nonblock: bool,
 ) -> Xfer {
     let len = len.min(MAX_IO);
-    let bytes = ctx
-        .mem
-        .slice(buf, len)
-        .map_err(|_| neg(errno::EFAULT))?
-        .to_vec();
+    let bytes = ctx.mem.slice(buf, len).map_err(|_| neg(errno::EFAULT))?;
     if let Some(s) = d.file.as_any().downcast_ref::<Stdio>() {
         let stream = match s {
             Stdio::Out => Stream::Stdout,
@@ -136,10 +124,13 @@ pub(super) fn write_desc(
             Stdio::In => return Err(neg(errno::EBADF)),
         };
         d.write(&[], at).map_err(neg)?; // access mode and ESPIPE checks
+                                        // The log needs the context mutably: only console output is copied.
+        let bytes = bytes.to_vec();
         ctx.guest_output_to(stream, &bytes);
         return Ok(len);
     }
-    match d.write(&bytes, at) {
+    // Written straight from guest memory: a response body is not copied twice.
+    match d.write(bytes, at) {
         Ok(n) => {
             notify(ctx, d);
             Ok(n as u64)

@@ -3,7 +3,8 @@
 //! options and names. Reads, writes, send/recv and shutdown go through the generic paths
 //! in files.rs and sockets.rs.
 
-use super::files::{desc, e, neg, notify, would_block};
+use super::e;
+use super::files::{desc, neg, notify, would_block};
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::{flags, OpenFile, MAX_FDS};
 use crate::net::tcp::{canonical, TcpSocket};

@@ -7,7 +7,7 @@
 //! file calls keep coherent with the file (crate::mm::shared, [`shared_before`],
 //! [`shared_after`]).
 
-use super::{errno, Args, Ctx, Entry, Flow};
+use super::{e, errno, Args, Ctx, Entry, Flow};
 use crate::fs::scratch::ScratchFile;
 use crate::fs::{File, OpenFile};
 use crate::layout::{align_up, PAGE_SIZE};
@@ -16,42 +16,15 @@ use std::sync::Arc;
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry {
-        nr: Sysno::brk as usize,
-        handler: brk,
-    },
-    Entry {
-        nr: Sysno::mmap as usize,
-        handler: mmap,
-    },
-    Entry {
-        nr: Sysno::munmap as usize,
-        handler: munmap,
-    },
-    Entry {
-        nr: Sysno::mprotect as usize,
-        handler: mprotect,
-    },
-    Entry {
-        nr: Sysno::madvise as usize,
-        handler: madvise,
-    },
-    Entry {
-        nr: Sysno::mremap as usize,
-        handler: mremap,
-    },
-    Entry {
-        nr: Sysno::msync as usize,
-        handler: msync,
-    },
-    Entry {
-        nr: Sysno::mlock as usize,
-        handler: accept,
-    },
-    Entry {
-        nr: Sysno::munlock as usize,
-        handler: accept,
-    },
+    e(Sysno::brk, brk),
+    e(Sysno::mmap, mmap),
+    e(Sysno::munmap, munmap),
+    e(Sysno::mprotect, mprotect),
+    e(Sysno::madvise, madvise),
+    e(Sysno::mremap, mremap),
+    e(Sysno::msync, msync),
+    e(Sysno::mlock, accept),
+    e(Sysno::munlock, accept),
 ];
 
 fn accept(_: &mut Ctx<'_>, _: &Args) -> Flow {

@@ -289,6 +289,14 @@ pub struct Entry {
     pub handler: Handler,
 }
 
+/// A table row: `e(Sysno::read, read)`.
+pub(super) const fn e(nr: syscalls::Sysno, handler: Handler) -> Entry {
+    Entry {
+        nr: nr as usize,
+        handler,
+    }
+}
+
 /// Linux errno values used by the handlers.
 pub mod errno {
     pub use libc::{

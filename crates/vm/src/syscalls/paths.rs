@@ -2,7 +2,8 @@
 //! the namespace changes (mkdir, unlink, rename, chmod, chown, truncate) that only the
 //! scratch filesystem accepts. What a path names is decided by [`crate::fs::path`].
 
-use super::files::{e, neg};
+use super::e;
+use super::files::neg;
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::dev::Device;
 use crate::fs::host::{stat_of, HostFile};

@@ -1,70 +1,25 @@
 //! Process identity and limits, TLS and randomness (threads, futexes and exit are in
 //! tasks.rs).
 
-use super::{errno, Args, Ctx, Entry, Flow};
+use super::{e, errno, Args, Ctx, Entry, Flow};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry {
-        nr: Sysno::getpid as usize,
-        handler: one,
-    },
-    Entry {
-        nr: Sysno::getppid as usize,
-        handler: zero,
-    },
-    Entry {
-        nr: Sysno::getuid as usize,
-        handler: zero,
-    },
-    Entry {
-        nr: Sysno::geteuid as usize,
-        handler: zero,
-    },
-    Entry {
-        nr: Sysno::getgid as usize,
-        handler: zero,
-    },
-    Entry {
-        nr: Sysno::getegid as usize,
-        handler: zero,
-    },
-    Entry {
-        nr: Sysno::rseq as usize,
-        handler: enosys,
-    },
-    Entry {
-        nr: Sysno::arch_prctl as usize,
-        handler: arch_prctl,
-    },
-    Entry {
-        nr: Sysno::prlimit64 as usize,
-        handler: prlimit64,
-    },
-    Entry {
-        nr: Sysno::getrlimit as usize,
-        handler: getrlimit,
-    },
-    Entry {
-        nr: Sysno::setrlimit as usize,
-        handler: zero,
-    },
-    Entry {
-        nr: Sysno::sched_getaffinity as usize,
-        handler: sched_getaffinity,
-    },
-    Entry {
-        nr: Sysno::getrandom as usize,
-        handler: getrandom,
-    },
-    Entry {
-        nr: Sysno::sysinfo as usize,
-        handler: sysinfo,
-    },
-    Entry {
-        nr: Sysno::execve as usize,
-        handler: no_tasks,
-    },
+    e(Sysno::getpid, one),
+    e(Sysno::getppid, zero),
+    e(Sysno::getuid, zero),
+    e(Sysno::geteuid, zero),
+    e(Sysno::getgid, zero),
+    e(Sysno::getegid, zero),
+    e(Sysno::rseq, enosys),
+    e(Sysno::arch_prctl, arch_prctl),
+    e(Sysno::prlimit64, prlimit64),
+    e(Sysno::getrlimit, getrlimit),
+    e(Sysno::setrlimit, zero),
+    e(Sysno::sched_getaffinity, sched_getaffinity),
+    e(Sysno::getrandom, getrandom),
+    e(Sysno::sysinfo, sysinfo),
+    e(Sysno::execve, no_tasks),
 ];
 
 const ARCH_SET_GS: u64 = 0x1001;

@@ -1,30 +1,15 @@
 //! Signals are recorded, never delivered: there is no kernel to interrupt the guest.
 //! A signal a guest sends itself with default action "terminate" ends the request.
 
-use super::{errno, Args, Ctx, Entry, Flow, Stop};
+use super::{e, errno, Args, Ctx, Entry, Flow, Stop};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry {
-        nr: Sysno::rt_sigaction as usize,
-        handler: rt_sigaction,
-    },
-    Entry {
-        nr: Sysno::rt_sigprocmask as usize,
-        handler: rt_sigprocmask,
-    },
-    Entry {
-        nr: Sysno::sigaltstack as usize,
-        handler: sigaltstack,
-    },
-    Entry {
-        nr: Sysno::rt_sigreturn as usize,
-        handler: rt_sigreturn,
-    },
-    Entry {
-        nr: Sysno::kill as usize,
-        handler: kill,
-    },
+    e(Sysno::rt_sigaction, rt_sigaction),
+    e(Sysno::rt_sigprocmask, rt_sigprocmask),
+    e(Sysno::sigaltstack, sigaltstack),
+    e(Sysno::rt_sigreturn, rt_sigreturn),
+    e(Sysno::kill, kill),
 ];
 
 fn rt_sigaction(ctx: &mut Ctx<'_>, a: &Args) -> Flow {

@@ -3,7 +3,8 @@
 //! shutdown, socket options and names. TCP sockets are virtual ([`crate::net::tcp`],
 //! their own calls in inet.rs); other network sockets are refused.
 
-use super::files::{desc, e, iovecs, neg, notify, read_desc, vectored, write_desc};
+use super::e;
+use super::files::{desc, iovecs, neg, notify, read_desc, vectored, write_desc};
 use super::inet::{self, as_tcp};
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::{flags, OpenFile};

@@ -1,7 +1,8 @@
 //! What the system is: uname, prctl names, and the optional kernel features programs probe
 //! and fall back from (protection keys, membarrier).
 
-use super::files::{e, neg};
+use super::e;
+use super::files::neg;
 use super::{errno, Args, Ctx, Entry, Flow};
 use crate::fs::synth::OS_RELEASE;
 use syscalls::Sysno;

@@ -3,7 +3,7 @@
 //! [`crate::tasks`]; the run loop (vm.rs) does the switching these calls ask for through
 //! [`Flow::Block`], [`Flow::Yield`], [`Flow::Spawned`] and [`Flow::ThreadExited`].
 
-use super::{errno, Args, Ctx, Entry, Flow, Stop};
+use super::{e, errno, Args, Ctx, Entry, Flow, Stop};
 use crate::tasks::{futex, Block, Resume, Tid};
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
@@ -11,62 +11,20 @@ use std::time::{Duration, Instant};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry {
-        nr: Sysno::clone as usize,
-        handler: clone,
-    },
-    Entry {
-        nr: Sysno::clone3 as usize,
-        handler: clone3,
-    },
-    Entry {
-        nr: Sysno::fork as usize,
-        handler: fork,
-    },
-    Entry {
-        nr: Sysno::vfork as usize,
-        handler: fork,
-    },
-    Entry {
-        nr: Sysno::futex as usize,
-        handler: futex,
-    },
-    Entry {
-        nr: Sysno::exit as usize,
-        handler: exit,
-    },
-    Entry {
-        nr: Sysno::exit_group as usize,
-        handler: exit_group,
-    },
-    Entry {
-        nr: Sysno::set_tid_address as usize,
-        handler: set_tid_address,
-    },
-    Entry {
-        nr: Sysno::gettid as usize,
-        handler: gettid,
-    },
-    Entry {
-        nr: Sysno::sched_yield as usize,
-        handler: sched_yield,
-    },
-    Entry {
-        nr: Sysno::set_robust_list as usize,
-        handler: set_robust_list,
-    },
-    Entry {
-        nr: Sysno::get_robust_list as usize,
-        handler: get_robust_list,
-    },
-    Entry {
-        nr: Sysno::tkill as usize,
-        handler: tkill,
-    },
-    Entry {
-        nr: Sysno::tgkill as usize,
-        handler: tgkill,
-    },
+    e(Sysno::clone, clone),
+    e(Sysno::clone3, clone3),
+    e(Sysno::fork, fork),
+    e(Sysno::vfork, fork),
+    e(Sysno::futex, futex),
+    e(Sysno::exit, exit),
+    e(Sysno::exit_group, exit_group),
+    e(Sysno::set_tid_address, set_tid_address),
+    e(Sysno::gettid, gettid),
+    e(Sysno::sched_yield, sched_yield),
+    e(Sysno::set_robust_list, set_robust_list),
+    e(Sysno::get_robust_list, get_robust_list),
+    e(Sysno::tkill, tkill),
+    e(Sysno::tgkill, tgkill),
 ];
 
 const CLONE_VM: u64 = 0x100;

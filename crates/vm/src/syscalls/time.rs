@@ -1,35 +1,17 @@
 //! Clocks and sleeps, answered from the host's clocks.
 
-use super::{errno, Args, Ctx, Entry, Flow};
+use super::{e, errno, Args, Ctx, Entry, Flow};
 use crate::tasks::Block;
 use std::time::{Duration, Instant};
 use syscalls::Sysno;
 
 pub(super) const HANDLERS: &[Entry] = &[
-    Entry {
-        nr: Sysno::clock_gettime as usize,
-        handler: clock_gettime,
-    },
-    Entry {
-        nr: Sysno::clock_getres as usize,
-        handler: clock_getres,
-    },
-    Entry {
-        nr: Sysno::gettimeofday as usize,
-        handler: gettimeofday,
-    },
-    Entry {
-        nr: Sysno::time as usize,
-        handler: time,
-    },
-    Entry {
-        nr: Sysno::nanosleep as usize,
-        handler: nanosleep,
-    },
-    Entry {
-        nr: Sysno::clock_nanosleep as usize,
-        handler: clock_nanosleep,
-    },
+    e(Sysno::clock_gettime, clock_gettime),
+    e(Sysno::clock_getres, clock_getres),
+    e(Sysno::gettimeofday, gettimeofday),
+    e(Sysno::time, time),
+    e(Sysno::nanosleep, nanosleep),
+    e(Sysno::clock_nanosleep, clock_nanosleep),
 ];
 
 fn host_clock(clk: u64) -> Result<libc::timespec, i32> {
