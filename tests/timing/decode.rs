@@ -29,6 +29,23 @@ pub fn decode(pattern: u64, us: &[f64]) -> (u32, u32) {
     )
 }
 
+/// Bits recovered from write times whose fixed cost (the clock reads around each write)
+/// has been taken off, so only what the write itself cost is left: a page counts as 1
+/// (no fault) when the 10th and 90th percentiles are at least `fault_us` apart (a fault
+/// makes some writes that much slower) and its time is below their midpoint. Without
+/// such a gap there is no fault to tell apart, and nothing is decoded (all read as 0):
+/// splitting smaller gaps would only read the CPU-cache effect that [`decode`]'s median
+/// decoder sees.
+pub fn decode_fault_gap(pattern: u64, us: &[f64], fault_us: f64) -> u32 {
+    let mut sorted = us.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let (lo, hi) = (sorted[6], sorted[57]);
+    let split = (hi - lo >= fault_us).then_some((lo + hi) / 2.0);
+    (0..64)
+        .filter(|&i| split.is_some_and(|s| us[i] < s) == (pattern >> i & 1 == 1))
+        .count() as u32
+}
+
 /// One covert-channel trial: the sender writes the pages of the 1 bits of `pattern`,
 /// `between` unrelated requests follow, the receiver times one write to each of the 64
 /// pages. Returns the bits recovered by [`decode`]'s decoders and the 64 write times (µs).
@@ -137,7 +154,7 @@ pub fn channel_trials(
 
 #[cfg(test)]
 mod tests {
-    use super::decode;
+    use super::{decode, decode_fault_gap};
 
     #[test]
     fn decoders_read_a_clear_signal_and_nothing_from_flat_times() {
@@ -151,5 +168,25 @@ mod tests {
         let flat = vec![1.0; 64];
         let zeros = (0..64).filter(|i| pattern >> i & 1 == 0).count() as u32;
         assert_eq!(decode(pattern, &flat).0, zeros);
+    }
+
+    #[test]
+    fn the_gap_decoder_reads_faults_and_not_small_differences() {
+        let pattern = 0x0ff0_1234_5678_9abc_u64;
+        let zeros = (0..64).filter(|i| pattern >> i & 1 == 0).count() as u32;
+        let times = |fast: f64, slow: f64| -> Vec<f64> {
+            (0..64)
+                .map(|i| if pattern >> i & 1 == 1 { fast } else { slow })
+                .collect()
+        };
+        // A fault's 4 µs: all 64 read.
+        assert_eq!(decode_fault_gap(pattern, &times(0.0, 4.0), 2.0), 64);
+        // A 0.3 µs cache effect: not a fault, nothing decoded (the median decoder's domain).
+        assert_eq!(decode_fault_gap(pattern, &times(0.0, 0.3), 2.0), zeros);
+        assert_eq!(
+            decode(pattern, &times(0.01, 0.3)).0,
+            64,
+            "what the ratio split read"
+        );
     }
 }

@@ -644,12 +644,13 @@ fn write_timing_carries_no_bits_between_requests_on_deno() {
     );
     // In the VM a timed write is mostly the two clock reads (~3 µs), so a fault (~4 µs)
     // would less than triple it and the fault decoder's split would not open: decode
-    // again with each trial's fastest time taken off, which leaves the write itself.
+    // again with each trial's fastest time taken off, which leaves the write itself, and
+    // split only on a gap a fault would make (2 µs; README: a fault costs ~4 µs on PVM).
     let mut net = 0;
     for (pattern, us) in &trials {
         let min = us.iter().copied().fold(f64::INFINITY, f64::min);
         let off: Vec<f64> = us.iter().map(|t| t - min).collect();
-        net += timing_decode::decode(*pattern, &off).0;
+        net += timing_decode::decode_fault_gap(*pattern, &off, 2.0);
     }
     let per = f64::from(net) / trials.len() as f64;
     eprintln!("deno VM: fault decoder on times less the clock's cost: {per:.1}/64 per trial");
