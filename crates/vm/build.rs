@@ -1,16 +1,22 @@
-//! Builds the guest vDSO (src/vdso/vdso.c) into a freestanding ELF64 shared object with
-//! the system C compiler; src/vdso/mod.rs embeds it with `include_bytes!`. The flags make
-//! it position independent with no relocations, no libc and no unwind tables; the linker
-//! script puts everything in one PT_LOAD at p_vaddr 0 and defines the data page at -4096.
+//! Builds the two shared objects kvmjs puts into guests, with the system C compiler:
+//! - the vDSO (src/vdso/vdso.c), a freestanding ELF64 shared object that src/vdso/mod.rs
+//!   embeds with `include_bytes!`. The flags make it position independent with no
+//!   relocations, no libc and no unwind tables; the linker script puts everything in one
+//!   PT_LOAD at p_vaddr 0 and defines the data page at -4096.
+//! - the fast-path library (src/fastpath/fast.c), an ordinary shared object against libc
+//!   (it needs only `getauxval` and `errno`), preloaded into dynamically linked servers;
+//!   src/fastpath/mod.rs embeds it.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: [&str; 4] = [
+const SOURCES: [&str; 6] = [
     "src/vdso/vdso.c",
     "src/vdso/vvar.h",
     "src/vdso/vdso.lds",
     "src/vdso/vdso.map",
+    "src/fastpath/fast.c",
+    "src/fastpath/fast.h",
 ];
 
 fn main() {
@@ -56,5 +62,36 @@ fn main() {
     assert!(
         status.success(),
         "building the vDSO with {cc:?} failed ({status}); see the compiler output above"
+    );
+    build_fast_library(&cc, &dir);
+}
+
+fn build_fast_library(cc: &str, dir: &std::path::Path) {
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("libkvmjs-fast.so");
+    let status = Command::new(cc)
+        .args([
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-fvisibility=hidden",
+            "-fno-asynchronous-unwind-tables",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-Wl,-soname=libkvmjs-fast.so",
+            "-Wl,-z,max-page-size=4096",
+            "-Wl,--build-id=none",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .arg(dir.join("src/fastpath/fast.c"))
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run the C compiler {cc:?} to build the fast-path library ({e}); run .ci/install-deps or set CC")
+        });
+    assert!(
+        status.success(),
+        "building the fast-path library with {cc:?} failed ({status}); see the compiler output above"
     );
 }

@@ -10,6 +10,7 @@
 //! because ring-3 `out` faults on PVM hosts while a ring-3 `syscall` can be trapped.
 #![no_std]
 
+pub mod fast;
 pub mod guest;
 
 /// Guest API call numbers (EAX/RAX). Numbers below 512 are Linux system calls.

@@ -332,6 +332,8 @@ fn program(
             "max_request_body" => vm.max_request_body = ctx.int(k, v, 0, 4096)? * MB,
             "ephemeral" => vm.ephemeral = ctx.boolean(k, v)?,
             "hugepages" => vm.hugepages = ctx.boolean(k, v)?,
+            // kvmjs's own: the guest-side fast path for programs that listen (default on).
+            "fast_path" => vm.fast_path = ctx.boolean(k, v)?,
             "hugepage_arena_size" => vm.hugepages |= ctx.int(k, v, 0, 512 * 1024)? > 0,
             "environment" => vm.environment = ctx.strings(k, v)?,
             "main_arguments" => vm.main_arguments = ctx.strings(k, v)?,

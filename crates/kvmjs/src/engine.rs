@@ -167,9 +167,18 @@ pub const DENO_ENVIRONMENT: &[(&str, &str)] = &[
     ("DENO_NO_PROMPT", "1"),
 ];
 
-/// Warm-up requests the deno engine sends before its snapshot unless `warmup` is set (the
-/// QuickJS guest's own default, `--warmup 20`).
-pub const DENO_WARMUP_REQUESTS: u32 = 20;
+/// Warm-up requests the deno engine sends before its snapshot unless `warmup` is set.
+///
+/// More than the QuickJS guest's 20: what an ephemeral request costs depends on where in
+/// V8's heap cycle the snapshot falls, and that moves with the count, not steadily
+/// (measured 2026-12-02, js/renderer.js, deno 2.9.6, VM exits per request with the
+/// in-guest fast path): 20 → 5 (V8 maps a fresh 256 KiB new-space page in every request,
+/// 31 shadow faults), 40 → 2, 50–75 → 1, 80 → 2, 100 → 1, 110 → 8 (a GC in every
+/// request: 262 faults, p50 ~11 ms), 120 and 150 → 2, 200 → 1. 60 is the middle of the
+/// widest good window seen; js/hello.js costs 1 exit at any count. Each warm-up adds
+/// ~2 ms (renderer) / ~0.6 ms (hello) to the boot. Another app's good counts differ: set
+/// `warmup.num_requests` when `kvmjs_vm_exits_total` per request shows the same cliff.
+pub const DENO_WARMUP_REQUESTS: u32 = 60;
 
 /// Turns `vm` (as parsed, with `main_arguments` the program's own) into deno serving `a`:
 /// the command line, environment, allowed paths, listen address and V8-sized defaults.
@@ -206,7 +215,7 @@ pub fn configure_deno(
         vm.max_memory = 2048 * MIB;
     }
     vm.address_space = vm.address_space.max(vm.max_memory);
-    // As the QuickJS guest warms an app with 20 `GET /` before its pause: without it every
+    // As the QuickJS guest warms an app with `GET /` before its pause: without it every
     // request from the snapshot would run V8's cold paths (parse, compile, inline caches)
     // again; measured on tests/js/apps/isolation.js: 229 dirty pages and 586 requests/s
     // cold, 91 pages and 1,853/s warm. `"warmup": {"num_requests": 0}` turns it off.

@@ -93,7 +93,7 @@ impl Default for Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request to response, including the VM reset",
+            "Time from request to response (the VM reset runs after the response is sent)",
             m.latency.clone(),
         );
         registry.register(
@@ -103,12 +103,12 @@ impl Default for Metrics {
         );
         registry.register(
             "dirty_pages",
-            "Guest pages restored by resets",
+            "Guest pages restored by the resets after requests (the reset of a request is counted once it ran, after its response)",
             m.dirty_pages.clone(),
         );
         registry.register(
             "reset_seconds",
-            "Time to reset a VM to its snapshot",
+            "Time to reset a VM to its snapshot after a request (off the response path)",
             m.reset.clone(),
         );
         registry.register(
@@ -174,7 +174,8 @@ impl Metrics {
         m
     }
 
-    /// Records an answered request.
+    /// Records an answered request; `dirty` and `reset_us`: a reset that ran before the
+    /// response (0 when none did).
     pub fn request(
         &self,
         program: &str,
@@ -194,6 +195,15 @@ impl Metrics {
             .get_or_create(&p(program))
             .observe(took.as_secs_f64());
         self.exits.get_or_create(&p(program)).inc_by(exits);
+        self.reset(program, dirty, reset_us);
+    }
+
+    /// Records a request's reset to the snapshot (`reset_us` 0: none ran): the pool runs
+    /// it after sending the response, so it is recorded apart from [`Metrics::request`].
+    pub fn reset(&self, program: &str, dirty: u64, reset_us: f64) {
+        if reset_us <= 0.0 && dirty == 0 {
+            return;
+        }
         self.dirty_pages.get_or_create(&p(program)).inc_by(dirty);
         if reset_us > 0.0 {
             self.reset
@@ -298,6 +308,29 @@ mod tests {
             "kvmjs_connections 3",
             "kvmjs_request_body_bytes 4096",
             "kvmjs_program_info{program=\"hello\",engine=\"deno\"} 1",
+        ] {
+            assert!(t.contains(want), "missing {want} in:\n{t}");
+        }
+    }
+
+    #[test]
+    fn a_reset_after_the_response_counts_for_its_request() {
+        let m = Metrics::default();
+        // The pool's order: the request (no reset yet), then its reset.
+        m.request("hello", 200, Duration::from_micros(80), 9, 0, 0.0);
+        let t = m.render();
+        assert!(
+            !t.contains("kvmjs_reset_seconds_count{program=\"hello\"}"),
+            "{t}"
+        );
+        m.reset("hello", 61, 120.0);
+        m.reset("hello", 0, 0.0); // nothing ran: not an observation
+        let t = m.render();
+        for want in [
+            "kvmjs_requests_total{program=\"hello\",code=\"200\"} 1",
+            "kvmjs_dirty_pages_total{program=\"hello\"} 61",
+            "kvmjs_reset_seconds_count{program=\"hello\"} 1",
+            "kvmjs_reset_seconds_sum{program=\"hello\"} 0.00012",
         ] {
             assert!(t.contains(want), "missing {want} in:\n{t}");
         }

@@ -16,7 +16,8 @@ use tokio::sync::{oneshot, Mutex};
 pub struct Outcome {
     /// The guest's response or the error.
     pub result: Result<Response, RequestError>,
-    /// Its counters.
+    /// Its counters, without the reset: that runs after the response is sent, and the
+    /// worker records it in the metrics ([`Metrics::reset`]).
     pub stats: RequestStats,
 }
 
@@ -312,21 +313,26 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metr
             let _ = job.reply.send(None);
             continue;
         }
-        let result = vm.handle(&job.req);
+        // The reset (ephemeral mode, or after a failure) is not on the client's critical
+        // path: it runs once the response is on its way, and before this VM takes
+        // another job (respond() would run it first anyway).
+        let result = vm.respond(&job.req);
         let _ = job.reply.send(Some(Outcome {
             result,
             stats: vm.last_stats(),
         }));
-        // The response is on its way: now the app's ctx.waitUntil work, if any, then the
-        // reset. This VM takes no job meanwhile; the others of the pool do.
-        if let Some(bg) = vm.finish_background() {
-            let name = &vm.config().name;
+        // Now the reset, or the app's ctx.waitUntil work, if any, then the reset. This VM
+        // takes no job meanwhile; the others of the pool do.
+        let done = vm.finish();
+        let name = &vm.config().name;
+        metrics.reset(name, done.dirty_pages, done.reset_us);
+        if let Some(bg) = &done.background {
             if let Err(e) = &bg.result {
                 tracing::warn!(program = %name, "background work (waitUntil) failed: {e}");
             }
             metrics.background(name, bg.duration, bg.result.as_ref().err());
         }
-        // After the background work: its reset can fail too.
+        // A reset can fail (after the background work too).
         if vm.is_broken() {
             // A VM whose reset failed is discarded; a fresh fork takes its place.
             match Vm::from_snapshot(snap.clone()) {

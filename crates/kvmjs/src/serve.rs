@@ -314,6 +314,9 @@ async fn signal() {
 }
 
 pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
+    // The fast path's in-memory files are made now, before any VM thread is confined by
+    // seccomp (which does not allow memfd_create); a failure is logged where it matters.
+    let _ = kvmjs_vm::fastpath::files();
     let guest = guest_path(a.guest.clone());
     let programs = match &a.config {
         Some(path) => {

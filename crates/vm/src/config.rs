@@ -119,6 +119,9 @@ pub struct VmConfig {
     /// to its first blocking wait on the listener and snapshots there, and each request is
     /// handed to it as a connection. `None`: the guest speaks the kvmjs request API.
     pub listen: Option<ListenSpec>,
+    /// A listening program that is dynamically linked gets the fast-path library
+    /// (crate::fastpath): one VM exit per request. `false`: every socket call traps.
+    pub fast_path: bool,
 }
 
 /// Where a program that serves HTTP itself listens (`VmConfig::listen`).
@@ -163,6 +166,7 @@ impl Default for VmConfig {
             max_scratch_bytes: 64 * MIB,
             program_path: None,
             listen: None,
+            fast_path: true,
         }
     }
 }

@@ -86,6 +86,12 @@ const SETTLE_WINDOW: Duration = Duration::from_secs(2);
 /// longer than the deno adapter's keep-alive tick (js/deno-adapter.js, 50 ms).
 const BUSY_TIMER: Duration = Duration::from_secs(1);
 
+/// Settling the snapshot of a program on the fast path (`Vm::settle`): at most this many
+/// tries, each moving the snapshot on by [`SETTLE_STEP`] more warm-up requests.
+const SETTLE_ROUNDS: usize = 6;
+/// Warm-up requests per settling try.
+const SETTLE_STEP: u32 = 7;
+
 /// Per-VM state of the handoff (host side; nothing here is guest state).
 #[derive(Debug, Default)]
 pub(crate) struct NetState {
@@ -103,6 +109,11 @@ pub(crate) struct NetState {
     settle_until: Option<Instant>,
     /// Background work is running (module docs): near timers keep it going.
     background: bool,
+    /// The call the guest stopped at when the fast path found its response complete,
+    /// not run yet (crate::fastpath): the continuation runs it.
+    pub(crate) unrun: Option<(u64, Args)>,
+    /// The last request went through the fast path's hand-over.
+    placed: bool,
 }
 
 #[derive(Debug)]
@@ -138,6 +149,28 @@ fn is_wait(nr: u64) -> bool {
     ]
     .iter()
     .any(|s| s.id() as u64 == nr)
+}
+
+/// The waits the fast-path library makes (its epoll_wait and epoll_pwait wrappers).
+fn is_epoll_wait(nr: u64) -> bool {
+    nr == Sysno::epoll_wait.id() as u64 || nr == Sysno::epoll_pwait.id() as u64
+}
+
+/// The calls of the fast-path library a request can be handed over in (crate::fastpath):
+/// its waits, and the `getppid` it hands a complete response over with.
+fn is_hand_over_point(nr: u64) -> bool {
+    is_epoll_wait(nr) || nr == Sysno::getppid.id() as u64
+}
+
+/// What the fast page's `waiting_epfd` says when the library is in call `nr(a0, ..)`.
+fn expected_waiting(nr: u64, a0: u64) -> Option<i32> {
+    if nr == Sysno::getppid.id() as u64 {
+        return Some(kvmjs_abi::fast::FLUSHING);
+    }
+    if is_epoll_wait(nr) {
+        return i32::try_from(a0).ok()?.checked_add(1);
+    }
+    None
 }
 
 impl Vm {
@@ -195,6 +228,26 @@ impl Vm {
         }
     }
 
+    /// Before call `nr(args)` runs: applies the fast page (crate::fastpath) and stops the
+    /// guest right there, the call not run, when that completed the response.
+    pub(crate) fn fast_sync(&mut self, nr: u64, args: &Args) -> Option<Stop> {
+        let mut f = self.proc.fast.take()?;
+        let synced = f.sync(&mut self.mem, &mut self.proc, nr, args);
+        self.proc.fast = Some(f);
+        if synced == crate::fastpath::Synced::Idle {
+            return None;
+        }
+        self.proc.changed = true;
+        match self.response_done()? {
+            Ok(r) => {
+                tracing::trace!(program = %self.cfg.name, "fast path: response complete at call {nr}");
+                self.net.unrun = Some((nr, *args));
+                Some(Stop::Responded(r))
+            }
+            Err(e) => Some(Stop::Fatal(e.to_string())),
+        }
+    }
+
     /// The complete response on the watched connection, an error, or `None` (not yet).
     fn response_done(&mut self) -> Option<Result<Response, http::HttpError>> {
         let w = self.net.watch.as_mut()?;
@@ -209,11 +262,16 @@ impl Vm {
 
     /// The description of the socket listening on the configured address.
     fn listener(&self) -> Option<Arc<OpenFile>> {
+        self.listener_fd().map(|(_, d)| d)
+    }
+
+    /// [`Vm::listener`] and its descriptor.
+    fn listener_fd(&self) -> Option<(u64, Arc<OpenFile>)> {
         let want = self.cfg.listen?.addr;
         (0..MAX_FDS as u64).find_map(|fd| {
             let d = self.proc.fds.get(fd)?;
             let s = d.file.as_any().downcast_ref::<TcpSocket>()?;
-            (s.listening_on().map(canonical) == Some(canonical(want))).then(|| d.clone())
+            (s.listening_on().map(canonical) == Some(canonical(want))).then(|| (fd, d.clone()))
         })
     }
 
@@ -252,6 +310,68 @@ impl Vm {
         Ok(pending)
     }
 
+    /// For an ephemeral program on the fast path, after the snapshot: tries one warm-up
+    /// request from the snapshot and, while it costs more than the fast path's one exit,
+    /// moves the snapshot on by [`SETTLE_STEP`] more warm-up requests (at most
+    /// [`SETTLE_ROUNDS`] times). Why: every request starts from the snapshot, so a runtime
+    /// whose heap is just short of growing there grows it in *every* request (deno's
+    /// renderer after exactly 110 warm-ups: 8 exits and ~260 re-faults per request, 11 ms
+    /// instead of 1.2; after 40 or 80: 2 exits), and which warm-up counts do that depends on
+    /// the app. Nothing of the tries stays: the VM is reset after each, and the snapshot
+    /// kept is one taken at a wait, as at boot.
+    pub(crate) fn settle(&mut self, deadline: Instant) -> Result<(), RequestError> {
+        if !self.cfg.ephemeral || self.proc.fast.is_none() {
+            return Ok(());
+        }
+        let Some(w) = self.cfg.warmup.clone().filter(|w| w.num_requests > 0) else {
+            return Ok(());
+        };
+        let req = Request::warmup(&w);
+        for round in 0..=SETTLE_ROUNDS {
+            let mut stats = RequestStats::default();
+            self.net.placed = false;
+            let r = self.serve_net(&req, deadline, &mut stats);
+            self.reset(true)?;
+            r?;
+            if !self.net.placed || stats.exits <= 1 {
+                if round > 0 {
+                    tracing::info!(program = %self.cfg.name, "snapshot moved on by {} warm-up requests: from it a request costs one exit", round as u32 * SETTLE_STEP);
+                }
+                return Ok(());
+            }
+            if round == SETTLE_ROUNDS {
+                tracing::info!(program = %self.cfg.name, "a request from the snapshot costs {} exits (the program grows its memory in every request); set warmup.num_requests to another count to avoid it", stats.exits);
+                return Ok(());
+            }
+            let mut pending = None;
+            for _ in 0..SETTLE_STEP {
+                self.serve_net(&req, deadline, &mut stats)?;
+                let p = match self.pos {
+                    Position::AfterResponse(t) => {
+                        self.back_to_wait(t, deadline, false, &mut stats)?
+                    }
+                    Position::Background(t) => {
+                        let until = deadline.min(Instant::now() + self.cfg.max_background_time);
+                        self.back_to_wait(t, until, true, &mut stats)?
+                    }
+                    _ => {
+                        return Err(RequestError::Broken(
+                            "a warm-up request did not end in a response".into(),
+                        ))
+                    }
+                };
+                self.pos = Position::InWait(p);
+                pending = Some(p);
+            }
+            let Some((nr, _, trap)) = pending else {
+                return Ok(());
+            };
+            self.take_snapshot(0, trap, Some(nr))
+                .map_err(|e| RequestError::Broken(format!("re-taking the snapshot: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Continues a guest that answered (its call returns what it returned then) until it
     /// is back in a wait on the listener; with `background`, until its background work is
     /// done too (module docs), `deadline` being the background's.
@@ -262,10 +382,14 @@ impl Vm {
         background: bool,
         stats: &mut RequestStats,
     ) -> Result<Pending, RequestError> {
-        self.resume(trap, self.net.ret)?;
+        // The fast path's stop left its call to run; otherwise the call returns now.
+        let pending = self.net.unrun.take().map(|(nr, args)| (nr, args, trap));
+        if pending.is_none() {
+            self.resume(trap, self.net.ret)?;
+        }
         self.net.armed = true;
         self.net.background = background;
-        let r = self.run(deadline, stats);
+        let r = self.run_from(deadline, stats, pending);
         self.net.armed = false;
         self.net.background = false;
         match r? {
@@ -297,6 +421,13 @@ impl Vm {
             // Armed from the snapshot: the vCPU re-runs the wait by itself.
             Position::AtPause { trap: None, .. } => None,
             Position::InWait(p) => Some(p),
+            // The fast path stopped it, the call not run, in its wait or in its hand-over of
+            // the response: the next request can be handed over right there.
+            Position::AfterResponse(t)
+                if self.net.unrun.is_some_and(|(nr, _)| is_hand_over_point(nr)) =>
+            {
+                self.net.unrun.take().map(|(nr, args)| (nr, args, t))
+            }
             Position::AfterResponse(t) => match self.back_to_wait(t, deadline, false, stats) {
                 Ok(p) => Some(p),
                 // Exited after answering: the next request starts from the snapshot.
@@ -317,7 +448,7 @@ impl Vm {
                 ));
             }
         };
-        let listener = self.listener().ok_or_else(|| {
+        let (listen_fd, listener) = self.listener_fd().ok_or_else(|| {
             RequestError::Guest("the program no longer listens on its address".into())
         })?;
         let port = if self.cfg.ephemeral {
@@ -326,6 +457,9 @@ impl Vm {
             self.net.next_port = self.net.next_port.wrapping_add(1);
             EPHEMERAL_PEER_PORT + self.net.next_port % 16384
         };
+        // The fast path copies the request into the guest (small ones only).
+        let fast_copy = (self.proc.fast.is_some() && bytes.len() <= crate::fastpath::RX.1 as usize)
+            .then(|| bytes.clone());
         let mut conn = Conn::new(bytes, port);
         // One byte past the largest response the framer accepts: it fails the request
         // then, and a huge write costs the host no more than that.
@@ -338,17 +472,37 @@ impl Vm {
             .unwrap_or(usize::MAX),
         );
         let conn = Arc::new(Mutex::new(conn));
-        let sock = listener
-            .file
-            .as_any()
-            .downcast_ref::<TcpSocket>()
-            .expect("listener() found a TCP socket");
-        sock.push(conn.clone())
-            .map_err(|_| RequestError::Guest("the program's listen backlog is full".into()))?;
-        self.proc.changed = true;
-        if let Some(id) = listener.file.wait_id() {
-            self.proc.tasks.notify(&WaitKey::File(id));
+        let mut pending = pending;
+        let placed = match fast_copy {
+            Some(b) => self.fast_hand_over(listen_fd, &conn, &b, &pending),
+            None => {
+                if let Some(f) = self.proc.fast.as_mut() {
+                    f.plain_hand_over(&mut self.mem);
+                }
+                false
+            }
+        };
+        self.net.placed = placed;
+        if placed {
+            // The wait the guest is in ends with 0, without running: the library then
+            // reports the connection from the page.
+            match pending.take() {
+                Some((_, _, trap)) => self.resume(trap, 0)?,
+                None => self.skip_rerun()?,
+            }
+        } else {
+            let sock = listener
+                .file
+                .as_any()
+                .downcast_ref::<TcpSocket>()
+                .expect("listener() found a TCP socket");
+            sock.push(conn.clone())
+                .map_err(|_| RequestError::Guest("the program's listen backlog is full".into()))?;
+            if let Some(id) = listener.file.wait_id() {
+                self.proc.tasks.notify(&WaitKey::File(id));
+            }
         }
+        self.proc.changed = true;
         drop(listener);
         self.net.watch = Some(Watch {
             conn,
@@ -381,6 +535,9 @@ impl Vm {
             if let Some(id) = accepted {
                 self.proc.tasks.notify(&WaitKey::File(id));
             }
+            if let Some(f) = self.proc.fast.as_mut() {
+                f.peer_gone(&mut self.mem);
+            }
         }
         if let Some((code, answer)) = exited {
             return match answer {
@@ -405,6 +562,41 @@ impl Vm {
             }
             (stop, _) => Err(crate::vm::unexpected(stop, "before a complete response")),
         }
+    }
+
+    /// Hands the connection over through the fast page when the guest waits in the
+    /// library's epoll_wait (crate::fastpath). `pending`: the wait it stopped in (`None`:
+    /// the snapshot's, which it would re-run). `false`: the plain path must queue it.
+    fn fast_hand_over(
+        &mut self,
+        listen_fd: u64,
+        conn: &SharedConn,
+        request: &[u8],
+        pending: &Option<Pending>,
+    ) -> bool {
+        let Some(mut f) = self.proc.fast.take() else {
+            return false;
+        };
+        let wait = match pending {
+            Some((nr, args, _)) => Some((*nr, args[0])),
+            None => self.snapshot.as_ref().and_then(|s| s.pause_call),
+        };
+        let placed = match wait.and_then(|(nr, a0)| expected_waiting(nr, a0)) {
+            Some(expect) => f.place(
+                &mut self.mem,
+                &mut self.proc,
+                listen_fd,
+                conn,
+                request,
+                expect,
+            ),
+            None => false,
+        };
+        if !placed {
+            f.plain_hand_over(&mut self.mem);
+        }
+        self.proc.fast = Some(f);
+        placed
     }
 
     /// Runs the background work of the last response (a listening VM's part of

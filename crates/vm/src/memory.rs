@@ -14,9 +14,21 @@ use std::sync::Mutex;
 
 mod restore;
 pub mod slots;
+mod uffd;
 mod user;
 pub use restore::{HotPages, MemorySnapshot, ResetStats};
 pub use slots::{FileSlot, FileSlots, SharedSlots};
+pub use uffd::UffdError;
+
+/// How guest memory makes KVM drop its mappings of frames ([`GuestMemory::invalidate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// userfaultfd write-protect and resolve: the MMU notifier names exactly the frames.
+    WriteProtect,
+    /// mprotect to read-only and back: splits the host mapping, and the split also zaps
+    /// KVM's mappings of the 2 MiB-aligned range around each split point.
+    Mprotect,
+}
 
 /// Errors from guest memory.
 #[derive(Debug, thiserror::Error)]
@@ -206,12 +218,16 @@ pub struct GuestMemory {
     pending: Mutex<Option<user::Pending>>,
     /// Read-only file slots above the pool (shared by the VMs of one snapshot).
     slots: SharedSlots,
+    /// The pool registered for write-protection ([`Invalidation::WriteProtect`]);
+    /// `None`: mprotect.
+    uffd: Option<uffd::Uffd>,
 }
 
 impl GuestMemory {
     /// Maps `size` bytes of guest memory (not committed until touched).
     pub fn new(size: u64, hugepages: bool) -> Result<Self> {
         let map = Mapping::new(size, hugepages)?;
+        let uffd = Self::register_pool(&map);
         Ok(GuestMemory {
             map,
             host_dirty: DirtyBitmap::new((size / PAGE_SIZE) as usize),
@@ -225,7 +241,40 @@ impl GuestMemory {
             pending: Mutex::new(None),
             // No slots until the VM says how many KVM allows (tests copy files instead).
             slots: FileSlots::new(size, 0, 0),
+            uffd,
         })
+    }
+
+    /// Registers the pool for write-protection when the probe found it works; `None`
+    /// (mprotect) otherwise, or when this mapping cannot be registered.
+    fn register_pool(map: &Mapping) -> Option<uffd::Uffd> {
+        uffd::write_protect_works().ok()?;
+        let r = uffd::Uffd::open().and_then(|u| {
+            u.register(map.ptr.as_ptr() as u64, map.size as u64)?;
+            Ok(u)
+        });
+        match r {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::debug!("guest memory invalidation: mprotect for this pool ({e})");
+                None
+            }
+        }
+    }
+
+    /// The invalidation mechanism this memory uses.
+    pub fn invalidation(&self) -> Invalidation {
+        if self.uffd.is_some() {
+            Invalidation::WriteProtect
+        } else {
+            Invalidation::Mprotect
+        }
+    }
+
+    /// Uses mprotect from now on (the fallback, for tests and comparisons): closing the
+    /// userfaultfd ends the registration.
+    pub fn use_mprotect_invalidation(&mut self) {
+        self.uffd = None;
     }
 
     /// Size in bytes.
@@ -463,7 +512,7 @@ impl GuestMemory {
     }
 
     /// Before the guest runs again: drops KVM's mappings of the frames noted with
-    /// [`GuestMemory::note_retired`]. Returns the mprotect pairs issued.
+    /// [`GuestMemory::note_retired`]. Returns the ranges invalidated.
     pub fn sync_mappings(&mut self) -> std::io::Result<usize> {
         if self.retired.is_empty() {
             return Ok(0);
@@ -477,7 +526,7 @@ impl GuestMemory {
     }
 
     /// At a reset (after the memory is restored): drops KVM's mappings of every frame
-    /// whose mapping changed since the snapshot. Returns the mprotect pairs issued.
+    /// whose mapping changed since the snapshot. Returns the ranges invalidated.
     pub fn reset_mappings(&mut self) -> std::io::Result<usize> {
         self.changed.append(&mut self.retired);
         if self.changed.is_empty() {
@@ -496,12 +545,12 @@ impl GuestMemory {
         Ok(n)
     }
 
-    /// Drops every KVM mapping of the pool frames in `frames` (guest-physical, sorted)
-    /// through the host MMU notifier: an mprotect to read-only and back makes the kernel
-    /// call KVM's invalidate_range_start for the range, which zaps the shadow (or EPT/NPT)
-    /// entries that map those pages and flushes the guest TLB. The contents stay.
-    /// Frames outside the pool (the trap page, file slots) are skipped. Returns the
-    /// number of mprotect pairs issued.
+    /// Drops every KVM mapping of the frames in `frames` (guest-physical, sorted) through
+    /// the host MMU notifier, which makes KVM zap the shadow (or EPT/NPT) entries that map
+    /// those pages and flush the guest TLB. The contents stay. Pool frames go through
+    /// [`Invalidation`] (write-protect and resolve, or mprotect to read-only and back),
+    /// contiguous frames in one call; file-slot frames through their slot; others (the
+    /// trap page) are skipped. Returns the number of ranges invalidated.
     pub fn invalidate(&self, frames: &[u64]) -> std::io::Result<usize> {
         let mut calls = 0;
         let mut i = 0;
@@ -532,18 +581,12 @@ impl GuestMemory {
                 continue;
             }
             calls += 1;
-            // SAFETY: `[start, end)` lies inside this mapping (checked); changing its
-            // protection and restoring it leaves contents and ownership unchanged, and no
-            // host thread touches guest memory concurrently (the vCPU is stopped).
-            unsafe {
-                let p = self.map.ptr.as_ptr().add(start as usize).cast();
-                let len = (end - start) as usize;
-                if libc::mprotect(p, len, libc::PROT_READ) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::mprotect(p, len, libc::PROT_READ | libc::PROT_WRITE) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            // `[start, end)` lies inside this mapping (checked above).
+            let host = self.host_base() + start;
+            let len = end - start;
+            match &self.uffd {
+                Some(u) => u.invalidate(host, len).map_err(std::io::Error::other)?,
+                None => mprotect_round_trip(host, len, libc::PROT_READ | libc::PROT_WRITE)?,
             }
         }
         Ok(calls)
@@ -619,6 +662,28 @@ impl GuestMemory {
         }
         vec.iter().map(|b| b & 1 == 1).collect()
     }
+}
+
+/// Drops KVM's mappings of host `[addr, addr+len)` (page-aligned, inside a mapping this
+/// process owns whose protection is `prot`) with mprotect to read-only or less and back:
+/// the fallback when write-protection is unavailable. Read-only mappings go through
+/// PROT_NONE.
+fn mprotect_round_trip(addr: u64, len: u64, prot: libc::c_int) -> std::io::Result<()> {
+    let low = if prot & libc::PROT_WRITE != 0 {
+        libc::PROT_READ
+    } else {
+        libc::PROT_NONE
+    };
+    let p = addr as *mut libc::c_void;
+    // SAFETY: callers pass a range inside a mapping they own; lowering its protection and
+    // restoring it leaves contents and ownership unchanged, and no host thread touches it
+    // in between (the vCPU is stopped).
+    unsafe {
+        if libc::mprotect(p, len as usize, low) != 0 || libc::mprotect(p, len as usize, prot) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn is_zero(page: &[u8]) -> bool {

@@ -32,6 +32,9 @@ impl Default for Signals {
     }
 }
 
+/// The process id the VM reports (getpid): it has one process.
+pub const PID: u32 = 1;
+
 /// The emulated process.
 #[derive(Clone, Debug)]
 pub struct Process {
@@ -56,6 +59,8 @@ pub struct Process {
     pub max_memory: u64,
     /// Memory in use when the snapshot was taken, and the per-request allowance above it.
     pub request_memory_base: Option<(u64, u64)>,
+    /// The fast path's page and connections (crate::fastpath), for a program that has it.
+    pub fast: Option<crate::fastpath::FastState>,
     /// Set by any syscall that changes this struct, so a reset can skip the clone.
     pub changed: bool,
     /// A memory call of this request was refused (max_memory, max_request_memory or the
@@ -93,6 +98,7 @@ impl Process {
             max_memory,
             request_memory_base: None,
             memory_refused: false,
+            fast: None,
             changed: false,
         }
     }

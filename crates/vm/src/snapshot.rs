@@ -37,6 +37,9 @@ pub struct Snapshot {
     /// The boot VM's calibration (None without manual dirty-log protection or in
     /// non-ephemeral mode).
     calibration: Option<Calibration>,
+    /// A program that listens: the wait the snapshot re-runs (call number, first
+    /// argument), which a fast-path hand-over ends without running (crate::fastpath).
+    pub(crate) pause_call: Option<(u64, u64)>,
 }
 
 /// What the boot VM's calibration decided, for every VM of the snapshot.
@@ -175,12 +178,28 @@ impl Vm {
             slots: self.mem.slots().clone(),
             tsc_delta: self.machine.tsc_delta()?,
             calibration: None,
+            pause_call: rerun.map(|nr| (nr, cont.rdi)),
         }));
         self.pos = Position::AtPause {
             req_ptr,
             trap: None,
         };
         Ok(())
+    }
+
+    /// A fast-path hand-over at the snapshot's pause (crate::fastpath): the wait the
+    /// snapshot would re-run ends with 0 instead, without running (and without an exit):
+    /// the vCPU continues after its `syscall` instruction.
+    pub(crate) fn skip_rerun(&mut self) -> Result<(), RequestError> {
+        let broken =
+            |e: crate::memory::MemoryError| RequestError::Broken(format!("resume slots: {e}"));
+        let rip = self.mem.phys_read_u64(stubs::SLOT_RIP).map_err(broken)?;
+        self.mem
+            .write_system(stubs::SLOT_RIP, &(rip + 2).to_le_bytes())
+            .map_err(broken)?;
+        self.mem
+            .write_system(stubs::SLOT_RAX, &0u64.to_le_bytes())
+            .map_err(broken)
     }
 
     /// The snapshot, to fork more VMs from.
@@ -385,6 +404,7 @@ impl Vm {
         if self.proc.changed || full {
             self.proc = snap.proc.clone();
         }
+        self.net.unrun = None;
         // Always: ring 3 can load segment selectors (and so change FS/GS) without a trap,
         // and nothing of a request may reach the next one. Applied at the next entry through
         // the sync-regs area, which saves the SET_SREGS ioctl (~5 µs on PVM).

@@ -29,10 +29,12 @@ use crate::syscalls::{self, Ctx, Exchange, Flow, GuestLog, Stop};
 use crate::vcpu::{Exit, Hypervisor, KvmError, Machine};
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod error;
+mod finish;
 pub use error::{RequestError, VmError};
+pub use finish::{Background, Finished};
 
 /// How the guest trapped: decides how to resume it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,12 @@ pub(crate) enum Position {
     InWait(crate::tasks::switch::Pending),
     /// Responded with background work to finish ([`Vm::finish_background`]).
     Background(Trap),
+    /// Responded (or failed); the reset to the snapshot is still to run ([`Vm::finish`]).
+    /// No trap is kept: the guest cannot be resumed from here, only reset. `full` as in
+    /// `reset`.
+    ResetDue {
+        full: bool,
+    },
     Broken(String),
 }
 
@@ -76,15 +84,6 @@ impl Position {
             Position::AfterResponse(t)
         }
     }
-}
-
-/// How a request's background work ([`Vm::finish_background`]) ended.
-#[derive(Debug)]
-pub struct Background {
-    /// `Ok` when the guest paused again in time; the VM has been reset either way.
-    pub result: Result<(), RequestError>,
-    /// How long it ran, reset included.
-    pub duration: Duration,
 }
 
 /// The KVM flavour the host probe detected (once /dev/kvm has been opened).
@@ -197,6 +196,22 @@ impl Vm {
             env.push(format!("KVMJS_TSC_KHZ={khz}"));
         }
         env.extend(cfg.environment.iter().cloned());
+        // The fast path, for a dynamically linked program that serves HTTP
+        // (crate::fastpath); its page is announced in the auxiliary vector.
+        let fast = if cfg.listen.is_some() && cfg.fast_path && program.interp_base != 0 {
+            match crate::fastpath::files() {
+                Ok(_) => Some(
+                    crate::fastpath::FastState::map(&mut mem, &mut mm)
+                        .map_err(LoaderError::from)?,
+                ),
+                Err(e) => {
+                    tracing::warn!(program = %cfg.name, "{e}; every socket call will be a VM exit");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut random = [0u8; 16];
         crate::syscalls::fill_random(&mut random);
         let aux = loader::CpuAux {
@@ -212,6 +227,7 @@ impl Vm {
             base: program.interp_base,
             sysinfo_ehdr: vdso,
             execfn: path,
+            fast_page: fast.as_ref().map(crate::fastpath::FastState::addr),
         };
         let sp = loader::build_stack(&mut mem, stack_top, &info, &argv, &env, &aux, random)?;
         // What the guest can never write (calibration keeps it out of the writable set):
@@ -226,7 +242,8 @@ impl Vm {
                 op: "SET_REGS",
                 source,
             })?;
-        let proc = Process::with_mm(mm, (req, req + req_len), cfg.max_memory);
+        let mut proc = Process::with_mm(mm, (req, req + req_len), cfg.max_memory);
+        proc.fast = fast;
         let listen = cfg.listen.is_some();
         let vm = Vm {
             machine,
@@ -288,7 +305,8 @@ impl Vm {
                 let (nr, _, trap) = vm
                     .pause_at_wait((nr, args, trap), deadline)
                     .map_err(|e| fail(&vm, e.to_string()))?;
-                vm.take_snapshot(0, trap, Some(nr))?
+                vm.take_snapshot(0, trap, Some(nr))?;
+                vm.settle(deadline).map_err(|e| fail(&vm, e.to_string()))?
             }
             Stop::Exited(code) => {
                 return Err(fail(
@@ -387,10 +405,23 @@ impl Vm {
         self.snapshot.as_ref().map_or(0, |s| s.pages())
     }
 
-    /// Serves one request. Background work a previous request left running (see
-    /// [`Vm::finish_background`]) is finished first.
+    /// Serves one request and, in ephemeral mode or after a failure, resets the VM before
+    /// returning ([`Vm::respond`] without the wait for the reset). Background work the
+    /// response leaves is not run: [`Vm::finish_background`] runs it, or the next request.
     pub fn handle(&mut self, req: &Request) -> Result<Response, RequestError> {
-        self.finish_background();
+        let out = self.respond(req);
+        let done = self.finish_reset();
+        self.last.total_us += done.reset_us;
+        out
+    }
+
+    /// Serves one request and returns its response with the reset (ephemeral mode, or
+    /// after a failure) still due: [`Vm::finish`] runs it, so the caller can send the
+    /// response first and the client does not wait for the reset. Whatever the previous
+    /// request left (its reset, its background work) runs first, here: no request ever
+    /// runs in a VM that still holds another one's state.
+    pub fn respond(&mut self, req: &Request) -> Result<Response, RequestError> {
+        self.finish();
         let t0 = Instant::now();
         let mut stats = RequestStats::default();
         let written = self.log.written;
@@ -409,12 +440,8 @@ impl Vm {
             Err(_) => true,
         };
         if reset {
-            let r0 = Instant::now();
-            match self.reset(out.is_err()) {
-                Ok(pages) => stats.dirty_pages = pages,
-                Err(e) => self.pos = Position::Broken(e.to_string()),
-            }
-            stats.reset_us = r0.elapsed().as_secs_f64() * 1e6;
+            // Whatever the guest was doing, it is never resumed from here.
+            self.pos = Position::ResetDue { full: out.is_err() };
         }
         stats.total_us = t0.elapsed().as_secs_f64() * 1e6;
         self.last = stats;
@@ -442,56 +469,9 @@ impl Vm {
         }
     }
 
-    /// Finishes the background work (a Workers `ctx.waitUntil`) of the last request, whose
-    /// response has already been returned: resumes the guest until it pauses again (a
-    /// program that listens: until it is back in its wait, crate::listen), within
-    /// `max_background_time`, then resets it (ephemeral mode, or after a failure). `None`
-    /// when there was none. The pool calls this right after sending the response, so the
-    /// client never waits for the background work; the next request on this VM does.
-    pub fn finish_background(&mut self) -> Option<Background> {
-        let Position::Background(trap) = self.pos else {
-            return None;
-        };
-        let t0 = Instant::now();
-        let mut stats = RequestStats::default();
-        let deadline = t0 + self.cfg.max_background_time;
-        let written = self.log.written;
-        let result = if self.cfg.listen.is_some() {
-            // Until the guest is back in its wait for connections (crate::listen).
-            self.finish_background_net(trap, deadline, &mut stats)
-        } else {
-            self.resume(trap, 0)
-                .map_err(RequestError::from)
-                .and_then(|()| match self.run(deadline, &mut stats)? {
-                    (Stop::Paused { req_ptr }, t) => {
-                        self.pos = Position::AtPause {
-                            req_ptr,
-                            trap: Some(t),
-                        };
-                        Ok(())
-                    }
-                    (stop, _) => Err(unexpected(stop, "while finishing background work")),
-                })
-        };
-        let result = result.map_err(|e| {
-            let e = self.with_guest_output(e, written);
-            tracing::debug!(program = %self.cfg.name, "background work failed: {e}");
-            e
-        });
-        if self.cfg.ephemeral || result.is_err() {
-            if let Err(e) = self.reset(result.is_err()) {
-                self.pos = Position::Broken(e.to_string());
-            }
-        }
-        Some(Background {
-            result,
-            duration: t0.elapsed(),
-        })
-    }
-
     /// A guest that dies usually said why on stderr first (e.g. "memory allocation of N
     /// bytes failed" before SIGABRT): keeps what it wrote since `written` with the error.
-    fn with_guest_output(&self, mut e: RequestError, written: u64) -> RequestError {
+    pub(crate) fn with_guest_output(&self, mut e: RequestError, written: u64) -> RequestError {
         if let RequestError::Guest(m) | RequestError::Exited(_, m) = &mut e {
             if let Some(said) = self.log.summary_since(written) {
                 m.push_str(&format!(" (guest output: {said})"));
@@ -530,6 +510,11 @@ impl Vm {
             }
             Position::Booting | Position::InWait(_) => {
                 return Err(RequestError::Broken("it has not booted".into()))
+            }
+            Position::ResetDue { .. } => {
+                return Err(RequestError::Broken(
+                    "the last request's reset has not run (call finish)".into(),
+                ))
             }
             Position::Broken(ref m) => return Err(RequestError::Broken(m.clone())),
         };
@@ -674,6 +659,12 @@ impl Vm {
 
     /// Runs guest API call or Linux system call `nr` for the current thread.
     fn dispatch(&mut self, nr: u64, args: &[u64; 6], deadline: Instant) -> Flow {
+        if self.cfg.listen.is_some() {
+            // What the fast-path library did since the last exit comes first.
+            if let Some(stop) = self.fast_sync(nr, args) {
+                return Flow::Stop(stop);
+            }
+        }
         let mut ctx = Ctx {
             mem: &mut self.mem,
             proc: &mut self.proc,

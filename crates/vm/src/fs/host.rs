@@ -44,6 +44,17 @@ impl HostFile {
     }
 }
 
+impl HostFile {
+    /// A regular file kvmjs opened itself (crate::fastpath), shown as guest path `vpath`.
+    pub fn provided(file: Arc<std::fs::File>, vpath: &str) -> HostFile {
+        HostFile {
+            file,
+            path: vpath.to_string(),
+            entries: None,
+        }
+    }
+}
+
 fn list_dir(real: &Path, meta: &std::fs::Metadata) -> SysResult<Vec<DirEntry>> {
     let mut out = vec![
         DirEntry {

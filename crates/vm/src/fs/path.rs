@@ -17,6 +17,9 @@ pub enum Target {
     Device(Device),
     /// A path inside the scratch filesystem (the full guest path).
     Scratch(String),
+    /// A host file kvmjs provides itself (the fast path's library and preload list).
+    /// (`crate::fastpath::file_at` of this guest path).
+    Provided(String),
     /// A host file or directory the guest may read.
     Host {
         /// Canonical host path, inside its allowed entry.
@@ -99,6 +102,9 @@ fn allowed_match(allowed: &[AllowedPath], vpath: &str) -> Option<(PathBuf, PathB
 pub fn lookup(cfg: &VmConfig, vpath: &str) -> Result<Target, Errno> {
     if let Some(node) = Node::by_path(vpath) {
         return Ok(Target::Synth(node));
+    }
+    if cfg.listen.is_some() && cfg.fast_path && crate::fastpath::file_at(vpath).is_some() {
+        return Ok(Target::Provided(vpath.to_string()));
     }
     if vpath == "/proc/self/exe" {
         // Compared after normalising: a configured path that normalises to this one

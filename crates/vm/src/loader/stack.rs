@@ -22,6 +22,8 @@ pub struct StackInfo {
     pub sysinfo_ehdr: Option<u64>,
     /// AT_EXECFN: the program's path.
     pub execfn: String,
+    /// The fast path's page (crate::fastpath), under [`kvmjs_abi::fast::AT_FAST_PAGE`].
+    pub fast_page: Option<u64>,
 }
 
 /// Auxiliary vector keys (linux/auxvec.h).
@@ -131,6 +133,9 @@ pub fn build_stack(
     ];
     if let Some(v) = info.sysinfo_ehdr {
         auxv.push((at::SYSINFO_EHDR, v));
+    }
+    if let Some(v) = info.fast_page {
+        auxv.push((kvmjs_abi::fast::AT_FAST_PAGE, v));
     }
     auxv.push((at::NULL, 0));
     let mut words = Vec::with_capacity(3 + argv_ptrs.len() + env_ptrs.len() + auxv.len() * 2);

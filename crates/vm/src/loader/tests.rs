@@ -89,6 +89,7 @@ fn stack_layout_is_linux_abi() {
         base: 0x7f00_0000_0000,
         sysinfo_ehdr: Some(vdso),
         execfn: "/bin/prog".into(),
+        fast_page: Some(0x7e00_0000_0000),
     };
     let argv = vec!["prog".to_string(), "arg1".to_string()];
     let env = vec!["A=b".to_string()];
@@ -111,6 +112,7 @@ fn stack_layout_is_linux_abi() {
     assert_eq!(auxv(at::MINSIGSTKSZ), Some(3376));
     assert_eq!(auxv(at::BASE), Some(0x7f00_0000_0000));
     assert_eq!(auxv(at::SYSINFO_EHDR), Some(vdso));
+    assert_eq!(auxv(kvmjs_abi::fast::AT_FAST_PAGE), Some(0x7e00_0000_0000));
     assert_eq!(auxv(at::ENTRY), Some(0x401000));
     let execfn = auxv(at::EXECFN).unwrap();
     assert_eq!(mem.read_cstr(execfn, 64).unwrap(), b"/bin/prog");

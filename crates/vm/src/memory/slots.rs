@@ -4,8 +4,16 @@
 //! guest's page tables point into it. A VM then costs only the page-cache pages the
 //! guest touches, shared by every VM of the program. One slot per distinct file; the
 //! registry is shared by the VMs forked from one snapshot, so a slot has the same
-//! guest-physical address in all of them (their page tables are copies).
+//! guest-physical address in all of them (their page tables are copies). Its host
+//! mapping is shared too: invalidating a slot page drops it from every VM of the
+//! process. It goes through write-protection where available ([`super::uffd`]), which
+//! changes no VMA; mprotect splits and re-merges the shared mapping under the address
+//! space's write lock, stalling every VM's host page faults meanwhile. (On 6.18 both
+//! name exactly the page: a file mapping's split zaps no 2 MiB around it, measured in
+//! tests/mm_shadow.rs.)
 
+use super::uffd::{self, Uffd};
+use super::Invalidation;
 use crate::layout::{align_up, HUGE_PAGE, PAGE_SIZE};
 use std::os::unix::io::AsRawFd;
 use std::ptr::NonNull;
@@ -26,6 +34,8 @@ pub struct FileSlot {
     /// Device and inode of the file (the key).
     pub key: (u64, u64),
     host: NonNull<u8>,
+    /// The registry's userfaultfd, when this mapping is registered with it.
+    uffd: Option<Arc<Uffd>>,
 }
 
 // SAFETY: the mapping is read-only for its whole life and owned by this value.
@@ -59,23 +69,27 @@ impl FileSlot {
         })
     }
 
-    /// Drops every KVM mapping of `[gpa, gpa+len)` through the MMU notifier (a
-    /// protection change there and back).
+    /// Drops every KVM mapping of `[gpa, gpa+len)` (page-aligned) through the MMU
+    /// notifier: write-protect and resolve, or a protection change there and back.
     pub fn invalidate(&self, gpa: u64, len: u64) -> std::io::Result<()> {
         let Some(b) = self.bytes(gpa, len) else {
             return Ok(());
         };
-        let p = b.as_ptr().cast_mut().cast();
-        // SAFETY: the range lies inside this slot's mapping (checked by `bytes`);
-        // PROT_NONE and back to PROT_READ leaves contents and ownership unchanged.
-        unsafe {
-            if libc::mprotect(p, len as usize, libc::PROT_NONE) != 0
-                || libc::mprotect(p, len as usize, libc::PROT_READ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+        // Inside this slot's read-only mapping (checked by `bytes`).
+        match &self.uffd {
+            Some(u) => u
+                .invalidate(b.as_ptr() as u64, len)
+                .map_err(std::io::Error::other),
+            None => super::mprotect_round_trip(b.as_ptr() as u64, len, libc::PROT_READ),
         }
-        Ok(())
+    }
+
+    /// The invalidation mechanism of this slot.
+    pub fn invalidation(&self) -> Invalidation {
+        match self.uffd {
+            Some(_) => Invalidation::WriteProtect,
+            None => Invalidation::Mprotect,
+        }
     }
 }
 
@@ -89,6 +103,11 @@ pub struct FileSlots {
     /// Most slots KVM allows.
     max: usize,
     slots: Vec<Arc<FileSlot>>,
+    /// Registers the slots for write-protection: opened at the first slot when the probe
+    /// found write-protection works; `None` before, or when it does not (mprotect).
+    uffd: Option<Arc<Uffd>>,
+    /// Set: slots made from now on use mprotect (tests, comparisons).
+    mprotect_only: bool,
 }
 
 /// Shared registry.
@@ -103,7 +122,31 @@ impl FileSlots {
             limit,
             max,
             slots: Vec::new(),
+            uffd: None,
+            mprotect_only: false,
         }))
+    }
+
+    /// Slots made from now on use mprotect invalidation (the fallback).
+    pub fn use_mprotect_invalidation(&mut self) {
+        self.mprotect_only = true;
+    }
+
+    /// The userfaultfd a new slot registers with, if write-protection works.
+    fn uffd(&mut self) -> Option<Arc<Uffd>> {
+        if self.mprotect_only || uffd::write_protect_works().is_err() {
+            return None;
+        }
+        if self.uffd.is_none() {
+            match Uffd::open() {
+                Ok(u) => self.uffd = Some(Arc::new(u)),
+                Err(e) => {
+                    tracing::debug!("file slot invalidation: mprotect ({e})");
+                    self.mprotect_only = true;
+                }
+            }
+        }
+        self.uffd.clone()
     }
 
     /// The slot of the file `key`, mapping `file` (`size` bytes) on first use; `None`
@@ -138,12 +181,22 @@ impl FileSlots {
         if p == libc::MAP_FAILED {
             return None;
         }
+        // Write-protection of a file mapping needs the asynchronous mode (the probe's);
+        // a slot that cannot be registered uses mprotect.
+        let uffd = self.uffd().filter(|u| match u.register(p as u64, len) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("file slot invalidation: mprotect for this slot ({e})");
+                false
+            }
+        });
         let slot = Arc::new(FileSlot {
             slot: FIRST_SLOT + self.slots.len() as u32,
             gpa,
             len,
             key,
             host: NonNull::new(p.cast())?,
+            uffd,
         });
         self.next_gpa = end;
         self.slots.push(slot.clone());
@@ -195,12 +248,26 @@ mod tests {
         assert!(a.bytes(a.gpa + 8190, 4).is_none());
         assert!(r.find(b.gpa + 100).is_some_and(|s| s.slot == b.slot));
         assert!(r.find(b.gpa + 8192).is_none());
-        a.invalidate(a.gpa, 4096).unwrap();
-        assert_eq!(
-            a.bytes(a.gpa, 1).unwrap(),
-            &[7],
-            "contents survive invalidation"
-        );
+        let best = if uffd::write_protect_works().is_ok() {
+            Invalidation::WriteProtect
+        } else {
+            Invalidation::Mprotect
+        };
+        assert_eq!(a.invalidation(), best);
+        r.use_mprotect_invalidation();
+        let c = r.get_or_map(&f, 5000, (1, 4)).unwrap();
+        assert_eq!(c.invalidation(), Invalidation::Mprotect);
+        for s in [&a, &c] {
+            // One page never read (no host page-table entry yet), one read.
+            s.invalidate(s.gpa + 4096, 4096).unwrap();
+            s.invalidate(s.gpa, 8192).unwrap();
+            assert_eq!(
+                s.bytes(s.gpa, 1).unwrap(),
+                &[7],
+                "contents survive invalidation"
+            );
+            assert_eq!(s.bytes(s.gpa + 4096, 1).unwrap(), &[7]);
+        }
         std::fs::remove_file(&path).ok();
     }
 }

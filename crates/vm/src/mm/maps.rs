@@ -41,7 +41,7 @@ impl AddressSpace {
                 Special::Stack => name = "[stack]".into(),
                 Special::Vdso => name = "[vdso]".into(),
                 Special::Vvar => name = "[vvar]".into(),
-                Special::Request | Special::None => {}
+                Special::Request | Special::Fast | Special::None => {}
             }
             // Linux's dev is major:minor of the device in hex (new_encode_dev layout).
             let (major, minor) = (libc::major(dev), libc::minor(dev));
@@ -92,6 +92,7 @@ impl AddressSpace {
                             (Special::Heap, _) => "brk heap",
                             (Special::Stack, _) => "stack",
                             (Special::Request, _) => "request area",
+                            (Special::Fast, _) => "fast-path page",
                             (Special::Vdso | Special::Vvar, _) => "vdso",
                             (Special::None, Backing::File { .. }) => "image",
                             (Special::None, Backing::Anon) => "mmap",

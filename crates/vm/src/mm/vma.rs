@@ -45,6 +45,8 @@ pub enum Special {
     Vvar,
     /// The host's request buffer.
     Request,
+    /// The fast path's page and buffers (crate::fastpath).
+    Fast,
 }
 
 /// One mapping.

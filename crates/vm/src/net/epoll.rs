@@ -134,6 +134,15 @@ impl Epoll {
         }
     }
 
+    /// The events and user data `target` is registered with here (the first entry, if
+    /// it is registered under several descriptors).
+    pub fn registration(&self, target: &Arc<OpenFile>) -> Option<(u32, u64)> {
+        lock(&self.interest)
+            .iter()
+            .find(|i| std::ptr::eq(i.target.as_ptr(), Arc::as_ptr(target)))
+            .map(|i| (i.events, i.data))
+    }
+
     /// Takes up to `max` ready events (marking edge-triggered and one-shot entries).
     pub fn collect(&self, max: usize) -> Vec<Event> {
         let mut list = lock(&self.interest);

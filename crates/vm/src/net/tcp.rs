@@ -250,6 +250,36 @@ impl TcpSocket {
         Ok((TcpSocket::connected(id, self.family, *addr, conn), peer))
     }
 
+    /// The fast path's accept (crate::fastpath): `conn` as an accepted socket of this
+    /// listener with wait key `id`, and the peer's address, without queueing it first
+    /// (a queued connection would make the listener ready in the host's epoll too).
+    /// EINVAL when it does not listen.
+    pub fn accept_conn(&self, id: u64, conn: SharedConn) -> SysResult<(TcpSocket, SocketAddr)> {
+        let s = lock(&self.state);
+        let State::Listening { addr, .. } = &*s else {
+            return Err(libc::EINVAL);
+        };
+        let peer = {
+            let mut c = lock(&conn);
+            c.socket_id = Some(id);
+            peer_addr(*addr, c.peer_port)
+        };
+        Ok((TcpSocket::connected(id, self.family, *addr, conn), peer))
+    }
+
+    /// Takes the connection out of an accepted socket the program never saw (the fast
+    /// path's connection it did not accept): dropping the socket then does not end it.
+    pub fn detach(&self) -> Option<SharedConn> {
+        let mut s = lock(&self.state);
+        match std::mem::replace(&mut *s, State::Unbound) {
+            State::Connected { conn, .. } => Some(conn),
+            other => {
+                *s = other;
+                None
+            }
+        }
+    }
+
     /// getsockname: the bound address (unspecified, port 0 before bind).
     pub fn local_addr(&self) -> SocketAddr {
         match &*lock(&self.state) {

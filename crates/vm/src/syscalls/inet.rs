@@ -149,7 +149,7 @@ fn bind_addr(ctx: &Ctx<'_>, s: &TcpSocket, ptr: u64, len: u64) -> Result<SocketA
 }
 
 /// `addr` as a sockaddr_in/sockaddr_in6.
-fn encode_addr(addr: SocketAddr) -> Vec<u8> {
+pub(crate) fn encode_addr(addr: SocketAddr) -> Vec<u8> {
     match addr {
         SocketAddr::V4(a) => {
             let mut b = vec![0u8; 16];

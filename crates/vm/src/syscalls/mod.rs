@@ -7,6 +7,7 @@ mod events;
 mod fds;
 mod files;
 mod inet;
+pub(crate) use inet::encode_addr;
 mod memory;
 mod paths;
 mod process;

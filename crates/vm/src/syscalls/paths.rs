@@ -121,6 +121,10 @@ fn do_open(ctx: &mut Ctx<'_>, dirfd: i64, ptr: u64, fl: u64, mode: u64) -> Flow 
             Arc::new(SynthFile::open(node, &vpath, ctx.proc, ctx.cfg))
         }
         Target::Device(d) => Arc::new(d),
+        Target::Provided(vpath) if !writing => match crate::fastpath::file_at(&vpath) {
+            Some(f) => Arc::new(HostFile::provided(f.clone(), &vpath)),
+            None => return neg(errno::ENOENT),
+        },
         Target::Host { real, vpath } if !writing => match HostFile::open(&real, &vpath) {
             Ok(f) => Arc::new(f),
             Err(e) => return neg(e),
@@ -198,6 +202,10 @@ pub(super) fn stat_path(ctx: &Ctx<'_>, vpath: &str) -> Result<Stat, i32> {
         Target::Host { real, .. } => std::fs::metadata(real)
             .map(|m| stat_of(&m))
             .map_err(|e| e.raw_os_error().unwrap_or(errno::ENOENT)),
+        Target::Provided(p) => crate::fastpath::file_at(&p)
+            .and_then(|f| f.metadata().ok())
+            .map(|m| stat_of(&m))
+            .ok_or(errno::ENOENT),
         Target::Scratch(p) => {
             let root = scratch_root(ctx, &p)?;
             ctx.proc.fds.scratch.stat(&root, &p).map_err(|e| e.errno())

@@ -4,8 +4,13 @@
 use super::{e, errno, Args, Ctx, Entry, Flow};
 use syscalls::Sysno;
 
+/// The VM's one process ([`crate::process::PID`]; the fast-path library answers the same).
+fn getpid(_: &mut Ctx<'_>, _: &Args) -> Flow {
+    Flow::ok(u64::from(crate::process::PID))
+}
+
 pub(super) const HANDLERS: &[Entry] = &[
-    e(Sysno::getpid, one),
+    e(Sysno::getpid, getpid),
     e(Sysno::getppid, zero),
     e(Sysno::getuid, zero),
     e(Sysno::geteuid, zero),
@@ -30,10 +35,6 @@ const RLIM_INFINITY: u64 = u64::MAX;
 
 fn zero(_: &mut Ctx<'_>, _: &Args) -> Flow {
     Flow::ok(0)
-}
-
-fn one(_: &mut Ctx<'_>, _: &Args) -> Flow {
-    Flow::ok(1)
 }
 
 /// rseq is optional: glibc turns it off when the kernel says ENOSYS.
