@@ -327,49 +327,87 @@ impl Vm {
             return Ok(());
         };
         let req = Request::warmup(&w);
+        let (mut best, mut stale) = (u64::MAX, 0);
         for round in 0..=SETTLE_ROUNDS {
-            let mut stats = RequestStats::default();
-            self.net.placed = false;
-            let r = self.serve_net(&req, deadline, &mut stats);
-            self.reset(true)?;
-            r?;
-            if !self.net.placed || stats.exits <= 1 {
+            let exits = match self.settle_probe(&req, deadline) {
+                Ok(Some(e)) => e,
+                // Not on the fast path: nothing to settle.
+                Ok(None) => return Ok(()),
+                Err(e) => return self.settle_failed(e),
+            };
+            if exits <= 1 {
                 if round > 0 {
                     tracing::info!(program = %self.cfg.name, "snapshot moved on by {} warm-up requests: from it a request costs one exit", round as u32 * SETTLE_STEP);
                 }
                 return Ok(());
             }
-            if round == SETTLE_ROUNDS {
-                tracing::info!(program = %self.cfg.name, "a request from the snapshot costs {} exits (the program grows its memory in every request); set warmup.num_requests to another count to avoid it", stats.exits);
+            // A program that needs a system call in every request never gets to one exit:
+            // stop once more warm-ups stop helping.
+            if exits < best {
+                (best, stale) = (exits, 0);
+            } else {
+                stale += 1;
+            }
+            if round == SETTLE_ROUNDS || stale >= 2 {
+                tracing::info!(program = %self.cfg.name, "a request from the snapshot costs {exits} exits (it makes system calls the fast path does not answer: memory growth, files, logs); `warmup.num_requests` moves the snapshot");
                 return Ok(());
             }
-            let mut pending = None;
-            for _ in 0..SETTLE_STEP {
-                self.serve_net(&req, deadline, &mut stats)?;
-                let p = match self.pos {
-                    Position::AfterResponse(t) => {
-                        self.back_to_wait(t, deadline, false, &mut stats)?
-                    }
-                    Position::Background(t) => {
-                        let until = deadline.min(Instant::now() + self.cfg.max_background_time);
-                        self.back_to_wait(t, until, true, &mut stats)?
-                    }
-                    _ => {
-                        return Err(RequestError::Broken(
-                            "a warm-up request did not end in a response".into(),
-                        ))
-                    }
-                };
-                self.pos = Position::InWait(p);
-                pending = Some(p);
+            if let Err(e) = self.settle_step(&req, deadline) {
+                return self.settle_failed(e);
             }
-            let Some((nr, _, trap)) = pending else {
-                return Ok(());
-            };
-            self.take_snapshot(0, trap, Some(nr))
-                .map_err(|e| RequestError::Broken(format!("re-taking the snapshot: {e}")))?;
         }
         Ok(())
+    }
+
+    /// One request from the snapshot, then the reset: its exits, or `None` when it did not
+    /// take the fast path.
+    fn settle_probe(
+        &mut self,
+        req: &Request,
+        deadline: Instant,
+    ) -> Result<Option<u64>, RequestError> {
+        let mut stats = RequestStats::default();
+        self.net.placed = false;
+        let r = self.serve_net(req, deadline, &mut stats);
+        self.reset(true)?;
+        r?;
+        Ok(self.net.placed.then_some(stats.exits))
+    }
+
+    /// [`SETTLE_STEP`] more warm-up requests from the snapshot, and a new snapshot at the
+    /// wait they end in.
+    fn settle_step(&mut self, req: &Request, deadline: Instant) -> Result<(), RequestError> {
+        let mut stats = RequestStats::default();
+        let mut pending = None;
+        for _ in 0..SETTLE_STEP {
+            self.serve_net(req, deadline, &mut stats)?;
+            let p = match self.pos {
+                Position::AfterResponse(t) => self.back_to_wait(t, deadline, false, &mut stats)?,
+                Position::Background(t) => {
+                    let until = deadline.min(Instant::now() + self.cfg.max_background_time);
+                    self.back_to_wait(t, until, true, &mut stats)?
+                }
+                _ => {
+                    return Err(RequestError::Broken(
+                        "a warm-up request did not end in a response".into(),
+                    ))
+                }
+            };
+            self.pos = Position::InWait(p);
+            pending = Some(p);
+        }
+        let Some((nr, _, trap)) = pending else {
+            return Ok(());
+        };
+        self.take_snapshot(0, trap, Some(nr))
+            .map_err(|e| RequestError::Broken(format!("re-taking the snapshot: {e}")))
+    }
+
+    /// Settling failed (a warm-up error, the boot deadline): the last snapshot taken is a
+    /// good one, so the VM goes back to it and the boot goes on.
+    fn settle_failed(&mut self, e: RequestError) -> Result<(), RequestError> {
+        tracing::warn!(program = %self.cfg.name, "settling the snapshot stopped: {e}; the VM keeps the snapshot it has");
+        self.reset(true).map(|_| ())
     }
 
     /// Continues a guest that answered (its call returns what it returned then) until it

@@ -28,6 +28,8 @@
 static int count;
 /* Offsets in the fast page, from the test's argv (kvmjs_abi::fast::Page). */
 static int off_tx_len, off_current, off_listen_fd, off_slots, slot_size, off_state, off_rx_len;
+/* argv[8] "lt": connections registered level-triggered, EPOLLIN|EPOLLRDHUP only. */
+static int level;
 
 static void corrupt(int how)
 {
@@ -103,7 +105,9 @@ static void answer(int fd, const char *req)
 
 int main(int argc, char **argv)
 {
-	if (argc == 8) {
+	if (argc == 9)
+		level = !strcmp(argv[8], "lt");
+	if (argc >= 8) {
 		off_tx_len = atoi(argv[1]);
 		off_current = atoi(argv[2]);
 		off_listen_fd = atoi(argv[3]);
@@ -151,7 +155,8 @@ int main(int argc, char **argv)
 					setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 					lens[c] = 0;
 					struct epoll_event ce = {
-						.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+						.events = level ? EPOLLIN | EPOLLRDHUP
+								: EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
 						.data.u64 = (uint64_t)c,
 					};
 					epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce);

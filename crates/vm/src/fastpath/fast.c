@@ -295,7 +295,7 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct ev *event)
 }
 
 /* Appends the ready events of the page's descriptors registered in instance `id`. */
-static int collect(struct kvmjs_fast_page *p, uint64_t id, struct ev *out, int max)
+static int collect(struct kvmjs_fast_page *p, uint64_t id, struct ev *out, int max, int *lt)
 {
 	int n = 0;
 	if (max <= 0)
@@ -310,6 +310,7 @@ static int collect(struct kvmjs_fast_page *p, uint64_t id, struct ev *out, int m
 			out[n].data = p->listen_data;
 			n++;
 			p->listen_reported = 1;
+			*lt |= !edge;
 		}
 	}
 	for (int i = 0; i < KVMJS_FAST_SLOTS && n < max; i++) {
@@ -332,10 +333,24 @@ static int collect(struct kvmjs_fast_page *p, uint64_t id, struct ev *out, int m
 		out[n].data = s->reg_data;
 		n++;
 		s->reg_pending = 0;
+		*lt |= !(s->reg_events & EV_ET);
 		if (s->reg_events & EV_ONESHOT)
 			s->reg_events &= EV_CONTROL;
 	}
 	return n;
+}
+
+/* The host's epoll_wait (or epoll_pwait), saying in the page that the library makes it:
+ * the host then knows the library adds its own events to what the call returns. */
+static long host_wait(struct kvmjs_fast_page *p, int nr, int epfd, struct ev *events, int max,
+		      int timeout, const void *sigmask, long sigsetsize)
+{
+	__atomic_store_n(&p->waiting_epfd, epfd + 1, __ATOMIC_RELEASE);
+	long r = sys6(nr, epfd, (long)events, max, timeout, (long)sigmask, sigsetsize);
+	int mine = epfd + 1;
+	__atomic_compare_exchange_n(&p->waiting_epfd, &mine, 0, 0, __ATOMIC_RELEASE,
+				    __ATOMIC_RELAXED);
+	return r;
 }
 
 static int wait(int epfd, struct ev *events, int max, int timeout, const void *sigmask,
@@ -345,32 +360,37 @@ static int wait(int epfd, struct ev *events, int max, int timeout, const void *s
 	if (!p || max <= 0 || !events)
 		return (int)ret(sys6(nr, epfd, (long)events, max, timeout, (long)sigmask, sigsetsize));
 	uint64_t id = 0;
-	int n = 0;
+	int n = 0, lt = 0;
 	if (lock(p)) {
 		id = epoll_id(p, epfd);
 		if (id)
-			n = collect(p, id, events, max);
+			n = collect(p, id, events, max, &lt);
 		if (n)
 			p->answered++;
 		unlock(p);
 	}
-	if (n)
+	if (n) {
+		/* A level-triggered event is ready at every wait: Linux reports the other ready
+		 * descriptors with it, so the host is asked too (without waiting), or a program
+		 * that keeps such a registration would never see its timers and wakers. */
+		if (lt && n < max) {
+			long r = host_wait(p, nr, epfd, events + n, max - n, 0, sigmask, sigsetsize);
+			if (r > 0)
+				n += (int)r;
+		}
 		return n;
+	}
 	/* Nothing of ours is ready: the host waits (and takes the response, if one is
 	 * complete; module docs). It may also end the wait at once with 0 when it has put a
 	 * new connection in the page. */
-	__atomic_store_n(&p->waiting_epfd, epfd + 1, __ATOMIC_RELEASE);
-	long r = sys6(nr, epfd, (long)events, max, timeout, (long)sigmask, sigsetsize);
-	int mine = epfd + 1;
-	__atomic_compare_exchange_n(&p->waiting_epfd, &mine, 0, 0, __ATOMIC_RELEASE,
-				    __ATOMIC_RELAXED);
+	long r = host_wait(p, nr, epfd, events, max, timeout, sigmask, sigsetsize);
 	if (r < 0)
 		return (int)ret(r);
 	if (r < max && lock(p)) {
 		if (!id)
 			id = epoll_id(p, epfd);
 		if (id)
-			r += collect(p, id, events + r, max - (int)r);
+			r += collect(p, id, events + r, max - (int)r, &lt);
 		unlock(p);
 	}
 	return (int)r;
@@ -631,6 +651,10 @@ EXPORT int close(int fd)
 		s->reg_epoll = 0;
 		p->answered++;
 	}
+	/* An epoll instance's descriptor: the number may come back as another one. */
+	for (int i = 0; i < KVMJS_FAST_EPOLLS; i++)
+		if (p->epolls[i].fd == fd)
+			p->epolls[i].fd = -1;
 	unlock(p);
 	return s ? 0 : (int)ret(sys6(NR_close, fd, 0, 0, 0, 0, 0));
 }

@@ -6,7 +6,7 @@ use crate::fs::{flags, OpenFile, MAX_FDS};
 use crate::memory::GuestMemory;
 use crate::mm::vma::{Backing, Special, PROT_READ, PROT_WRITE};
 use crate::mm::{AddressSpace, MmError};
-use crate::net::epoll::{Epoll, Op};
+use crate::net::epoll::{Epoll, Op, EPOLLET, EPOLLONESHOT};
 use crate::net::tcp::{SharedConn, TcpSocket};
 use crate::process::Process;
 use crate::syscalls::Args;
@@ -121,6 +121,13 @@ impl FastState {
             }
             page.tx_len = 0;
         }
+        // A wait the library does not make (a raw epoll_wait, epoll_pwait2) would miss the
+        // library's registrations in that instance: the host takes those over first.
+        let raw_wait = is_wait(nr) && i64::from(page.waiting_epfd) != args[0] as i64 + 1
+            || nr == Sysno::epoll_pwait2.id() as u64;
+        let raw_instance = raw_wait
+            .then(|| proc.fds.get(args[0]).and_then(|e| e.file.wait_id()))
+            .flatten();
         for i in 0..SLOTS {
             let Some(mut h) = self.slots[i] else {
                 continue;
@@ -151,7 +158,9 @@ impl FastState {
                         proc.changed = true;
                         page.slots[i] = free_slot();
                         self.slots[i] = None;
-                    } else if touches(nr, args, h.fd) {
+                    } else if touches(nr, args, h.fd)
+                        || (ps.reg_epoll != 0 && raw_instance == Some(ps.reg_epoll))
+                    {
                         take_over(proc, &h, &ps, &d);
                         page.slots[i].state = state::HOST;
                         self.slots[i] = None;
@@ -201,6 +210,34 @@ impl FastState {
         if !ready {
             return false;
         }
+        // Everything that can refuse comes before anything changes.
+        let Some(l) = proc.fds.get(listen_fd).cloned() else {
+            return false;
+        };
+        let Some(lsock) = l.file.as_any().downcast_ref::<TcpSocket>() else {
+            return false;
+        };
+        if proc.fds.open_count() >= MAX_FDS {
+            return false;
+        }
+        let (epolls, reg) = epolls_of(proc, &l);
+        let Some((_, _, listen_epoll)) = reg else {
+            // The library can only report a listener registered in an epoll instance.
+            return false;
+        };
+        let lkey = l.file.wait_id().map(WaitKey::File);
+        let wakes_the_listener = if expect == abi::FLUSHING {
+            // After a response: the next wait is this thread's, unless another thread
+            // already waits on the listener (that one must see the connection).
+            !lkey.is_some_and(|k| proc.tasks.any_blocked_on(&k))
+        } else {
+            // A wait on the instance the listener is registered in.
+            let epfd = u64::try_from(expect - 1).unwrap_or(u64::MAX);
+            proc.fds.get(epfd).and_then(|e| e.file.wait_id()) == Some(listen_epoll)
+        };
+        if !wakes_the_listener {
+            return false;
+        }
         // The rx area is reused: a connection with request bytes still unread is the
         // host's from now on.
         for i in 0..SLOTS {
@@ -215,32 +252,24 @@ impl FastState {
                 }
             }
         }
-        let Some(i) = (0..SLOTS).find(|&i| {
+        let free = (0..SLOTS).find(|&i| {
             self.slots[i].is_none() && matches!(page.slots[i].state, state::FREE | state::HOST)
-        }) else {
-            return false;
-        };
-        let Some(l) = proc.fds.get(listen_fd).cloned() else {
-            return false;
-        };
-        let Some(lsock) = l.file.as_any().downcast_ref::<TcpSocket>() else {
-            return false;
-        };
-        if proc.fds.open_count() >= MAX_FDS {
-            return false;
-        }
-        let id = proc.fds.new_object_id();
-        let Ok((sock, peer)) = lsock.accept_conn(id, conn.clone()) else {
-            return false;
-        };
-        let local = sock.local_addr();
-        // As deno's accept4 asks (the library applies what the program really asked).
-        let desc = OpenFile::new(Arc::new(sock), flags::RDWR | flags::NONBLOCK);
-        let Ok(fd) = proc.fds.insert(desc, true) else {
+        });
+        let placed = free.and_then(|i| {
+            let id = proc.fds.new_object_id();
+            let (sock, peer) = lsock.accept_conn(id, conn.clone()).ok()?;
+            let local = sock.local_addr();
+            // As deno's accept4 asks (the library applies what the program really asked).
+            let desc = OpenFile::new(Arc::new(sock), flags::RDWR | flags::NONBLOCK);
+            let fd = proc.fds.insert(desc, true).ok()?;
+            Some((i, id, fd, peer, local))
+        });
+        let Some((i, id, fd, peer, local)) = placed else {
+            // The take-overs above stand: the library must see them.
+            let _ = mem.write(self.addr, &page.to_bytes());
             return false;
         };
         proc.changed = true;
-        let (epolls, reg) = epolls_of(proc, &l);
         page.epolls = epolls;
         (page.listen_events, page.listen_data, page.listen_epoll) = reg.unwrap_or_default();
         page.listen_fd = listen_fd as i32;
@@ -403,6 +432,13 @@ fn take_over(proc: &mut Process, h: &HostSlot, ps: &Slot, d: &Arc<OpenFile>) {
                     .ctl(Op::Add, h.fd, d, ps.reg_events, ps.reg_data)
                     .is_ok()
                 {
+                    // A one-shot entry the library already reported (no event bits left)
+                    // stays quiet until the program re-arms it.
+                    let fired = ps.reg_events & EPOLLONESHOT != 0
+                        && ps.reg_events & !(EPOLLONESHOT | EPOLLET | (1 << 29) | (1 << 28)) == 0;
+                    if fired {
+                        epoll.disable(h.fd, d);
+                    }
                     if let Some(w) = ep.file.wait_id() {
                         proc.tasks.notify(&WaitKey::File(w));
                     }
@@ -461,12 +497,59 @@ fn free_slot() -> Slot {
     }
 }
 
+/// The epoll waits: the library's own (it adds its events to what they return) or raw.
+fn is_wait(nr: u64) -> bool {
+    [Sysno::epoll_wait, Sysno::epoll_pwait, Sysno::epoll_pwait2]
+        .into_iter()
+        .any(|s| s.id() as u64 == nr)
+}
+
+/// Calls whose first argument is not a descriptor (a flag, an id, an address) among those
+/// servers make often: they name no connection.
+const NO_FD_FIRST: &[Sysno] = &[
+    Sysno::rt_sigaction,
+    Sysno::rt_sigprocmask,
+    Sysno::rt_sigreturn,
+    Sysno::sigaltstack,
+    Sysno::clock_gettime,
+    Sysno::clock_getres,
+    Sysno::clock_nanosleep,
+    Sysno::nanosleep,
+    Sysno::kill,
+    Sysno::tkill,
+    Sysno::tgkill,
+    Sysno::prctl,
+    Sysno::arch_prctl,
+    Sysno::exit,
+    Sysno::exit_group,
+    Sysno::futex,
+    Sysno::munmap,
+    Sysno::mprotect,
+    Sysno::madvise,
+    Sysno::mremap,
+    Sysno::brk,
+    Sysno::socket,
+    Sysno::eventfd2,
+    Sysno::epoll_create1,
+    Sysno::timerfd_create,
+    Sysno::getrandom,
+    Sysno::sched_yield,
+    Sysno::sched_getaffinity,
+    Sysno::prlimit64,
+    Sysno::set_robust_list,
+    Sysno::rseq,
+    Sysno::getpid,
+    Sysno::getppid,
+    Sysno::gettid,
+    Sysno::uname,
+];
+
 /// Whether call `nr(args)` names descriptor `fd` (then the host must own it before the call
 /// runs). Errs on the side of yes: a take-over is always correct, only slower. Waits are
-/// no: the library adds its events to what the host's wait returns.
+/// handled apart (`is_wait`).
 fn touches(nr: u64, a: &Args, fd: u64) -> bool {
     let is = |s: Sysno| s.id() as u64 == nr;
-    if is(Sysno::epoll_wait) || is(Sysno::epoll_pwait) || is(Sysno::epoll_pwait2) {
+    if is_wait(nr) || NO_FD_FIRST.iter().copied().any(is) {
         return false;
     }
     if is(Sysno::epoll_ctl) {

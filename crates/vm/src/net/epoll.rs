@@ -139,8 +139,18 @@ impl Epoll {
     pub fn registration(&self, target: &Arc<OpenFile>) -> Option<(u32, u64)> {
         lock(&self.interest)
             .iter()
-            .find(|i| std::ptr::eq(i.target.as_ptr(), Arc::as_ptr(target)))
+            .find(|i| std::ptr::eq(i.target.as_ptr(), Arc::as_ptr(target)) && !i.disabled)
             .map(|i| (i.events, i.data))
+    }
+
+    /// Marks the entry of `fd` (description `target`) as a one-shot entry that fired: it
+    /// reports nothing until EPOLL_CTL_MOD re-arms it.
+    pub fn disable(&self, fd: u64, target: &Arc<OpenFile>) {
+        for i in lock(&self.interest).iter_mut() {
+            if i.fd == fd && std::ptr::eq(i.target.as_ptr(), Arc::as_ptr(target)) {
+                i.disabled = true;
+            }
+        }
     }
 
     /// Takes up to `max` ready events (marking edge-triggered and one-shot entries).

@@ -339,6 +339,13 @@ impl Tasks {
         hits.len()
     }
 
+    /// Whether a task is blocked on `key`.
+    pub fn any_blocked_on(&self, key: &WaitKey) -> bool {
+        self.tasks
+            .values()
+            .any(|t| matches!(&t.state, State::Blocked { block, .. } if block.keys.contains(key)))
+    }
+
     /// Wakes every task blocked on `key`; handlers use [`notify`], which also marks the
     /// process changed. Returns how many woke.
     pub fn notify(&mut self, key: &WaitKey) -> usize {

@@ -290,4 +290,72 @@ fn touches_names_the_descriptor_where_each_call_takes_it() {
         21
     ));
     assert!(!touches(u64::MAX, &[u64::MAX; 6], 21));
+    // A signal number, a clock id: no descriptor.
+    assert!(!touches(n(Sysno::rt_sigaction), &[21, 0, 0, 8, 0, 0], 21));
+    assert!(!touches(n(Sysno::clock_gettime), &[21, 0, 0, 0, 0, 0], 21));
+}
+
+#[test]
+fn a_raw_wait_on_the_connection_s_instance_takes_it_over() {
+    let mut s = setup();
+    let fd = s.accept();
+    let (id, epfd) = (s.page().epolls[0].id, s.epfd);
+    s.set(|p| {
+        let sl = &mut p.slots[0];
+        sl.reg_epoll = id;
+        sl.reg_epfd = epfd as i32;
+        sl.reg_events = 1 | 1 << 31;
+        sl.reg_data = 5;
+    });
+    // The library's own wait (it says so in the page): the library keeps it.
+    s.set(|p| p.waiting_epfd = epfd as i32 + 1);
+    s.sync(Sysno::epoll_wait, [epfd, 0, 8, 0, 0, 0]);
+    assert_eq!(s.page().slots[0].state, state::OPEN);
+    // A wait the library does not make would never see it: the host takes it over.
+    s.set(|p| p.waiting_epfd = 0);
+    s.sync(Sysno::epoll_pwait2, [epfd, 0, 8, 0, 0, 0]);
+    assert_eq!(s.page().slots[0].state, state::HOST);
+    let d = s.f.proc.fds.get(fd).unwrap().clone();
+    let ep = s.f.proc.fds.get(epfd).unwrap().clone();
+    let epoll = ep.file.as_any().downcast_ref::<Epoll>().unwrap();
+    assert_eq!(epoll.registration(&d), Some((1 | 1 << 31, 5)));
+}
+
+#[test]
+fn a_fired_one_shot_registration_stays_quiet_after_a_take_over() {
+    let mut s = setup();
+    let fd = s.accept();
+    let (id, epfd) = (s.page().epolls[0].id, s.epfd as i32);
+    s.set(|p| {
+        let sl = &mut p.slots[0];
+        sl.reg_epoll = id;
+        sl.reg_epfd = epfd;
+        // What the library leaves of EPOLLIN|EPOLLONESHOT once it reported it.
+        sl.reg_events = 1 << 30;
+    });
+    s.sync(Sysno::fcntl, [fd, 3, 0, 0, 0, 0]);
+    let d = s.f.proc.fds.get(fd).unwrap().clone();
+    let ep = s.f.proc.fds.get(s.epfd).unwrap().clone();
+    let epoll = ep.file.as_any().downcast_ref::<Epoll>().unwrap();
+    assert_eq!(epoll.registration(&d), None, "disabled until re-armed");
+    assert!(epoll.collect(8).is_empty());
+}
+
+#[test]
+fn no_hand_over_in_a_wait_on_an_instance_without_the_listener() {
+    let mut s = setup();
+    // A second epoll instance, without the listener; the library waits there.
+    let other = s.f.call(Sysno::epoll_create1, [0; 6]) as u64;
+    s.set(|p| p.waiting_epfd = other as i32 + 1);
+    let conn = Arc::new(Mutex::new(Conn::new(REQUEST.to_vec(), 49153)));
+    let expect = other as i32 + 1;
+    assert!(!s
+        .fast
+        .place(&mut s.f.mem, &mut s.f.proc, s.lfd, &conn, REQUEST, expect));
+    // The library handing a response over, no other thread waiting: allowed.
+    s.set(|p| p.waiting_epfd = kvmjs_abi::fast::FLUSHING);
+    let flushing = kvmjs_abi::fast::FLUSHING;
+    assert!(s
+        .fast
+        .place(&mut s.f.mem, &mut s.f.proc, s.lfd, &conn, REQUEST, flushing));
 }
