@@ -292,22 +292,31 @@ impl Vm {
         let mut stats = RequestStats::default();
         for _ in 0..w.num_requests {
             self.pos = Position::InWait(pending);
-            self.serve_net(&req, deadline, &mut stats)?;
-            pending = match self.pos {
-                Position::AfterResponse(t) => self.back_to_wait(t, deadline, false, &mut stats)?,
-                // Its background work runs now, before the snapshot, within its limit.
-                Position::Background(t) => {
-                    let until = deadline.min(Instant::now() + self.cfg.max_background_time);
-                    self.back_to_wait(t, until, true, &mut stats)?
-                }
-                _ => {
-                    return Err(RequestError::Broken(
-                        "warm-up did not end in a response".into(),
-                    ))
-                }
-            };
+            pending = self.warm_up_once(&req, deadline, &mut stats)?;
         }
         Ok(pending)
+    }
+
+    /// One warm-up request (before a snapshot, so its effects are kept), from where the
+    /// guest is, and on until it is back in its wait, which it returns.
+    fn warm_up_once(
+        &mut self,
+        req: &Request,
+        deadline: Instant,
+        stats: &mut RequestStats,
+    ) -> Result<Pending, RequestError> {
+        self.serve_net(req, deadline, stats)?;
+        match self.pos {
+            Position::AfterResponse(t) => self.back_to_wait(t, deadline, false, stats),
+            // Its background work runs now, before the snapshot, within its limit.
+            Position::Background(t) => {
+                let until = deadline.min(Instant::now() + self.cfg.max_background_time);
+                self.back_to_wait(t, until, true, stats)
+            }
+            _ => Err(RequestError::Broken(
+                "warm-up did not end in a response".into(),
+            )),
+        }
     }
 
     /// For an ephemeral program on the fast path, after the snapshot: tries one warm-up
@@ -380,19 +389,7 @@ impl Vm {
         let mut stats = RequestStats::default();
         let mut pending = None;
         for _ in 0..SETTLE_STEP {
-            self.serve_net(req, deadline, &mut stats)?;
-            let p = match self.pos {
-                Position::AfterResponse(t) => self.back_to_wait(t, deadline, false, &mut stats)?,
-                Position::Background(t) => {
-                    let until = deadline.min(Instant::now() + self.cfg.max_background_time);
-                    self.back_to_wait(t, until, true, &mut stats)?
-                }
-                _ => {
-                    return Err(RequestError::Broken(
-                        "a warm-up request did not end in a response".into(),
-                    ))
-                }
-            };
+            let p = self.warm_up_once(req, deadline, &mut stats)?;
             self.pos = Position::InWait(p);
             pending = Some(p);
         }

@@ -385,7 +385,9 @@ impl Vm {
             .snapshot
             .clone()
             .ok_or_else(|| RequestError::Broken("no snapshot".into()))?;
+        let t0 = std::time::Instant::now();
         let dirty = self.machine.dirty_log()?;
+        let t_log = t0.elapsed();
         if let Some(t) = self.dirty_trace.as_mut() {
             t.clear();
         }
@@ -395,15 +397,18 @@ impl Vm {
             self.hot.as_ref(),
             self.dirty_trace.as_mut(),
         );
+        let t_restore = t0.elapsed();
         self.machine.protect(&protect)?;
         // The tables are back as in the snapshot: KVM must forget every translation of a
         // frame whose mapping the request changed (crate::mm, shadow paging).
         self.mem
             .reset_mappings()
             .map_err(|e| RequestError::Broken(format!("invalidating guest mappings: {e}")))?;
+        let t_maps = t0.elapsed();
         if self.proc.changed || full {
             self.proc = snap.proc.clone();
         }
+        let t_proc = t0.elapsed();
         self.net.unrun = None;
         // Always: ring 3 can load segment selectors (and so change FS/GS) without a trap,
         // and nothing of a request may reach the next one. Applied at the next entry through
@@ -419,6 +424,19 @@ impl Vm {
             req_ptr: snap.req_ptr,
             trap: None,
         };
+        tracing::trace!(
+            program = %self.cfg.name,
+            "reset: {} pages restored ({} copied), {} compared, {} re-protected; dirty log {:?}, restore {:?}, mappings {:?}, process {:?}, total {:?}",
+            st.dirty_pages,
+            st.copied_pages,
+            st.checked_pages,
+            st.protected_pages,
+            t_log,
+            t_restore - t_log,
+            t_maps - t_restore,
+            t_proc - t_maps,
+            t0.elapsed()
+        );
         Ok(st.dirty_pages)
     }
 }

@@ -3,11 +3,11 @@
 //! request sent before `finish` finds the snapshot's state, not the previous request's.
 //! Needs /dev/kvm and the system C compiler; without them these tests fail (never skip).
 
+mod common;
 use kvmjs_vm::config::{AllowedPath, ListenSpec, VmConfig};
 use kvmjs_vm::request::Request;
 use kvmjs_vm::vm::Vm;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,23 +61,7 @@ int main(void) {
 "#;
 
 fn compile(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kvmjs-deferred-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, SERVER).expect("write source");
-    let bin = dir.join(name);
-    let out = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("the system C compiler (cc) is needed for this test");
-    assert!(
-        out.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+    common::compile_c(name, SERVER)
 }
 
 fn boot(bin: &Path, ephemeral: bool) -> Vm {

@@ -6,42 +6,22 @@
 //!
 //! `cargo test -p kvmjs-vm --test fast_path -- --nocapture` prints the per-request figures.
 
+mod common;
+use common::compile_c_file;
 use kvmjs_abi::fast::{Page, Slot};
 use kvmjs_vm::config::{AllowedPath, ListenSpec, VmConfig};
 use kvmjs_vm::request::{Request, RequestStats};
 use kvmjs_vm::vm::Vm;
 use std::mem::offset_of;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root exists")
-}
-
 /// tests/guests/c/epoll-server.c, built dynamically with the system compiler.
 fn server() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kvmjs-fast-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let bin = dir.join("epoll-server");
-    let out = Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&bin)
-        .arg(repo().join("tests/guests/c/epoll-server.c"))
-        .output()
-        .expect("the system C compiler (cc) is needed for this test");
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+    compile_c_file("epoll-server", "tests/guests/c/epoll-server.c")
 }
 
 fn cfg(bin: &Path, ephemeral: bool, fast_path: bool) -> VmConfig {

@@ -6,22 +6,16 @@
 //!
 //! `cargo test -p kvmjs-vm --test listen -- --nocapture` prints the per-request figures.
 
+mod common;
+use common::{compile_c, repo};
 use kvmjs_vm::config::{AllowedPath, ListenSpec, VmConfig, Warmup};
 use kvmjs_vm::request::{Request, RequestStats};
 use kvmjs_vm::vm::{RequestError, Vm};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root exists")
-}
 
 fn listen_cfg(program: &Path, args: &[&str], env: &[&str], extra: &[PathBuf]) -> VmConfig {
     let program = program.canonicalize().expect("the program exists");
@@ -264,25 +258,6 @@ int main(void) {
 
 /// Compiles C `source` into a program named `name` (its own directory: tests run in
 /// parallel).
-fn compile_c(name: &str, source: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kvmjs-listen-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, source).expect("write source");
-    let bin = dir.join(name);
-    let out = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("the system C compiler (cc) is needed for this test");
-    assert!(
-        out.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
-}
 
 #[test]
 fn c_server_with_blocking_accept_ephemeral_and_not() {

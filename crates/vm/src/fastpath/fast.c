@@ -566,27 +566,32 @@ static void hand_over(struct kvmjs_fast_page *p)
 				    __ATOMIC_RELAXED);
 }
 
-EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr,
-		      uint32_t alen)
+/* The library's part of a send on `fd` (sendto, write, writev): the buffers go to the tx
+ * area when `fd` is an open slot, the call is `allowed` (flags the page can honour) and all
+ * of it fits, then the hand-over if that completed the response. -1: the host makes the
+ * call. */
+static long lib_send(int fd, const struct iov *v, int n, int allowed)
 {
 	struct kvmjs_fast_page *p = enter(fd);
 	if (!p)
-		return ret(sys6(NR_sendto, fd, (long)buf, (long)len, flags, (long)addr, alen));
+		return -1;
 	struct kvmjs_fast_slot *s = open_slot(p, fd);
-	long r = -1;
-	if (s && !addr && !(flags & ~(MSG_DONTWAIT_ | MSG_NOSIGNAL_))) {
-		struct iov v = { buf, len };
-		r = slot_send(p, s, &v, 1);
-	}
+	long r = s && allowed ? slot_send(p, s, v, n) : -1;
 	int done = r >= 0 && tx_complete(p);
 	if (r >= 0)
 		p->answered++;
 	unlock(p);
-	if (r < 0)
-		return ret(sys6(NR_sendto, fd, (long)buf, (long)len, flags, (long)addr, alen));
 	if (done)
 		hand_over(p);
 	return r;
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr,
+		      uint32_t alen)
+{
+	struct iov v = { buf, len };
+	long r = lib_send(fd, &v, 1, !addr && !(flags & ~(MSG_DONTWAIT_ | MSG_NOSIGNAL_)));
+	return r >= 0 ? r : ret(sys6(NR_sendto, fd, (long)buf, (long)len, flags, (long)addr, alen));
 }
 
 EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
@@ -596,44 +601,15 @@ EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
 
 EXPORT ssize_t write(int fd, const void *buf, size_t len)
 {
-	struct kvmjs_fast_page *p = enter(fd);
-	if (!p)
-		return ret(sys6(NR_write, fd, (long)buf, (long)len, 0, 0, 0));
-	struct kvmjs_fast_slot *s = open_slot(p, fd);
-	long r = -1;
-	if (s) {
-		struct iov v = { buf, len };
-		r = slot_send(p, s, &v, 1);
-	}
-	int done = r >= 0 && tx_complete(p);
-	if (r >= 0)
-		p->answered++;
-	unlock(p);
-	if (r < 0)
-		return ret(sys6(NR_write, fd, (long)buf, (long)len, 0, 0, 0));
-	if (done)
-		hand_over(p);
-	return r;
+	struct iov v = { buf, len };
+	long r = lib_send(fd, &v, 1, 1);
+	return r >= 0 ? r : ret(sys6(NR_write, fd, (long)buf, (long)len, 0, 0, 0));
 }
 
 EXPORT ssize_t writev(int fd, const struct iov *v, int n)
 {
-	struct kvmjs_fast_page *p = enter(fd);
-	if (!p)
-		return ret(sys6(NR_writev, fd, (long)v, n, 0, 0, 0));
-	struct kvmjs_fast_slot *s = open_slot(p, fd);
-	long r = -1;
-	if (s && v && n > 0 && n <= 1024)
-		r = slot_send(p, s, v, n);
-	int done = r >= 0 && tx_complete(p);
-	if (r >= 0)
-		p->answered++;
-	unlock(p);
-	if (r < 0)
-		return ret(sys6(NR_writev, fd, (long)v, n, 0, 0, 0));
-	if (done)
-		hand_over(p);
-	return r;
+	long r = lib_send(fd, v, n, v && n > 0 && n <= 1024);
+	return r >= 0 ? r : ret(sys6(NR_writev, fd, (long)v, n, 0, 0, 0));
 }
 
 /* ---- the rest of a connection's life ------------------------------------------------ */
