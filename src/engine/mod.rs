@@ -3,6 +3,7 @@
 //! response types, so another engine (V8) can sit behind the same interface later.
 
 pub mod clock;
+pub mod encoding;
 pub mod heap;
 pub mod loader;
 pub mod natives;

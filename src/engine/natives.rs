@@ -1,6 +1,7 @@
 //! The native functions behind the JS prelude (`globalThis.__native`): URL parsing with
-//! the `url` crate's WHATWG API, UTF-8, randomness, clocks and logging. The prelude
-//! builds every Web API class on these; the host removes `__native` once it has run.
+//! the `url` crate's WHATWG API, UTF-8 (every other encoding: `encoding.rs`), randomness,
+//! clocks and logging. The prelude builds every Web API class on these; the host removes
+//! `__native` once it has run.
 //! Also: whether the heap ran out (for telling QuickJS's out-of-memory `null` from an
 //! app's `throw null`).
 
@@ -177,6 +178,10 @@ pub fn install(
     n.set("urlSet", Function::new(ctx.clone(), js_url_set)?)?;
     n.set("utf8Encode", Function::new(ctx.clone(), js_utf8_encode)?)?;
     n.set("utf8Decode", Function::new(ctx.clone(), js_utf8_decode)?)?;
+    n.set(
+        "textDecoder",
+        Function::new(ctx.clone(), super::encoding::js_text_decoder)?,
+    )?;
     n.set(
         "randomFill",
         Function::new(ctx.clone(), |v: Object<'_>| -> Result<()> {

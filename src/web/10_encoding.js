@@ -1,4 +1,5 @@
-// TextEncoder, TextDecoder (Encoding Standard, UTF-8 only), atob/btoa (forgiving-base64).
+// TextEncoder (UTF-8, as the Encoding Standard has it), TextDecoder (every encoding of the
+// standard, through encoding_rs), atob/btoa (forgiving-base64).
 (() => {
   "use strict";
   const native = globalThis.__native;
@@ -56,88 +57,43 @@
   }
   tag(TextEncoder, "TextEncoder");
 
-  // Every label the Encoding Standard maps to UTF-8.
-  const UTF8_LABELS = new Set(["unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8", "utf-8", "utf8", "x-unicode20utf8"]);
   const EMPTY = new Uint8Array(0);
 
-  // Length of an unfinished-but-so-far-valid UTF-8 sequence at the end of b (0 if none);
-  // those bytes are held back so a stream split mid-character decodes as if unsplit.
-  function incompleteTail(b) {
-    const n = b.length;
-    for (let k = 1; k <= 3 && k <= n; k++) {
-      const lead = b[n - k];
-      if ((lead & 0xc0) === 0x80) continue;
-      const need = lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
-      if (need <= k) return 0;
-      if (k >= 2) {
-        const second = b[n - k + 1];
-        const lo = lead === 0xe0 ? 0xa0 : lead === 0xf0 ? 0x90 : 0x80;
-        const hi = lead === 0xed ? 0x9f : lead === 0xf4 ? 0x8f : 0xbf;
-        if (second < lo || second > hi) return 0;
-      }
-      return k;
-    }
-    return 0;
-  }
-
+  // Every encoding of the Encoding Standard, decoded natively by encoding_rs: the native
+  // side owns one streaming decoder per TextDecoder (a split character or BOM waits there
+  // for the next `stream: true` call).
   class TextDecoder {
+    #encoding;
     #fatal;
     #ignoreBOM;
-    #pending = null;  // held-back bytes of a split character (stream mode)
-    #bomSeen = false; // once any bytes were decoded in this stream, a BOM is content
+    #decode; // native decode(bytes, stream), holding this decoder's state
 
     constructor(label = "utf-8", options = undefined) {
-      const l = toDOMString(label).replace(/^[\t\n\f\r ]+|[\t\n\f\r ]+$/g, "").toLowerCase();
+      const l = toDOMString(label);
       const opts = dict(options, "TextDecoder constructor");
-      // DEVIATION: only UTF-8 is supported; every other (even valid) label throws RangeError.
-      if (!UTF8_LABELS.has(l)) throw new RangeError(`TextDecoder: the encoding label provided ('${label}') is invalid or unsupported.`);
-      this.#fatal = !!opts.fatal;
-      this.#ignoreBOM = !!opts.ignoreBOM;
+      const fatal = !!opts.fatal;
+      const ignoreBOM = !!opts.ignoreBOM;
+      // null for an unknown label and for the replacement encoding's labels.
+      const d = native.textDecoder(l, fatal, ignoreBOM);
+      if (d === null) throw new RangeError(`The encoding label provided ('${l}') is invalid.`);
+      this.#encoding = d[0];
+      this.#decode = d[1];
+      this.#fatal = fatal;
+      this.#ignoreBOM = ignoreBOM;
     }
 
-    get encoding() { return "utf-8"; }
+    get encoding() { return this.#encoding; }
     get fatal() { return this.#fatal; }
     get ignoreBOM() { return this.#ignoreBOM; }
 
     decode(input = undefined, options = undefined) {
       let bytes = EMPTY;
-      if (input !== undefined && input !== null) {
+      if (input !== undefined) {
         bytes = bufferSourceBytes(input);
         if (bytes === null) throw new TypeError("TextDecoder.decode: input is not an ArrayBuffer or ArrayBufferView.");
-      } else if (input === null) {
-        throw new TypeError("TextDecoder.decode: input is not an ArrayBuffer or ArrayBufferView.");
       }
       const stream = !!dict(options, "TextDecoder.decode").stream;
-      if (this.#pending !== null) {
-        const joined = new Uint8Array(this.#pending.length + bytes.length);
-        joined.set(this.#pending);
-        joined.set(bytes, this.#pending.length);
-        bytes = joined;
-        this.#pending = null;
-      }
-      if (stream) {
-        const keep = incompleteTail(bytes);
-        if (keep > 0) {
-          this.#pending = bytes.slice(bytes.length - keep);
-          bytes = bytes.subarray(0, bytes.length - keep);
-        }
-      }
-      let out = "";
-      if (bytes.length > 0) {
-        try {
-          out = native.utf8Decode(bytes, this.#fatal, this.#ignoreBOM || this.#bomSeen);
-        } catch (e) {
-          this.#pending = null;
-          this.#bomSeen = false;
-          throw e;
-        }
-        this.#bomSeen = true;
-      }
-      if (!stream) {
-        this.#bomSeen = false;
-        this.#pending = null;
-      }
-      return out;
+      return this.#decode(bytes, stream);
     }
   }
   tag(TextDecoder, "TextDecoder");

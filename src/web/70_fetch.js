@@ -7,6 +7,7 @@
     defineGlobal, requireArgs, tag, dict, toUSVString, toByteString, toDOMString, toUnsignedShort,
     bufferSourceBytes, concatBytes, streams, headers: H, isBlob, blobBytes, makeBlob,
     isURLSearchParams, formSerialize, paramsList, isAbortSignal, followSignal, newSignal, typedArrayName,
+    isFormData, formDataList, multipartEncode, packageFormData,
   } = internal;
 
   const INTERNAL = Symbol("fetch internal");
@@ -34,8 +35,11 @@
     if (isURLSearchParams(object)) {
       return { src: formSerialize(paramsList(object)), stream: null, fromSrc: false, type: "application/x-www-form-urlencoded;charset=UTF-8", used: false };
     }
-    // DEVIATION: FormData bodies are not supported (there is no FormData); such objects are
-    // stringified like any other value.
+    if (isFormData(object)) {
+      // Serialized now: later changes to the FormData do not reach the body.
+      const { bytes, boundary } = multipartEncode(formDataList(object));
+      return { src: bytes, stream: null, fromSrc: false, type: `multipart/form-data; boundary=${boundary}`, used: false };
+    }
     return { src: toUSVString(object), stream: null, fromSrc: false, type: "text/plain;charset=UTF-8", used: false };
   }
 
@@ -127,8 +131,10 @@
       },
       async text() { return decodeText(await consume(stateOf(this).body, true)); },
       async json() { return JSON.parse(decodeText(await consume(stateOf(this).body, true))); },
-      // DEVIATION: formData() is not supported (there is no FormData).
-      async formData() { stateOf(this); throw new TypeError("formData() is not supported."); },
+      async formData() {
+        const st = stateOf(this);
+        return packageFormData(await consume(st.body, false), st.headers);
+      },
     };
     for (const [name, fn] of Object.entries(methods)) {
       Object.defineProperty(Class.prototype, name, { value: fn, writable: true, configurable: true, enumerable: true });

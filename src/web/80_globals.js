@@ -42,7 +42,7 @@
   const PLATFORM_CLASSES = [
     "EventTarget", "Event", "Headers", "Request", "Response", "ReadableStream", "ReadableStreamDefaultReader",
     "ReadableStreamDefaultController", "URL", "URLSearchParams", "TextEncoder", "TextDecoder",
-    "AbortController", "AbortSignal",
+    "AbortController", "AbortSignal", "FormData",
   ];
 
   function unbox(v) {

@@ -40,6 +40,11 @@ const native = {
   },
   utf8Encode(s) { return encoder.encode(s); },
   utf8Decode(bytes, fatal, ignoreBOM) { return new NodeTextDecoder("utf-8", { fatal, ignoreBOM }).decode(bytes); },
+  textDecoder(label, fatal, ignoreBOM) {
+    let d;
+    try { d = new NodeTextDecoder(label, { fatal, ignoreBOM }); } catch { return null; }
+    return [d.encoding, (bytes, stream) => d.decode(bytes, { stream })];
+  },
   randomFill(view) { randomFillSync(view); },
   now() { return nodePerformance.now(); },
   wallNow() { return Date.now(); },

@@ -2,6 +2,7 @@
 // the QuickJS guest (run_webapi.js) and under Node (node_harness.mjs).
 import { tests as core } from "./webapi/core.js";
 import { tests as fetchTests } from "./webapi/fetch.js";
+import { tests as formData } from "./webapi/formdata.js";
 import { tests as globals } from "./webapi/globals.js";
 
-export const tests = [...core, ...fetchTests, ...globals];
+export const tests = [...core, ...fetchTests, ...formData, ...globals];

@@ -190,9 +190,20 @@ export const tests = [
   }],
   ["TextDecoder labels", () => {
     for (const l of ["utf8", " UTF-8\n", "unicode-1-1-utf-8", "Utf8"]) assertEq(new TextDecoder(l).encoding, "utf-8");
-    assertThrows(() => new TextDecoder("latin1"), RangeError);
-    assertThrows(() => new TextDecoder("utf-16le"), RangeError);
+    assertEq(new TextDecoder("latin1").encoding, "windows-1252");
+    assertEq(new TextDecoder(" UTF-16\n").encoding, "utf-16le");
+    assertEq(new TextDecoder("SJIS").encoding, "shift_jis");
+    assertThrows(() => new TextDecoder("iso-2022-kr"), RangeError); // the replacement encoding
     assertThrows(() => new TextDecoder("nonsense"), RangeError);
+  }],
+  ["TextDecoder legacy and UTF-16 encodings", () => {
+    assertEq(new TextDecoder("windows-1251").decode(bytes(0x88, 0xc0)), "\u20ac\u0410");
+    assertEq(new TextDecoder("utf-16le").decode(bytes(0xff, 0xfe, 0x41, 0x00)), "A");
+    assertEq(new TextDecoder("utf-16be").decode(bytes(0xff, 0xfe)), "\ufffe", "another encoding's BOM is content");
+    const td = new TextDecoder("shift_jis");
+    assertEq(td.decode(bytes(0x82), { stream: true }), "");
+    assertEq(td.decode(bytes(0xa0, 0x41)), "\u3042A");
+    assertThrows(() => new TextDecoder("utf-16be", { fatal: true }).decode(bytes(0x00)), TypeError);
   }],
   ["TextDecoder stream splits multi-byte sequences", () => {
     const td = new TextDecoder();

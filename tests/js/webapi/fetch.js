@@ -432,7 +432,7 @@ export const tests = [
     assertEq((await new Response(null).arrayBuffer()).byteLength, 0);
     assertEq(new Response().bodyUsed, false);
   }],
-  ["formData is reported as unsupported", async () => {
+  ["formData of a body that is not a form (text/plain) is a TypeError", async () => {
     await assertRejects(new Response("a=b").formData(), TypeError);
   }],
   ["__kvmjsBody returns strings directly and bytes otherwise", async () => {
