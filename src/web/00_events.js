@@ -22,19 +22,39 @@
     "QUOTA_EXCEEDED_ERR", "TIMEOUT_ERR", "INVALID_NODE_TYPE_ERR", "DATA_CLONE_ERR",
   ];
 
-  // Extends Error so that stacks are captured and `instanceof Error` holds, as in browsers.
-  class DOMException extends Error {
-    #name;
-    #message;
+  // WebIDL: DOMException.prototype inherits from Error.prototype, but the constructor itself
+  // inherits from Function.prototype (not from Error), and name/message/code are enumerable
+  // prototype accessors. A stack is still captured, as in browsers.
+  const domExceptionState = new WeakMap();
+  const domState = (e) => {
+    const s = domExceptionState.get(e);
+    if (s === undefined) throw new TypeError("Illegal invocation: not a DOMException.");
+    return s;
+  };
+  class DOMException {
     constructor(message = "", name = "Error") {
-      super();
-      this.#message = toDOMString(message);
-      this.#name = toDOMString(name);
+      domExceptionState.set(this, { message: toDOMString(message), name: toDOMString(name) });
+      let stack = new Error().stack;
+      if (typeof stack === "string") {
+        // V8-style stacks start with a header line; give it this exception's name and message.
+        if (stack !== "" && !/^\s*at\s/.test(stack)) {
+          const s = domExceptionState.get(this);
+          const nl = stack.indexOf("\n");
+          stack = (s.message === "" ? s.name : `${s.name}: ${s.message}`) + (nl === -1 ? "" : stack.slice(nl));
+        }
+        Object.defineProperty(this, "stack", { value: stack, writable: true, configurable: true, enumerable: false });
+      }
     }
-    get name() { return this.#name; }
-    get message() { return this.#message; }
-    get code() { return LEGACY_CODES[this.#name] ?? 0; }
+    get name() { return domState(this).name; }
+    get message() { return domState(this).message; }
+    get code() { return LEGACY_CODES[domState(this).name] ?? 0; }
   }
+  Object.setPrototypeOf(DOMException.prototype, Error.prototype);
+  for (const key of ["name", "message", "code"]) {
+    const desc = Object.getOwnPropertyDescriptor(DOMException.prototype, key);
+    Object.defineProperty(DOMException.prototype, key, { get: desc.get, set: undefined, enumerable: true, configurable: true });
+  }
+  internal.isDOMException = (v) => domExceptionState.has(v);
   CODE_CONSTANTS.forEach((name, i) => {
     const desc = { value: i + 1, writable: false, enumerable: true, configurable: false };
     Object.defineProperty(DOMException, name, desc);
@@ -147,10 +167,56 @@
     return { capture, once, passive, signal };
   }
 
+  // Listener lists live in a WeakMap (not a private field) so that the global object, which
+  // is not created by the EventTarget constructor, can be made an EventTarget too.
+  const listenerMaps = new WeakMap(); // target -> Map(type -> array of listener records)
+  const listenersOf = (target, what) => {
+    // WebIDL: an operation on the global called with an undefined/null `this` uses the global.
+    if (target === undefined || target === null) target = globalThis;
+    const m = listenerMaps.get(target);
+    if (m === undefined) throw new TypeError(`${what}: 'this' is not an EventTarget.`);
+    return m;
+  };
+
+  function removeListener(listeners, type, record) {
+    record.removed = true;
+    const list = listeners.get(type);
+    if (list === undefined) return;
+    const i = list.indexOf(record);
+    if (i !== -1) list.splice(i, 1);
+    if (list.length === 0) listeners.delete(type);
+  }
+
+  function invokeListeners(target, listeners, snapshot, event, s, capturePass) {
+    if (s.stop) return;
+    for (const l of snapshot) {
+      if (l.removed || l.capture !== capturePass) continue;
+      if (l.once) removeListener(listeners, s.type, l);
+      s.inPassiveListener = l.passive;
+      try {
+        const cb = l.callback;
+        if (typeof cb === "function") {
+          cb.call(target, event);
+        } else {
+          const handleEvent = cb.handleEvent;
+          if (typeof handleEvent !== "function") throw new TypeError("listener.handleEvent is not a function.");
+          handleEvent.call(cb, event);
+        }
+      } catch (e) {
+        reportError(e);
+      }
+      s.inPassiveListener = false;
+      if (s.stopImmediate) break;
+    }
+  }
+
   class EventTarget {
-    #listeners = new Map(); // type -> array of listener records, in registration order
+    constructor() {
+      listenerMaps.set(this, new Map());
+    }
 
     addEventListener(type, callback, options = undefined) {
+      const listeners = listenersOf(this, "EventTarget.addEventListener");
       requireArgs(arguments.length, 2, "EventTarget.addEventListener");
       type = toDOMString(type);
       const { capture, once, passive, signal } = flattenOptions(options);
@@ -159,52 +225,46 @@
         throw new TypeError("addEventListener: listener must be a function or an object.");
       }
       if (signal !== undefined && signal.aborted) return;
-      let list = this.#listeners.get(type);
-      if (list === undefined) { list = []; this.#listeners.set(type, list); }
+      let list = listeners.get(type);
+      if (list === undefined) { list = []; listeners.set(type, list); }
       for (const l of list) if (l.callback === callback && l.capture === capture) return;
       const record = { callback, capture, once, passive, removed: false };
       list.push(record);
       if (signal !== undefined) {
-        signal.addEventListener("abort", () => this.#remove(type, record));
+        signal.addEventListener("abort", () => removeListener(listeners, type, record));
       }
     }
 
     removeEventListener(type, callback, options = undefined) {
+      const listeners = listenersOf(this, "EventTarget.removeEventListener");
       requireArgs(arguments.length, 2, "EventTarget.removeEventListener");
       type = toDOMString(type);
       const capture = options !== null && (typeof options === "object" || typeof options === "function")
         ? !!options.capture : !!options;
-      const list = this.#listeners.get(type);
+      const list = listeners.get(type);
       if (list === undefined) return;
       for (const l of list) {
-        if (l.callback === callback && l.capture === capture) { this.#remove(type, l); return; }
+        if (l.callback === callback && l.capture === capture) { removeListener(listeners, type, l); return; }
       }
     }
 
-    #remove(type, record) {
-      record.removed = true;
-      const list = this.#listeners.get(type);
-      if (list === undefined) return;
-      const i = list.indexOf(record);
-      if (i !== -1) list.splice(i, 1);
-      if (list.length === 0) this.#listeners.delete(type);
-    }
-
     dispatchEvent(event) {
+      const listeners = listenersOf(this, "EventTarget.dispatchEvent");
+      const target = this ?? globalThis;
       requireArgs(arguments.length, 1, "EventTarget.dispatchEvent");
       let s;
       try { s = eventState(event); } catch { throw new TypeError("dispatchEvent: parameter 1 is not of type 'Event'."); }
       if (s.dispatching) throw new DOMException("The event is already being dispatched.", "InvalidStateError");
       s.dispatching = true;
-      s.target = this;
-      const list = this.#listeners.get(s.type);
+      s.target = target;
+      const list = listeners.get(s.type);
       if (list !== undefined) {
         // Listeners added during dispatch must not run; removed ones are skipped via `removed`.
         const snapshot = list.slice();
-        s.currentTarget = this;
+        s.currentTarget = target;
         s.phase = 2; // AT_TARGET: capture listeners first, then the others (DOM "invoke" twice)
-        this.#invoke(snapshot, event, s, true);
-        this.#invoke(snapshot, event, s, false);
+        invokeListeners(target, listeners, snapshot, event, s, true);
+        invokeListeners(target, listeners, snapshot, event, s, false);
       }
       s.phase = 0;
       s.currentTarget = null;
@@ -212,29 +272,6 @@
       s.stop = false;
       s.stopImmediate = false;
       return !s.canceled;
-    }
-
-    #invoke(snapshot, event, s, capturePass) {
-      if (s.stop) return;
-      for (const l of snapshot) {
-        if (l.removed || l.capture !== capturePass) continue;
-        if (l.once) this.#remove(s.type, l);
-        s.inPassiveListener = l.passive;
-        try {
-          const cb = l.callback;
-          if (typeof cb === "function") {
-            cb.call(this, event);
-          } else {
-            const handleEvent = cb.handleEvent;
-            if (typeof handleEvent !== "function") throw new TypeError("listener.handleEvent is not a function.");
-            handleEvent.call(cb, event);
-          }
-        } catch (e) {
-          reportError(e);
-        }
-        s.inPassiveListener = false;
-        if (s.stopImmediate) break;
-      }
     }
   }
   tag(EventTarget, "EventTarget");
@@ -247,12 +284,53 @@
     ((e === null && native.heapExhausted()) ||
       (typeof InternalErrorClass === "function" && e instanceof InternalErrorClass && e.message === "out of memory"));
 
-  // DEVIATION: no "error" event is fired at the global scope (it is not an EventTarget);
-  // the exception is only logged. Running out of memory (in a timer, listener or microtask)
-  // also ends the request: it answers 500 "out of memory", as it would from the handler.
+  // HTML ErrorEvent (no MessageEvent-style constructor checks beyond the dictionary).
+  class ErrorEvent extends Event {
+    #init;
+    constructor(type, eventInitDict = undefined) {
+      requireArgs(arguments.length, 1, "ErrorEvent constructor");
+      super(type, eventInitDict);
+      const init = dict(eventInitDict, "ErrorEvent constructor");
+      this.#init = {
+        message: init.message === undefined ? "" : toDOMString(init.message),
+        filename: init.filename === undefined ? "" : internal.toUSVString(init.filename),
+        lineno: init.lineno === undefined ? 0 : init.lineno >>> 0,
+        colno: init.colno === undefined ? 0 : init.colno >>> 0,
+        error: init.error,
+      };
+    }
+    get message() { return this.#init.message; }
+    get filename() { return this.#init.filename; }
+    get lineno() { return this.#init.lineno; }
+    get colno() { return this.#init.colno; }
+    get error() { return this.#init.error; }
+  }
+  tag(ErrorEvent, "ErrorEvent");
+
+  // HTML "report an exception": an "error" ErrorEvent is fired at the global scope; unless a
+  // listener cancels it, the exception is logged. An exception thrown while reporting one
+  // (by an "error" listener) is only logged. Running out of memory (in a timer, listener or
+  // microtask) also ends the request: it answers 500 "out of memory", as it would from the
+  // handler, without firing an event.
+  let reportingError = false;
   function reportError(e) {
     requireArgs(arguments.length, 1, "reportError");
     if (isOutOfMemory(e)) native.outOfMemory();
+    if (!reportingError) {
+      let notHandled = true;
+      reportingError = true;
+      try {
+        let message = "";
+        try { message = e instanceof Error ? `Uncaught ${e.name}: ${e.message}` : `Uncaught ${String(e)}`; } catch { message = "Uncaught exception"; }
+        const event = new ErrorEvent("error", { cancelable: true, message, error: e });
+        notHandled = EventTarget.prototype.dispatchEvent.call(globalThis, event);
+      } catch (inner) {
+        if (isOutOfMemory(inner)) native.outOfMemory();
+      } finally {
+        reportingError = false;
+      }
+      if (!notHandled) return;
+    }
     try {
       const c = globalThis.console;
       if (c && typeof c.error === "function") { c.error("Uncaught", e); return; }
@@ -262,10 +340,26 @@
     native.log(3, internal.toUSVString(`Uncaught ${text}`));
   }
 
-  Object.assign(internal, { DOMException, Event, CustomEvent, EventTarget, reportError, eventState });
+  Object.assign(internal, { DOMException, Event, CustomEvent, ErrorEvent, EventTarget, reportError, eventState });
   defineGlobal("DOMException", DOMException);
   defineGlobal("Event", Event);
   defineGlobal("CustomEvent", CustomEvent);
   defineGlobal("EventTarget", EventTarget);
+  defineGlobal("ErrorEvent", ErrorEvent);
   defineGlobal("reportError", reportError);
+
+  // The global scope is an EventTarget (as in Workers and deno): its prototype chain goes
+  // through EventTarget.prototype, and it has its own listener list.
+  listenerMaps.set(globalThis, new Map());
+  try {
+    // EventTarget.prototype goes just before Object.prototype (QuickJS: right after the global).
+    let holder = globalThis;
+    for (let p = Object.getPrototypeOf(holder); p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p)) holder = p;
+    if (Object.getPrototypeOf(holder) === Object.prototype) Object.setPrototypeOf(holder, EventTarget.prototype);
+  } catch { /* an immutable prototype: fall back to own methods below */ }
+  if (!(globalThis instanceof EventTarget)) {
+    for (const key of ["addEventListener", "removeEventListener", "dispatchEvent"]) {
+      defineGlobal(key, EventTarget.prototype[key]);
+    }
+  }
 })();

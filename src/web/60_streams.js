@@ -246,9 +246,10 @@
     return d.promise;
   }
 
-  // ---- tee (ReadableStreamDefaultTee, cloneForBranch2 = false) ----
+  // ---- tee (ReadableStreamDefaultTee; cloneForBranch2 is true for "tee a ReadableStream",
+  // as fetch's "clone a body" uses: branch 2 then gets a structured clone of each chunk) ----
 
-  function tee(S) {
+  function tee(S, cloneForBranch2 = false) {
     const R = acquireReader(S);
     let reading = false, readAgain = false, canceled1 = false, canceled2 = false;
     let reason1, reason2, branch1, branch2;
@@ -261,8 +262,19 @@
           // Deferred so a synchronously available chunk does not re-enter pull().
           queueMicrotask(() => {
             readAgain = false;
+            let chunk2 = chunk;
+            if (!canceled2 && cloneForBranch2) {
+              try {
+                chunk2 = internal.structuredClone(chunk);
+              } catch (e) {
+                controllerError(branch1.controller, e);
+                controllerError(branch2.controller, e);
+                cancelDone.resolve(streamCancel(S, e));
+                return;
+              }
+            }
             if (!canceled1) controllerEnqueue(branch1.controller, chunk);
-            if (!canceled2) controllerEnqueue(branch2.controller, chunk);
+            if (!canceled2) controllerEnqueue(branch2.controller, chunk2);
             reading = false;
             if (readAgain) pull();
           });
@@ -592,7 +604,7 @@
     isDisturbed: (stream) => streamOf(stream).disturbed,
     isLocked: (stream) => streamOf(stream).reader !== undefined,
     readAllChunks,
-    tee: (stream) => tee(streamOf(stream)).map((S) => S.obj),
+    tee: (stream, cloneForBranch2 = false) => tee(streamOf(stream), cloneForBranch2).map((S) => S.obj),
     // A stream that hands out `chunks` (fresh copies each time) lazily, then closes.
     fromChunks(makeChunks) {
       let queue = null;

@@ -82,7 +82,8 @@
   function cloneBody(b) {
     if (b === null) return null;
     if (b.stream === null) return { src: b.src, stream: null, fromSrc: false, type: b.type, used: false };
-    const [s1, s2] = streams.tee(b.stream);
+    // Fetch "clone a body" tees the stream with cloneForBranch2: the clone's chunks are copies.
+    const [s1, s2] = streams.tee(b.stream, true);
     b.stream = s1;
     b.fromSrc = false;
     return { src: null, stream: s2, fromSrc: false, type: b.type, used: false };

@@ -38,6 +38,64 @@
 
   const dataCloneError = (what) => new DOMException(`${what} could not be cloned.`, "DataCloneError");
 
+  // ArrayBuffer internals (ES2024 resizable buffers, ES2025 transfer) where the engine has them.
+  const abProto = ArrayBuffer.prototype;
+  const abGetter = (key) => Object.getOwnPropertyDescriptor(abProto, key)?.get;
+  const abByteLength = abGetter("byteLength");
+  const abDetached = abGetter("detached");
+  const abResizable = abGetter("resizable");
+  const abMaxByteLength = abGetter("maxByteLength");
+  const abResize = abProto.resize;
+  const abTransfer = abProto.transferToFixedLength ?? abProto.transfer;
+  const isDetached = (b) => abDetached !== undefined && abDetached.call(b);
+  const isResizable = (b) => abResizable !== undefined && abResizable.call(b);
+  const taProto = Object.getPrototypeOf(Uint8Array.prototype);
+  const taBuffer = Object.getOwnPropertyDescriptor(taProto, "buffer").get;
+  const taByteOffset = Object.getOwnPropertyDescriptor(taProto, "byteOffset").get;
+  const taByteLength = Object.getOwnPropertyDescriptor(taProto, "byteLength").get;
+  const dvBuffer = Object.getOwnPropertyDescriptor(DataView.prototype, "buffer").get;
+  const dvByteOffset = Object.getOwnPropertyDescriptor(DataView.prototype, "byteOffset").get;
+  const dvByteLength = Object.getOwnPropertyDescriptor(DataView.prototype, "byteLength").get;
+
+  function cloneArrayBuffer(v) {
+    if (isDetached(v)) throw dataCloneError("A detached ArrayBuffer");
+    if (!isResizable(v)) return abProto.slice.call(v, 0);
+    const length = abByteLength.call(v);
+    const out = new ArrayBuffer(length, { maxByteLength: abMaxByteLength.call(v) });
+    new Uint8Array(out).set(new Uint8Array(v, 0, length));
+    return out;
+  }
+
+  // A view's [[ByteOffset]], byte length and whether it tracks its buffer's length, which
+  // JavaScript does not expose for views on resizable buffers (an out-of-bounds view reports
+  // 0/0): found by growing the buffer to its maximum and then one element less, then
+  // restoring its length and bytes. Returns null for an out-of-bounds view.
+  function viewLayout(v, name, buffer) {
+    const isDV = name === undefined;
+    const offsetOf = () => (isDV ? dvByteOffset.call(v) : taByteOffset.call(v));
+    const lengthOf = () => (isDV ? dvByteLength.call(v) : taByteLength.call(v));
+    if (!isResizable(buffer)) return { offset: offsetOf(), length: lengthOf(), tracking: false };
+    const current = abByteLength.call(buffer);
+    const max = abMaxByteLength.call(buffer);
+    const element = isDV ? 1 : TYPED_ARRAY_CTORS[name].BYTES_PER_ELEMENT;
+    const saved = new Uint8Array(buffer).slice();
+    let offset, length, tracking = false;
+    try {
+      abResize.call(buffer, max);
+      offset = offsetOf();
+      length = lengthOf();
+      if (max - element >= offset && length >= element) {
+        abResize.call(buffer, max - element);
+        try { tracking = lengthOf() === length - element && offsetOf() === offset; } catch { tracking = false; }
+      }
+    } finally {
+      abResize.call(buffer, current);
+      new Uint8Array(buffer).set(saved);
+    }
+    if (tracking) return offset > current ? null : { offset, length: current - offset, tracking };
+    return offset + length > current ? null : { offset, length, tracking };
+  }
+
   // Platform objects that are not [Serializable]; checked by name once their classes exist.
   const PLATFORM_CLASSES = [
     "EventTarget", "Event", "Headers", "Request", "Response", "ReadableStream", "ReadableStreamDefaultReader",
@@ -82,7 +140,7 @@
         if (isRegExp(v)) { out = new RegExp(regexpSource.call(v), regexpFlags.call(v)); memory.set(v, out); return out; }
         break;
       case "[object ArrayBuffer]":
-        if (isArrayBuffer(v)) { out = ArrayBuffer.prototype.slice.call(v, 0); memory.set(v, out); return out; }
+        if (isArrayBuffer(v)) { out = cloneArrayBuffer(v); memory.set(v, out); return out; }
         break;
       case "[object Map]":
         if (isMap(v)) {
@@ -108,11 +166,18 @@
         break;
     }
     if (ArrayBuffer.isView(v)) {
-      const buffer = cloneValue(v.buffer, memory);
       const name = typedArrayName(v);
-      out = name === undefined
-        ? new DataView(buffer, v.byteOffset, v.byteLength)
-        : new TYPED_ARRAY_CTORS[name](buffer, v.byteOffset, v.length);
+      const source = name === undefined ? dvBuffer.call(v) : taBuffer.call(v);
+      const buffer = cloneValue(source, memory); // throws first for a detached buffer
+      const layout = viewLayout(v, name, source);
+      if (layout === null) throw dataCloneError(`An out-of-bounds ${name ?? "DataView"}`);
+      const { offset, length, tracking } = layout;
+      if (name === undefined) {
+        out = tracking ? new DataView(buffer, offset) : new DataView(buffer, offset, length);
+      } else {
+        const Ctor = TYPED_ARRAY_CTORS[name];
+        out = tracking ? new Ctor(buffer, offset) : new Ctor(buffer, offset, length / Ctor.BYTES_PER_ELEMENT);
+      }
       memory.set(v, out);
       return out;
     }
@@ -123,7 +188,7 @@
       memory.set(v, out);
       return out;
     }
-    if (v instanceof DOMException) {
+    if (internal.isDOMException(v)) {
       out = new DOMException(v.message, v.name);
       copyStack(v, out);
       memory.set(v, out);
@@ -167,16 +232,40 @@
     }
   }
 
+  // HTML StructuredSerializeWithTransfer + StructuredDeserializeWithTransfer. Only
+  // ArrayBuffers are transferable here; the clone gets a copy of their bytes and, once the
+  // whole value has been cloned, the originals are detached.
   function structuredClone(value, options = undefined) {
     requireArgs(arguments.length, 1, "structuredClone");
+    const transferList = [];
     if (options !== undefined && options !== null) {
+      if (typeof options !== "object" && typeof options !== "function") {
+        throw new TypeError("structuredClone: options must be an object.");
+      }
       const transfer = options.transfer;
-      // DEVIATION: transferred ArrayBuffers are copied, not detached.
-      if (transfer !== undefined && (transfer === null || typeof transfer[Symbol.iterator] !== "function")) {
-        throw new TypeError("structuredClone: options.transfer must be a sequence.");
+      if (transfer !== undefined) {
+        if (transfer === null || typeof transfer[Symbol.iterator] !== "function") {
+          throw new TypeError("structuredClone: options.transfer must be a sequence.");
+        }
+        for (const item of transfer) {
+          if (item === null || (typeof item !== "object" && typeof item !== "function")) {
+            throw new TypeError("structuredClone: options.transfer must hold objects.");
+          }
+          transferList.push(item);
+        }
       }
     }
-    return cloneValue(value, new Map());
+    const seen = new Set();
+    for (const t of transferList) {
+      if (!isArrayBuffer(t)) throw new DOMException("Value not transferable.", "DataCloneError");
+      if (seen.has(t)) throw new DOMException("An ArrayBuffer is listed twice in the transfer list.", "DataCloneError");
+      if (isDetached(t)) throw new DOMException("A detached ArrayBuffer cannot be transferred.", "DataCloneError");
+      seen.add(t);
+    }
+    const result = cloneValue(value, new Map());
+    // DEVIATION: without ArrayBuffer.prototype.transfer in the engine, nothing is detached.
+    if (abTransfer !== undefined) for (const t of transferList) abTransfer.call(t, 0);
+    return result;
   }
 
   // ---- crypto ----

@@ -147,6 +147,85 @@ export const tests = [
     if (lines) assert(lines.length === 1 && lines[0][0] === 3 && lines[0][1].includes("reported!"), "logged at error level");
     assertThrows(() => reportError(), TypeError);
   }],
+  ["reportError fires a cancelable ErrorEvent at the global scope", () => {
+    const err = new RangeError("to the global");
+    let seen = null;
+    const cancel = (e) => { seen = e; e.preventDefault(); };
+    addEventListener("error", cancel);
+    try {
+      const lines = captureLog(() => reportError(err));
+      assert(seen instanceof ErrorEvent && seen instanceof Event, "an ErrorEvent");
+      assertEq(seen.type, "error"); assertEq(seen.error, err); assertEq(seen.cancelable, true);
+      assert(seen.message.includes("to the global"), seen.message);
+      assertEq(seen.target, globalThis);
+      if (lines) assertEq(lines.length, 0); // cancelled: not logged
+    } finally {
+      removeEventListener("error", cancel);
+    }
+    // Not cancelled: logged. A throwing "error" listener does not recurse; both are logged.
+    const thrower = () => { throw new TypeError("from the listener"); };
+    self.addEventListener("error", thrower);
+    try {
+      const lines = captureLog(() => reportError(new Error("outer")));
+      if (lines) {
+        assertEq(lines.length, 2);
+        assert(lines[0][1].includes("from the listener") && lines[1][1].includes("outer"), JSON.stringify(lines));
+      }
+    } finally {
+      self.removeEventListener("error", thrower);
+    }
+    assertEq(new ErrorEvent("error").error, undefined); assertEq(new ErrorEvent("x", { lineno: 3 }).lineno, 3);
+  }],
+  ["the global scope is an EventTarget", () => {
+    assert(self instanceof EventTarget, "self instanceof EventTarget");
+    assertEq(globalThis.addEventListener, EventTarget.prototype.addEventListener);
+    let calls = 0, target = null;
+    const l = (e) => { calls++; target = e.currentTarget; };
+    addEventListener("kvmjs-test", l);
+    assertEq(dispatchEvent(new Event("kvmjs-test")), true);
+    assertEq(calls, 1); assertEq(target, globalThis);
+    const add = globalThis.addEventListener; // an unbound call uses the global
+    add("kvmjs-test", l); // duplicate: ignored
+    globalThis.dispatchEvent(new Event("kvmjs-test"));
+    assertEq(calls, 2);
+    removeEventListener("kvmjs-test", l);
+    dispatchEvent(new Event("kvmjs-test"));
+    assertEq(calls, 2);
+    removeEventListener("kvmjs-test", null);
+    assertThrows(() => EventTarget.prototype.addEventListener.call({}, "x", l), TypeError);
+    assertThrows(() => EventTarget.prototype.dispatchEvent.call(new Event("y"), new Event("x")), TypeError);
+    // Other EventTargets keep separate listener lists.
+    const t = new EventTarget(); let other = 0;
+    t.addEventListener("kvmjs-test", () => other++);
+    dispatchEvent(new Event("kvmjs-test"));
+    assertEq(other, 0);
+  }],
+  ["DOMException follows WebIDL (prototype chain, accessors, constants)", () => {
+    assertEq(Object.getPrototypeOf(DOMException.prototype), Error.prototype);
+    assertEq(Object.getPrototypeOf(DOMException), Function.prototype);
+    for (const key of ["name", "message", "code"]) {
+      const d = Object.getOwnPropertyDescriptor(DOMException.prototype, key);
+      assert(typeof d.get === "function" && d.set === undefined && d.enumerable && d.configurable, key);
+      assertThrows(() => d.get.call({}), TypeError);
+      assertThrows(() => d.get.call(new Error("x")), TypeError);
+    }
+    const e = new DOMException("m", "InvalidCharacterError");
+    assert(!Object.hasOwn(e, "name") && !Object.hasOwn(e, "message") && !Object.hasOwn(e, "code"), "no own props");
+    Object.defineProperty(e, "name", { value: "WrongDocumentError" });
+    assertEq(e.code, 5);
+    assertThrows(() => DOMException("m"), TypeError);
+    const c = Object.getOwnPropertyDescriptor(DOMException, "ABORT_ERR");
+    assert(c.value === 20 && c.enumerable && !c.writable && !c.configurable, "constant on the constructor");
+    assertEq(Object.getOwnPropertyDescriptor(DOMException.prototype, "ABORT_ERR").value, 20);
+    assertEq(DOMException.prototype[Symbol.toStringTag], "DOMException");
+    assert(e instanceof Error, "instanceof Error");
+    const clone = structuredClone(new DOMException("cloned", "DataCloneError"));
+    assert(clone instanceof DOMException, "clone is a DOMException");
+    assertEq(clone.name, "DataCloneError"); assertEq(clone.message, "cloned"); assertEq(clone.code, 25);
+    class MyException extends DOMException {}
+    const sub = new MyException("sub", "AbortError");
+    assertEq(sub.name, "AbortError"); assert(sub instanceof MyException, "subclass");
+  }],
 
   // ---------------- encoding ----------------
   ["TextEncoder.encode", () => {

@@ -423,6 +423,26 @@ export const tests = [
     const s2 = s.clone();
     assertEq(await s2.text(), "A"); assertEq(await s.text(), "A");
   }],
+  ["Response.clone and Request.clone tee the body with cloned chunks", async () => {
+    const chunk = new Uint16Array([1, 2, 3]);
+    const r = new Response(new ReadableStream({ start(ctl) { ctl.enqueue(chunk); ctl.close(); } }));
+    const c = r.clone();
+    const [a] = await readAll(r.body);
+    const [b] = await readAll(c.body);
+    assertEq(a, chunk); // branch 1 keeps the original chunk
+    assert(b !== chunk && b.buffer !== chunk.buffer && b instanceof Uint16Array, "branch 2 gets a copy");
+    assertJson([...b], [1, 2, 3]);
+    const req = new Request("http://x/", { method: "POST", body: new ReadableStream({ start(ctl) { ctl.enqueue(chunk); ctl.close(); } }), duplex: "half" });
+    const reqClone = req.clone();
+    const [ra] = await readAll(req.body);
+    const [rb] = await readAll(reqClone.body);
+    assertEq(ra, chunk); assert(rb !== chunk && rb.buffer !== chunk.buffer, "request clone gets a copy");
+    // An uncloneable chunk errors both branches.
+    const bad = new Response(new ReadableStream({ start(ctl) { ctl.enqueue(() => 1); } }));
+    const badClone = bad.clone();
+    const errs = await Promise.all([bad.body.getReader().read(), badClone.body.getReader().read()].map((p) => p.then(() => null, (e) => e)));
+    for (const e of errs) assert(e instanceof DOMException && e.name === "DataCloneError", String(e));
+  }],
   ["Response text strips a UTF-8 BOM", async () => {
     assertEq(await new Response(bytes(0xef, 0xbb, 0xbf, 0x68, 0x69)).text(), "hi");
     assertEq(await new Response("\ufeffhi").text(), "hi");

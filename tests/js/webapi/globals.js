@@ -3,6 +3,62 @@ import { show, assert, assertEq, assertJson, assertThrows, captureLog, logged } 
 
 export const tests = [
   // ---------------- structuredClone ----------------
+  ["structuredClone resizable ArrayBuffers and length-tracking views", () => {
+    if (typeof ArrayBuffer.prototype.resize !== "function") return;
+    const ab = new ArrayBuffer(8, { maxByteLength: 64 });
+    new Uint8Array(ab).set([1, 2, 3, 4, 5, 6, 7, 8]);
+    const copy = structuredClone(ab);
+    assert(copy.resizable && copy.maxByteLength === 64 && copy.byteLength === 8, "resizable kept");
+    assertJson([...new Uint8Array(copy)], [1, 2, 3, 4, 5, 6, 7, 8]);
+    const views = structuredClone({
+      tracking: new Uint16Array(ab, 2), fixed: new Uint16Array(ab, 2, 2), dv: new DataView(ab, 4), fixedDv: new DataView(ab, 0, 4),
+    });
+    assert(views.tracking.buffer === views.fixed.buffer && views.fixed.buffer === views.dv.buffer, "one shared buffer");
+    views.tracking.buffer.resize(16);
+    assertEq(views.tracking.length, 7); assertEq(views.fixed.length, 2); assertEq(views.dv.byteLength, 12); assertEq(views.fixedDv.byteLength, 4);
+    assertJson([...views.fixed], [...new Uint16Array(ab, 2, 2)]);
+    // The probe leaves the source untouched.
+    assertEq(ab.byteLength, 8); assertJson([...new Uint8Array(ab)], [1, 2, 3, 4, 5, 6, 7, 8]);
+    const oob = new Uint8Array(ab, 4, 4); const oobDv = new DataView(ab, 6);
+    ab.resize(2);
+    for (const v of [oob, oobDv]) {
+      let err = null; try { structuredClone(v); } catch (e) { err = e; }
+      assert(err instanceof DOMException && err.name === "DataCloneError", String(err));
+    }
+    assertEq(ab.byteLength, 2);
+    const full = new ArrayBuffer(4, { maxByteLength: 4 }); new Uint8Array(full).set([9, 8, 7, 6]);
+    const t = structuredClone(new Uint8Array(full, 1));
+    assertJson([...t], [8, 7, 6]); assertJson([...new Uint8Array(full)], [9, 8, 7, 6]);
+  }],
+  ["structuredClone transfer detaches ArrayBuffers", () => {
+    const dataCloneError = (fn) => {
+      let err = null; try { fn(); } catch (e) { err = e; }
+      assert(err instanceof DOMException && err.name === "DataCloneError", String(err));
+    };
+    dataCloneError(() => structuredClone(new Blob([]), { transfer: [new Blob([])] }));
+    const dup = new ArrayBuffer(1);
+    dataCloneError(() => structuredClone(dup, { transfer: [dup, dup] }));
+    assertThrows(() => structuredClone(1, { transfer: [1] }), TypeError);
+    if (typeof ArrayBuffer.prototype.transfer !== "function") return;
+    const buffer = new Uint8Array([1, 2, 3]).buffer;
+    const { view, again } = structuredClone({ view: new Uint8Array(buffer, 1), again: buffer }, { transfer: [buffer] });
+    assertEq(buffer.byteLength, 0); assert(buffer.detached, "detached");
+    assertEq(view.buffer, again); assertJson([...view], [2, 3]);
+    dataCloneError(() => structuredClone(buffer, { transfer: [buffer] }));
+    dataCloneError(() => structuredClone(buffer));
+    // A failed clone detaches nothing.
+    const kept = new ArrayBuffer(4);
+    dataCloneError(() => structuredClone({ kept, f: Symbol("x") }, { transfer: [kept] }));
+    assertEq(kept.byteLength, 4);
+    // Listed but not reached: still detached.
+    const unreached = new ArrayBuffer(2);
+    structuredClone(1, { transfer: [unreached] });
+    assert(unreached.detached, "unreached buffer detached");
+    const rab = new ArrayBuffer(16, { maxByteLength: 1024 });
+    const ta = structuredClone(new Uint8Array(rab), { transfer: [rab] });
+    assertEq(rab.byteLength, 0); assertEq(ta.buffer.maxByteLength, 1024);
+    ta.buffer.resize(32); assertEq(ta.length, 32);
+  }],
   ["structuredClone primitives", () => {
     for (const v of [1, -0, NaN, "s", true, null, undefined, 10n]) assert(Object.is(structuredClone(v), v), show(v));
     const boxed = structuredClone(Object(5n));
