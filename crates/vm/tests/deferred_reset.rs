@@ -4,14 +4,11 @@
 //! Needs /dev/kvm and the system C compiler; without them these tests fail (never skip).
 
 mod common;
-use kvmjs_vm::config::{AllowedPath, ListenSpec, VmConfig};
+use kvmjs_vm::config::VmConfig;
 use kvmjs_vm::request::Request;
 use kvmjs_vm::vm::Vm;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
-
-const MIB: u64 = 1 << 20;
 
 /// Pages `/dirty` writes: enough that a reset restoring them is measurable.
 const DIRTY_PAGES: u64 = 4096;
@@ -65,25 +62,11 @@ fn compile(name: &str) -> PathBuf {
 }
 
 fn boot(bin: &Path, ephemeral: bool) -> Vm {
-    let program = bin.canonicalize().expect("the program exists");
-    let mut allowed = AllowedPath::system_libs();
-    allowed.push(AllowedPath::same(&program));
-    let cfg = VmConfig {
-        name: program.to_string_lossy().into_owned(),
-        program_path: Some(program.to_string_lossy().into_owned()),
-        address_space: 512 * MIB,
-        max_memory: 256 * MIB,
-        max_boot_time: Duration::from_secs(60),
+    common::boot(VmConfig {
         max_request_time: Duration::from_secs(5),
-        allowed_paths: allowed,
-        listen: Some(ListenSpec {
-            addr: "127.0.0.1:8000".parse().expect("an address"),
-        }),
         ephemeral,
-        ..VmConfig::default()
-    };
-    let elf = std::fs::read(&program).expect("read the program");
-    Vm::boot(Arc::new(cfg), &elf).unwrap_or_else(|e| panic!("boot: {e}"))
+        ..common::c_server_cfg(bin)
+    })
 }
 
 fn body(vm: &mut Vm, url: &str, deferred: bool) -> String {

@@ -9,15 +9,11 @@
 mod common;
 use common::compile_c_file;
 use kvmjs_abi::fast::{Page, Slot};
-use kvmjs_vm::config::{AllowedPath, ListenSpec, VmConfig};
+use kvmjs_vm::config::VmConfig;
 use kvmjs_vm::request::{Request, RequestStats};
 use kvmjs_vm::vm::Vm;
 use std::mem::offset_of;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
-
-const MIB: u64 = 1 << 20;
 
 /// tests/guests/c/epoll-server.c, built dynamically with the system compiler.
 fn server() -> PathBuf {
@@ -25,8 +21,6 @@ fn server() -> PathBuf {
 }
 
 fn cfg(bin: &Path, ephemeral: bool, fast_path: bool) -> VmConfig {
-    let mut allowed = AllowedPath::system_libs();
-    allowed.push(AllowedPath::same(bin));
     // Where the hostile requests scribble: the page's layout as the ABI crate has it.
     let offsets = [
         offset_of!(Page, tx_len),
@@ -38,26 +32,11 @@ fn cfg(bin: &Path, ephemeral: bool, fast_path: bool) -> VmConfig {
         offset_of!(Slot, rx_len),
     ];
     VmConfig {
-        name: "epoll-server".into(),
-        program_path: Some(bin.to_string_lossy().into_owned()),
-        address_space: 512 * MIB,
-        max_memory: 256 * MIB,
-        max_boot_time: Duration::from_secs(60),
-        max_request_time: Duration::from_secs(10),
         main_arguments: offsets.iter().map(usize::to_string).collect(),
-        allowed_paths: allowed,
-        listen: Some(ListenSpec {
-            addr: "127.0.0.1:8000".parse().expect("an address"),
-        }),
         ephemeral,
         fast_path,
-        ..VmConfig::default()
+        ..common::c_server_cfg(bin)
     }
-}
-
-fn boot(cfg: VmConfig, bin: &Path) -> Vm {
-    let elf = std::fs::read(bin).expect("read the server");
-    Vm::boot(Arc::new(cfg), &elf).unwrap_or_else(|e| panic!("boot: {e}"))
 }
 
 fn get(vm: &mut Vm, path: &str) -> (String, RequestStats) {
@@ -75,8 +54,8 @@ fn get(vm: &mut Vm, path: &str) -> (String, RequestStats) {
 fn an_epoll_server_costs_one_exit_per_request_and_the_same_answers_without_the_library() {
     let bin = server();
     for ephemeral in [true, false] {
-        let mut fast = boot(cfg(&bin, ephemeral, true), &bin);
-        let mut plain = boot(cfg(&bin, ephemeral, false), &bin);
+        let mut fast = common::boot(cfg(&bin, ephemeral, true));
+        let mut plain = common::boot(cfg(&bin, ephemeral, false));
         let (mut fast_exits, mut plain_exits) = (Vec::new(), Vec::new());
         for i in 1..=20 {
             let path = format!("/r{i}");
@@ -104,7 +83,7 @@ fn an_epoll_server_costs_one_exit_per_request_and_the_same_answers_without_the_l
 fn a_program_that_scribbles_over_the_fast_page_breaks_at_most_that_request() {
     let bin = server();
     for ephemeral in [true, false] {
-        let mut vm = boot(cfg(&bin, ephemeral, true), &bin);
+        let mut vm = common::boot(cfg(&bin, ephemeral, true));
         let mut served = 0;
         for how in 1..=6 {
             let r = vm.handle(&Request::get(&format!("/corrupt/{how}")));
@@ -140,7 +119,7 @@ fn a_program_that_scribbles_over_the_fast_page_breaks_at_most_that_request() {
 fn a_response_larger_than_the_tx_area_continues_through_the_host() {
     let bin = server();
     for ephemeral in [true, false] {
-        let mut vm = boot(cfg(&bin, ephemeral, true), &bin);
+        let mut vm = common::boot(cfg(&bin, ephemeral, true));
         for n in [400_000usize, 2_000_000] {
             let r = vm
                 .handle(&Request::get(&format!("/big/{n}")))
@@ -167,7 +146,7 @@ fn a_level_triggered_server_is_answered_and_still_sees_the_host_s_events() {
     for ephemeral in [true, false] {
         let mut c = cfg(&bin, ephemeral, true);
         c.main_arguments.push("lt".into());
-        let mut vm = boot(c, &bin);
+        let mut vm = common::boot(c);
         let mut exits = Vec::new();
         for i in 1..=10 {
             let (body, st) = get(&mut vm, &format!("/lt{i}"));

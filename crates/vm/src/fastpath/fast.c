@@ -436,22 +436,31 @@ static long slot_recv(struct kvmjs_fast_page *p, struct kvmjs_fast_slot *s, void
 	return 0;
 }
 
-EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, void *addr, uint32_t *alen)
+/* The library's part of a recv on `fd` (recvfrom, recv, read): answered from the rx area
+ * when `fd` is an open slot and the call is `allowed` (flags the page can honour). 1 with
+ * the result (bytes, 0 at EOF, -errno) in *r; 0 when the host makes the call. */
+static int lib_recv(int fd, void *buf, size_t len, int flags, int allowed, long *r)
 {
 	struct kvmjs_fast_page *p = enter(fd);
 	if (!p)
-		return ret(sys6(NR_recvfrom, fd, (long)buf, (long)len, flags, (long)addr, (long)alen));
+		return 0;
 	struct kvmjs_fast_slot *s = open_slot(p, fd);
-	int pass = !s || addr || (flags & ~(MSG_PEEK_ | MSG_DONTWAIT_ | MSG_NOSIGNAL_));
-	long r = 0;
+	int pass = !s || !allowed;
 	if (!pass)
-		r = slot_recv(p, s, buf, len, flags, &pass);
+		*r = slot_recv(p, s, buf, len, flags, &pass);
 	if (!pass)
 		p->answered++;
 	unlock(p);
-	if (pass)
-		return ret(sys6(NR_recvfrom, fd, (long)buf, (long)len, flags, (long)addr, (long)alen));
-	return ret(r);
+	return !pass;
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, void *addr, uint32_t *alen)
+{
+	long r;
+	int allowed = !addr && !(flags & ~(MSG_PEEK_ | MSG_DONTWAIT_ | MSG_NOSIGNAL_));
+	if (lib_recv(fd, buf, len, flags, allowed, &r))
+		return ret(r);
+	return ret(sys6(NR_recvfrom, fd, (long)buf, (long)len, flags, (long)addr, (long)alen));
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
@@ -461,14 +470,10 @@ EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
 
 EXPORT ssize_t read(int fd, void *buf, size_t len)
 {
-	struct kvmjs_fast_page *p = enter(fd);
-	if (!p)
-		return ret(sys6(NR_read, fd, (long)buf, (long)len, 0, 0, 0));
-	int mine = open_slot(p, fd) != NULL;
-	unlock(p);
-	if (!mine)
-		return ret(sys6(NR_read, fd, (long)buf, (long)len, 0, 0, 0));
-	return recvfrom(fd, buf, len, 0, NULL, NULL);
+	long r;
+	if (lib_recv(fd, buf, len, 0, 1, &r))
+		return ret(r);
+	return ret(sys6(NR_read, fd, (long)buf, (long)len, 0, 0, 0));
 }
 
 /* Appends `n` buffers to the tx area when the slot takes sends and all of them fit;
@@ -651,34 +656,36 @@ EXPORT int shutdown(int fd, int how)
 	return ok ? 0 : (int)ret(sys6(NR_shutdown, fd, how, 0, 0, 0, 0));
 }
 
-EXPORT int getpeername(int fd, void *addr, uint32_t *lenp)
+/* getpeername/getsockname on an open slot: the address the host put in the page. */
+static int lib_name(int fd, void *addr, uint32_t *lenp, int peer)
 {
 	struct kvmjs_fast_page *p = enter(fd);
 	if (!p)
-		return (int)ret(sys6(NR_getpeername, fd, (long)addr, (long)lenp, 0, 0, 0));
+		return 0;
 	struct kvmjs_fast_slot *s = open_slot(p, fd);
-	int ok = s && addr && lenp && s->peer_len <= sizeof s->peer;
+	const uint8_t *a = s ? (peer ? s->peer : s->local) : NULL;
+	uint32_t alen = s ? (peer ? s->peer_len : s->local_len) : 0;
+	int ok = s && addr && lenp && alen <= sizeof s->peer;
 	if (ok) {
-		put_addr(s->peer, s->peer_len, addr, lenp);
+		put_addr(a, alen, addr, lenp);
 		p->answered++;
 	}
 	unlock(p);
-	return ok ? 0 : (int)ret(sys6(NR_getpeername, fd, (long)addr, (long)lenp, 0, 0, 0));
+	return ok;
+}
+
+EXPORT int getpeername(int fd, void *addr, uint32_t *lenp)
+{
+	if (lib_name(fd, addr, lenp, 1))
+		return 0;
+	return (int)ret(sys6(NR_getpeername, fd, (long)addr, (long)lenp, 0, 0, 0));
 }
 
 EXPORT int getsockname(int fd, void *addr, uint32_t *lenp)
 {
-	struct kvmjs_fast_page *p = enter(fd);
-	if (!p)
-		return (int)ret(sys6(NR_getsockname, fd, (long)addr, (long)lenp, 0, 0, 0));
-	struct kvmjs_fast_slot *s = open_slot(p, fd);
-	int ok = s && addr && lenp && s->local_len <= sizeof s->local;
-	if (ok) {
-		put_addr(s->local, s->local_len, addr, lenp);
-		p->answered++;
-	}
-	unlock(p);
-	return ok ? 0 : (int)ret(sys6(NR_getsockname, fd, (long)addr, (long)lenp, 0, 0, 0));
+	if (lib_name(fd, addr, lenp, 0))
+		return 0;
+	return (int)ret(sys6(NR_getsockname, fd, (long)addr, (long)lenp, 0, 0, 0));
 }
 
 EXPORT int setsockopt(int fd, int level, int name, const void *val, uint32_t len)
