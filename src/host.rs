@@ -1,7 +1,7 @@
 //! The guest side of the libvmod-tinykvm ABI: turn each `kvm_request` into an
 //! [`HttpRequest`], run it, and send the result with `backend_response`.
 
-use crate::engine::{Engine, HttpRequest, HttpResponse};
+use crate::engine::{Body, Engine, HttpRequest, HttpResponse};
 use kvmjs_abi::guest::{self, request_bytes};
 use kvmjs_abi::{KvmRequest, KvmRequestHeader, MAX_RESPONSE_HEADERS};
 use std::borrow::Cow;
@@ -70,8 +70,9 @@ pub unsafe fn read_request(req: &KvmRequest) -> HttpRequest<'static> {
     }
 }
 
-/// Sends `res` to the host.
-pub fn send(res: &HttpResponse) {
+/// Sends `res` to the host. Returns whether it started a streamed response, whose rest
+/// [`stream_rest`] must send.
+pub fn send(res: &HttpResponse) -> bool {
     // Header values are ByteStrings (every char <= U+00FF): one byte per char on the wire.
     let bytes = |s: &str| -> Vec<u8> {
         s.chars()
@@ -97,7 +98,7 @@ pub fn send(res: &HttpResponse) {
         );
         crate::engine::natives::log(3, msg.trim_end(), true);
         guest::backend_response(500, b"text/plain;charset=UTF-8", msg.as_bytes(), &[]);
-        return;
+        return false;
     }
     let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
     // With background work the host sends the response, then lets this call return.
@@ -106,7 +107,38 @@ pub fn send(res: &HttpResponse) {
     } else {
         0
     };
+    let streamed = matches!(res.body, Body::Stream(_));
+    let flags = if streamed {
+        // The head and the body so far; the call returns for the rest (stream_rest).
+        kvmjs_abi::RESPONSE_FLAG_STREAM
+    } else {
+        flags
+    };
     guest::backend_response_flags(res.status, &ctype, res.body.as_bytes(), &refs, flags);
+    streamed
+}
+
+/// Streams the rest of a [`Body::Stream`] response [`send`] started: one `stream_append`
+/// per batch of chunks the app made together, then `stream_end` (abnormal when the app's
+/// stream failed, so the client sees a truncated response). Like `send`, the end returns
+/// only with background work to run, or in non-ephemeral mode.
+fn stream_rest(engine: &mut Engine, background: bool) {
+    let ok = engine.stream_body(|chunk| {
+        let r = guest::stream_append(chunk);
+        if r < 0 {
+            // The host refused the chunk (e.g. over max_response_body) and ends the request.
+            crate::engine::natives::log(3, &format!("stream_append failed ({r})"), true);
+        }
+    });
+    let mut flags = if background {
+        kvmjs_abi::RESPONSE_FLAG_CONTINUE
+    } else {
+        0
+    };
+    if !ok {
+        flags |= kvmjs_abi::STREAM_FLAG_ABORT;
+    }
+    guest::stream_end(flags);
 }
 
 /// Serves requests forever (each returns here only in non-ephemeral mode).
@@ -117,8 +149,15 @@ pub fn serve(engine: &mut Engine) -> ! {
         engine.reseed(req.prng);
         // SAFETY: the host has just written `req`.
         let http = unsafe { read_request(&req) };
-        let res = engine.handle(&http);
-        send(&res);
+        // Only the kvmjs host streams (upstream hosts would take the head for the whole).
+        let res = if guest::call_mode() == guest::CallMode::Syscall {
+            engine.handle_streaming(&http)
+        } else {
+            engine.handle(&http)
+        };
+        if send(&res) {
+            stream_rest(engine, res.background);
+        }
         if res.background {
             // The response is out: finish ctx.waitUntil work, then pause again (the host
             // resets the VM there in ephemeral mode).

@@ -119,10 +119,55 @@
     return [500, ["content-type", "text/plain;charset=UTF-8"], text];
   };
 
-  const toResult = async (res) => {
+  // Streamed response bodies (under the kvmjs host): the app's ReadableStream is read by
+  // `pump` into `streaming.chunks` as it produces; the host takes what has accumulated each
+  // time the event loop runs dry (streamTake), so chunks made together leave together, and
+  // a stream that is complete by then leaves as one whole body. Only the public reader API
+  // is used, taken before the app runs.
+  const getReader = ReadableStream.prototype.getReader;
+  const readerRead = ReadableStreamDefaultReader.prototype.read;
+  const readerCancel = ReadableStreamDefaultReader.prototype.cancel;
+  const Uint8ArrayClass = Uint8Array;
+  let streaming = null;
+  const pump = async (reader, st) => {
+    try {
+      for (;;) {
+        const { value, done } = await call(readerRead, reader);
+        if (done) break;
+        // Fetch: a body chunk that is not a Uint8Array is a TypeError.
+        if (!(value instanceof Uint8ArrayClass)) {
+          const e = new TypeError(`a Response body stream chunk must be a Uint8Array, not ${describe(value)}`);
+          call(readerCancel, reader, e).catch(() => {});
+          throw e;
+        }
+        if (value.byteLength !== 0) {
+          st.chunks.push(value);
+          st.size += value.byteLength;
+        }
+      }
+      st.state = 1;
+    } catch (e) {
+      console.error("the Response body stream failed; the response is cut short:", e);
+      st.state = 2;
+    }
+  };
+  const startStream = (stream) => {
+    const reader = call(getReader, stream);
+    const st = { chunks: [], size: 0, state: 0 };
+    streaming = st;
+    pump(reader, st);
+    // null in the body's place: the host asks streamTake for it.
+    return null;
+  };
+
+  const toResult = async (res, stream) => {
     if (!(res instanceof Response)) throw new TypeError(`the handler returned ${describe(res)} instead of a Response`);
     const flat = [];
     for (const [k, v] of res.headers) flat.push(k, v);
+    if (stream) {
+      const s = body.stream(res);
+      if (s !== null) return [res.status, flat, startStream(s)];
+    }
     return [res.status, flat, await body.bytes(res)];
   };
 
@@ -142,6 +187,26 @@
     reseed() {
       native.randomFill(s);
     },
+    // The streamed body's bytes made since the last call (one Uint8Array, or null for
+    // none) and its state: 0 more to come, 1 ended, 2 failed.
+    streamTake() {
+      const st = streaming;
+      if (st === null) return [null, 2];
+      let bytes = null;
+      if (st.chunks.length === 1) bytes = st.chunks[0];
+      else if (st.chunks.length > 1) {
+        bytes = new Uint8ArrayClass(st.size);
+        let at = 0;
+        for (const c of st.chunks) {
+          bytes.set(c, at);
+          at += c.byteLength;
+        }
+      }
+      st.chunks = [];
+      st.size = 0;
+      if (st.state !== 0) streaming = null;
+      return [bytes, st.state];
+    },
     timersNext: () => timers.next(),
     timersRun: () => timers.run(),
     timersClear: () => timers.clear(),
@@ -154,8 +219,11 @@
     // One request: resolves to [status, flat headers, body (string or Uint8Array),
     // whether waitUntil work is left for background()]. With `deferWaits` (under the
     // kvmjs host) the response leaves first and the work runs after it, as on Workers;
-    // otherwise (no host to continue the VM after the response) it finishes first.
-    async handle(method, url, headers, reqBody, debug, deferWaits) {
+    // otherwise (no host to continue the VM after the response) it finishes first. With
+    // `stream`, an app's ReadableStream body is not awaited: the body is null and the
+    // host reads it with streamTake.
+    async handle(method, url, headers, reqBody, debug, deferWaits, stream) {
+      streaming = null;
       const waits = [];
       const ctx = {
         waitUntil(p) {
@@ -168,11 +236,11 @@
       try {
         const init = { method, headers };
         if (reqBody !== null && method !== "GET" && method !== "HEAD") init.body = reqBody;
-        result = await toResult(await handler(new Request(url, init), env, ctx));
+        result = await toResult(await handler(new Request(url, init), env, ctx), stream);
       } catch (e) {
         if (onError) {
           try {
-            result = await toResult(await onError(e));
+            result = await toResult(await onError(e), stream);
           } catch (e2) {
             console.error("onError failed:", e2);
           }

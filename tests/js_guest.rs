@@ -237,6 +237,18 @@ fn randomness_differs_between_requests_from_one_snapshot() {
 }
 
 #[test]
+fn generated_crypto_keys_differ_between_requests_from_one_snapshot() {
+    let mut vm = boot("tests/js/apps/failures.js", &[]);
+    let a = text(&get(&mut vm, "/random-key"));
+    let b = text(&get(&mut vm, "/random-key"));
+    assert_eq!(a.len(), 96, "{a}");
+    assert_ne!(
+        a, b,
+        "crypto.subtle keys must come from the per-request generator"
+    );
+}
+
+#[test]
 fn boot_errors_show_the_guest_message() {
     let elf = std::fs::read(env!("CARGO_BIN_EXE_kvmjs-guest")).unwrap();
     let dir = std::env::temp_dir().join(format!("kvmjs-boot-{}", std::process::id()));

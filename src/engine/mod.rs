@@ -3,11 +3,15 @@
 //! response types, so another engine (V8) can sit behind the same interface later.
 
 pub mod clock;
+pub mod crypto;
 pub mod encoding;
+pub mod fetch;
 pub mod heap;
+pub mod intl;
 pub mod loader;
 pub mod natives;
 pub mod random;
+mod stream;
 
 use crate::options::Options;
 use clock::Clock;
@@ -47,6 +51,9 @@ pub enum Body {
     Text(String),
     /// Bytes.
     Bytes(Vec<u8>),
+    /// The start of a body the app is still producing ([`Engine::handle_streaming`]);
+    /// [`Engine::stream_body`] produces the rest.
+    Stream(Vec<u8>),
 }
 
 impl Body {
@@ -54,7 +61,7 @@ impl Body {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Body::Text(s) => s.as_bytes(),
-            Body::Bytes(b) => b,
+            Body::Bytes(b) | Body::Stream(b) => b,
         }
     }
 }
@@ -323,99 +330,132 @@ impl Engine {
         self.deadline_us.store(d, Ordering::Relaxed);
     }
 
-    /// Runs jobs and timers until `p` settles.
-    fn drive(&self, p: &Persistent<Promise<'static>>) -> Result<(), Failure> {
+    /// Runs promise jobs until none is left. An uncaught exception in a job is logged
+    /// and the loop goes on; running out of CPU time or memory ends it.
+    fn run_jobs(&self) -> Result<(), Failure> {
         let heap = &self.heap;
         loop {
-            loop {
-                match self.rt.execute_pending_job() {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        if self.interrupted.load(Ordering::Relaxed) {
-                            return Err(Failure::CpuLimit);
-                        }
-                        let f = e.0.with(|ctx| {
-                            failure(
-                                CaughtError::from_error(&ctx, rquickjs::Error::Exception),
-                                heap,
-                            )
-                        });
-                        match f {
-                            Failure::Other(msg) => natives::log(
-                                3,
-                                &format!("uncaught exception in a job: {msg}"),
-                                self.host_timeout,
-                            ),
-                            f => {
-                                if f == Failure::OutOfMemory {
-                                    natives::log(
-                                        3,
-                                        "out of memory in a promise job",
-                                        self.host_timeout,
-                                    );
-                                }
-                                return Err(f);
+            match self.rt.execute_pending_job() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    if self.interrupted.load(Ordering::Relaxed) {
+                        return Err(Failure::CpuLimit);
+                    }
+                    let f = e.0.with(|ctx| {
+                        failure(
+                            CaughtError::from_error(&ctx, rquickjs::Error::Exception),
+                            heap,
+                        )
+                    });
+                    match f {
+                        Failure::Other(msg) => natives::log(
+                            3,
+                            &format!("uncaught exception in a job: {msg}"),
+                            self.host_timeout,
+                        ),
+                        f => {
+                            if f == Failure::OutOfMemory {
+                                natives::log(
+                                    3,
+                                    "out of memory in a promise job",
+                                    self.host_timeout,
+                                );
                             }
+                            return Err(f);
                         }
                     }
                 }
             }
+        }
+        if self.interrupted.load(Ordering::Relaxed) {
+            return Err(Failure::CpuLimit);
+        }
+        if heap.out_of_memory_reported() {
+            return Err(Failure::OutOfMemory);
+        }
+        Ok(())
+    }
+
+    /// With no job left: waits for the next timer and runs the timers due. With no timer
+    /// either nothing can happen any more: under a host that ends the request on time,
+    /// waits for that; otherwise fails.
+    fn next_turn(&self) -> Result<(), Failure> {
+        let glue = self.glue.clone();
+        let heap = &self.heap;
+        let cpu = |f: Failure| {
             if self.interrupted.load(Ordering::Relaxed) {
-                return Err(Failure::CpuLimit);
+                Failure::CpuLimit
+            } else {
+                f
             }
-            if heap.out_of_memory_reported() {
-                return Err(Failure::OutOfMemory);
+        };
+        let next = self
+            .ctx
+            .with(|ctx| Self::call_glue::<f64>(&ctx, &glue, heap, "timersNext", ()))
+            .map_err(cpu)? as i32;
+        if next >= 0 {
+            if next > 0 {
+                std::thread::sleep(Duration::from_millis(next as u64));
             }
-            let glue = self.glue.clone();
-            let state = self.ctx.with(|ctx| -> Result<Option<i32>, Failure> {
+            self.ctx
+                .with(|ctx| Self::call_glue::<f64>(&ctx, &glue, heap, "timersRun", ()))
+                .map_err(cpu)?;
+            Ok(())
+        } else if self.host_timeout {
+            // Nothing can settle the promise: wait for the host's request timer.
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(())
+        } else {
+            Err(Failure::NeverSettles)
+        }
+    }
+
+    /// Runs jobs and timers until `p` settles.
+    fn drive(&self, p: &Persistent<Promise<'static>>) -> Result<(), Failure> {
+        let heap = &self.heap;
+        loop {
+            self.run_jobs()?;
+            let state = self.ctx.with(|ctx| -> Result<bool, Failure> {
                 let promise = p
                     .clone()
                     .restore(&ctx)
                     .map_err(|e| js_failure(&ctx, heap, e))?;
                 match promise.state() {
-                    rquickjs::promise::PromiseState::Resolved => Ok(None),
+                    rquickjs::promise::PromiseState::Resolved => Ok(true),
                     rquickjs::promise::PromiseState::Rejected => {
                         let r: rquickjs::Result<Value> = promise.result().expect("settled");
                         Err(failure(r.catch(&ctx).expect_err("rejected"), heap))
                     }
-                    rquickjs::promise::PromiseState::Pending => {
-                        let next: f64 = Self::call_glue(&ctx, &glue, heap, "timersNext", ())?;
-                        Ok(Some(next as i32))
-                    }
+                    rquickjs::promise::PromiseState::Pending => Ok(false),
                 }
             });
             match state {
-                Ok(None) => return Ok(()),
+                Ok(true) => return Ok(()),
                 Err(_) if self.interrupted.load(Ordering::Relaxed) => {
                     return Err(Failure::CpuLimit)
                 }
                 Err(f) => return Err(f),
-                Ok(Some(next)) if next >= 0 => {
-                    if next > 0 {
-                        std::thread::sleep(Duration::from_millis(next as u64));
-                    }
-                    self.ctx
-                        .with(|ctx| Self::call_glue::<f64>(&ctx, &glue, heap, "timersRun", ()))
-                        .map_err(|f| {
-                            if self.interrupted.load(Ordering::Relaxed) {
-                                Failure::CpuLimit
-                            } else {
-                                f
-                            }
-                        })?;
-                }
-                Ok(Some(_)) if self.host_timeout => {
-                    // Nothing can settle the promise: wait for the host's request timer.
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
-                Ok(Some(_)) => return Err(Failure::NeverSettles),
+                Ok(false) => self.next_turn()?,
             }
         }
     }
 
-    /// Runs the app's handler for one request.
+    /// Runs the app's handler for one request; the response is whole (a stream body is
+    /// read to its end).
     pub fn handle(&mut self, req: &HttpRequest<'_>) -> HttpResponse {
+        self.handle_with(req, false)
+    }
+
+    /// [`Engine::handle`] for a host that can stream: a body the app is still producing
+    /// when the handler's work has run dry comes back as [`Body::Stream`], and
+    /// [`Engine::stream_body`] produces the rest. A body complete by then (a static one,
+    /// or a stream whose chunks were all ready) comes back whole, as from `handle`.
+    pub fn handle_streaming(&mut self, req: &HttpRequest<'_>) -> HttpResponse {
+        self.handle_with(req, true)
+    }
+
+    fn handle_with(&mut self, req: &HttpRequest<'_>, stream: bool) -> HttpResponse {
         let glue = self.glue.clone();
         let heap = self.heap.clone();
         let debug = self.opts.debug;
@@ -451,12 +491,18 @@ impl Engine {
                         debug,
                         // Under the kvmjs host the VM continues after the response.
                         self.host_timeout,
+                        stream,
                     ),
                 )?;
                 Ok(Persistent::save(&ctx, p))
             });
         let result = match started {
-            Ok(p) => self.drive(&p).and_then(|()| self.take_result(&p)),
+            // The jobs after the settling are the body stream's reads: whatever they
+            // produce without waiting on a timer goes with the head.
+            Ok(p) => self
+                .drive(&p)
+                .and_then(|()| if stream { self.run_jobs() } else { Ok(()) })
+                .and_then(|()| self.take_result(&p)),
             Err(_) if self.interrupted.load(Ordering::Relaxed) => Err(Failure::CpuLimit),
             Err(f) => Err(f),
         };
@@ -507,6 +553,16 @@ impl Engine {
             let background: bool = arr.get(3).map_err(other)?;
             let body = if let Some(s) = body.as_string() {
                 Body::Text(s.to_string().map_err(other)?)
+            } else if body.is_null() {
+                // A streamed body (handle_streaming): what it made so far.
+                let glue = self.glue.clone();
+                let (start, state) = Self::stream_take(&ctx, &glue, &self.heap, |b| b.to_vec())?;
+                let start = start.unwrap_or_default();
+                if state == stream::STREAM_ENDED {
+                    Body::Bytes(start)
+                } else {
+                    Body::Stream(start)
+                }
             } else {
                 let t = TypedArray::<u8>::from_value(body).map_err(other)?;
                 // SAFETY: the array is alive for this scope and no JS runs while we copy.

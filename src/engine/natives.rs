@@ -199,6 +199,9 @@ pub fn install(
             log(level, &msg, to_host_log)
         })?,
     )?;
+    super::intl::install(ctx, &n)?;
+    super::crypto::install(ctx, &n)?;
+    super::fetch::install(ctx, &n, to_host_log)?;
     ctx.globals().set("__native", n)?;
     Ok(())
 }

@@ -79,16 +79,13 @@
     stream() {
       const bytes = this.#bytes;
       let offset = 0;
-      return new internal.ReadableStream({
-        pull(controller) {
-          if (offset < bytes.length) {
-            const n = Math.min(STREAM_CHUNK, bytes.length - offset);
-            controller.enqueue(bytes.slice(offset, offset + n));
-            offset += n;
-          }
-          if (offset >= bytes.length) controller.close();
-        },
-      }, { highWaterMark: 0 });
+      // A byte stream (File API "get stream"), STREAM_CHUNK bytes per pull.
+      return internal.streams.bytesFrom(() => {
+        if (offset >= bytes.length) return null;
+        const n = Math.min(STREAM_CHUNK, bytes.length - offset);
+        offset += n;
+        return bytes.slice(offset - n, offset);
+      });
     }
 
     [internal.inspectSymbol](depth, options, inspect) {

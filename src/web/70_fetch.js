@@ -428,10 +428,19 @@
       if (unusable(b)) throw new TypeError("Body has already been used.");
       return streamBytes(b.stream);
     },
+    // The app's own ReadableStream body (one the host streams to the client), or null
+    // when the body is static (bytes() reads it whole).
+    stream(r) {
+      if (!isResponse(r)) throw new TypeError("__kvmjsBody.stream: argument is not a Response.");
+      const b = responseState(r).body;
+      if (b === null || srcUsable(b)) return null;
+      if (unusable(b)) throw new TypeError("Body has already been used.");
+      return b.stream;
+    },
   });
   Object.defineProperty(globalThis, "__kvmjsBody", { value: hostBody, writable: false, configurable: true, enumerable: false });
 
-  Object.assign(internal, { Request, Response });
+  Object.assign(internal, { Request, Response, requestState, responseState });
   defineGlobal("Request", Request);
   defineGlobal("Response", Response);
 })();

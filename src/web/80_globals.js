@@ -101,6 +101,10 @@
     "EventTarget", "Event", "Headers", "Request", "Response", "ReadableStream", "ReadableStreamDefaultReader",
     "ReadableStreamDefaultController", "URL", "URLSearchParams", "TextEncoder", "TextDecoder",
     "AbortController", "AbortSignal", "FormData",
+    "ReadableStreamBYOBReader", "ReadableStreamBYOBRequest", "ReadableByteStreamController", "WritableStream",
+    "WritableStreamDefaultWriter", "WritableStreamDefaultController", "TransformStream",
+    "TransformStreamDefaultController", "ByteLengthQueuingStrategy", "CountQueuingStrategy",
+    "TextEncoderStream", "TextDecoderStream",
   ];
 
   function unbox(v) {
@@ -185,6 +189,11 @@
       out = v instanceof internal.File
         ? new internal.File([v], v.name, { type: v.type, lastModified: v.lastModified })
         : internal.makeBlob(internal.blobBytes(v), v.type);
+      memory.set(v, out);
+      return out;
+    }
+    if (internal.isCryptoKey(v)) {
+      out = internal.cloneCryptoKey(v);
       memory.set(v, out);
       return out;
     }
@@ -276,9 +285,15 @@
   const HEX = [];
   for (let i = 0; i < 256; i++) HEX.push((i < 16 ? "0" : "") + i.toString(16));
 
-  // DEVIATION: crypto.subtle is not provided.
+  // crypto.subtle: SubtleCrypto from 75_subtle.js.
+  const subtle = internal.subtle;
   class Crypto {
     constructor(key = undefined) { if (key !== CREATE) throw new TypeError("Illegal constructor."); }
+
+    get subtle() {
+      if (!(this instanceof Crypto)) throw new TypeError("Illegal invocation: not a Crypto.");
+      return subtle;
+    }
 
     getRandomValues(array) {
       requireArgs(arguments.length, 1, "crypto.getRandomValues");
@@ -309,13 +324,101 @@
   // The host's monotonic clock counts from boot, so the time origin is boot in wall time.
   const timeOrigin = native.wallNow() - native.now();
 
-  // DEVIATION: no user timing (mark/measure) and Performance is not an EventTarget.
-  class Performance {
-    constructor(key = undefined) { if (key !== CREATE) throw new TypeError("Illegal constructor."); }
+  // User Timing (mark/measure) as in deno; entries are per request (the snapshot resets them).
+  const entryState = new WeakMap();
+  class PerformanceEntry {
+    constructor(key = undefined, name, entryType, startTime, duration, detail) {
+      if (key !== CREATE) throw new TypeError("Illegal constructor.");
+      entryState.set(this, { name: String(name), entryType, startTime, duration, detail });
+    }
+    get name() { return entryOf(this).name; }
+    get entryType() { return entryOf(this).entryType; }
+    get startTime() { return entryOf(this).startTime; }
+    get duration() { return entryOf(this).duration; }
+    toJSON() {
+      const e = entryOf(this);
+      return { name: e.name, entryType: e.entryType, startTime: e.startTime, duration: e.duration, detail: e.detail };
+    }
+  }
+  const entryOf = (e) => {
+    const s = entryState.get(e);
+    if (s === undefined) throw new TypeError("Illegal invocation: not a PerformanceEntry.");
+    return s;
+  };
+  const cloneDetail = (d) => (d === undefined ? null : structuredClone(d));
+  class PerformanceMark extends PerformanceEntry {
+    constructor(name, options = undefined) {
+      requireArgs(arguments.length, 1, "PerformanceMark");
+      const startTime = options?.startTime ?? native.now();
+      if (typeof startTime !== "number" || startTime < 0) throw new TypeError("PerformanceMark: startTime must be a non-negative number.");
+      super(CREATE, name, "mark", startTime, 0, cloneDetail(options?.detail));
+    }
+    get detail() { return entryOf(this).detail; }
+  }
+  class PerformanceMeasure extends PerformanceEntry {
+    constructor(key = undefined, ...rest) { super(key, ...rest); }
+    get detail() { return entryOf(this).detail; }
+  }
+  const entries = [];
+  const byName = (name, type) => entries.filter((e) => entryOf(e).name === name && (type === undefined || entryOf(e).entryType === type));
+  const clear = (type, name) => {
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const e = entryOf(entries[i]);
+      if (e.entryType === type && (name === undefined || e.name === String(name))) entries.splice(i, 1);
+    }
+  };
+  const markTime = (m) => {
+    if (typeof m === "number") return m;
+    const found = byName(String(m), "mark");
+    if (found.length === 0) throw new DOMException(`Cannot find mark: "${m}".`, "SyntaxError");
+    return entryOf(found[found.length - 1]).startTime;
+  };
+
+  class Performance extends EventTarget {
+    constructor(key = undefined) {
+      if (key !== CREATE) throw new TypeError("Illegal constructor.");
+      super();
+    }
     now() { return native.now(); }
     get timeOrigin() { return timeOrigin; }
     toJSON() { return { timeOrigin }; }
+    mark(name, options = undefined) {
+      requireArgs(arguments.length, 1, "Performance.mark");
+      const m = new PerformanceMark(name, options);
+      entries.push(m);
+      return m;
+    }
+    measure(name, start = undefined, end = undefined) {
+      requireArgs(arguments.length, 1, "Performance.measure");
+      let detail = null;
+      let s = 0;
+      let e = native.now();
+      if (start !== null && typeof start === "object") {
+        if (end !== undefined) throw new TypeError("Performance.measure: options and an end mark cannot both be given.");
+        detail = cloneDetail(start.detail);
+        if (start.start !== undefined) s = markTime(start.start);
+        if (start.end !== undefined) e = markTime(start.end);
+        if (start.duration !== undefined) {
+          if (start.start !== undefined) e = s + start.duration;
+          else s = e - start.duration;
+        }
+      } else {
+        if (start !== undefined) s = markTime(start);
+        if (end !== undefined) e = markTime(end);
+      }
+      const m = new PerformanceMeasure(CREATE, name, "measure", s, e - s, detail);
+      entries.push(m);
+      return m;
+    }
+    getEntries() { return entries.slice(); }
+    getEntriesByName(name, type = undefined) { return byName(String(name), type); }
+    getEntriesByType(type) { return entries.filter((e) => entryOf(e).entryType === String(type)); }
+    clearMarks(name = undefined) { clear("mark", name); }
+    clearMeasures(name = undefined) { clear("measure", name); }
   }
+  tag(PerformanceEntry, "PerformanceEntry");
+  tag(PerformanceMark, "PerformanceMark");
+  tag(PerformanceMeasure, "PerformanceMeasure");
   tag(Performance, "Performance");
 
   class Navigator {
@@ -329,6 +432,9 @@
   defineGlobal("Crypto", Crypto);
   defineGlobal("crypto", new Crypto(CREATE));
   defineGlobal("Performance", Performance);
+  defineGlobal("PerformanceEntry", PerformanceEntry);
+  defineGlobal("PerformanceMark", PerformanceMark);
+  defineGlobal("PerformanceMeasure", PerformanceMeasure);
   defineGlobal("performance", new Performance(CREATE));
   defineGlobal("Navigator", Navigator);
   defineGlobal("navigator", new Navigator(CREATE));

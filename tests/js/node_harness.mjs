@@ -9,6 +9,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { randomFillSync } from "node:crypto";
 import { performance as nodePerformance } from "node:perf_hooks";
 import { setImmediate } from "node:timers";
+import { subtleShim } from "./node_subtle_shim.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..", "..");
@@ -46,6 +47,7 @@ const native = {
     return [d.encoding, (bytes, stream) => d.decode(bytes, { stream })];
   },
   randomFill(view) { randomFillSync(view); },
+  subtle: subtleShim,
   now() { return nodePerformance.now(); },
   wallNow() { return Date.now(); },
   log(level, msg) {
@@ -59,7 +61,7 @@ const REMOVE = [
   "ReadableStreamDefaultReader", "ReadableStreamDefaultController", "TextEncoder", "TextDecoder",
   "AbortController", "AbortSignal", "Event", "EventTarget", "CustomEvent", "DOMException",
   "structuredClone", "atob", "btoa", "setTimeout", "setInterval", "clearTimeout", "clearInterval",
-  "queueMicrotask", "crypto", "Crypto", "performance", "Performance", "navigator", "Navigator", "fetch", "FormData",
+  "queueMicrotask", "crypto", "Crypto", "CryptoKey", "SubtleCrypto", "performance", "Performance", "navigator", "Navigator", "fetch", "FormData",
 ];
 for (const name of REMOVE) {
   delete globalThis[name];

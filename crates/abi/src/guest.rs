@@ -142,6 +142,30 @@ pub fn backend_response_flags(
     };
 }
 
+/// Adds `data` to the streamed response that [`backend_response_flags`] with
+/// [`crate::RESPONSE_FLAG_STREAM`] started. Returns 0, or a negative errno when the host
+/// refused the call (not streaming, too large). When the client has gone, or the request's
+/// time is up, the host ends the request here and the call does not return.
+#[cfg(target_arch = "x86_64")]
+pub fn stream_append(data: &[u8]) -> i64 {
+    // SAFETY: `data` is readable for its length.
+    unsafe {
+        call6(
+            nr::STREAM_APPEND,
+            [data.as_ptr() as u64, data.len() as u64, 0, 0, 0, 0],
+        ) as i64
+    }
+}
+
+/// Ends the streamed response: cleanly, or with [`crate::STREAM_FLAG_ABORT`] abnormally.
+/// Like [`backend_response`], it returns only with [`crate::RESPONSE_FLAG_CONTINUE`] (for
+/// background work) or, in non-ephemeral mode, when the next request is due.
+#[cfg(target_arch = "x86_64")]
+pub fn stream_end(flags: u64) {
+    // SAFETY: no pointers are passed.
+    unsafe { call6(nr::STREAM_END, [flags, 0, 0, 0, 0, 0]) };
+}
+
 /// Writes one line to the host's log.
 #[cfg(target_arch = "x86_64")]
 pub fn sys_log(msg: &[u8]) {

@@ -11,6 +11,7 @@
 #![no_std]
 
 pub mod fast;
+pub mod fetch;
 pub mod guest;
 
 /// Guest API call numbers (EAX/RAX). Numbers below 512 are Linux system calls.
@@ -25,6 +26,15 @@ pub mod nr {
     pub const SET_CACHEABLE: u64 = 0x10005;
     /// `sys_backend_response(status, ctype, ctype_len, body, body_len, extra*)`.
     pub const BACKEND_RESPONSE: u64 = 0x10010;
+    /// kvmjs extension: `stream_append(data, len)` adds a chunk to the response a
+    /// `backend_response` with [`crate::RESPONSE_FLAG_STREAM`] started. Returns 0 once the
+    /// host has taken the bytes (it may hold the guest while the client is slow).
+    pub const STREAM_APPEND: u64 = 0x10013;
+    /// kvmjs extension: `stream_end(flags)` ends a streamed response: cleanly, or with
+    /// [`crate::STREAM_FLAG_ABORT`] abnormally (the client sees a truncated response).
+    /// With [`crate::RESPONSE_FLAG_CONTINUE`] it returns for background work, as
+    /// `backend_response` does; otherwise it is the end of the request.
+    pub const STREAM_END: u64 = 0x10014;
     /// `sys_http_append(where, field, len)`.
     pub const HTTP_APPEND: u64 = 0x10020;
     /// `sys_http_set(where, field, len)`.
@@ -58,6 +68,17 @@ pub const MAX_CONTENT_TYPE_LEN: usize = 0x1000;
 /// at once, then resumes the guest until it calls `wait_for_requests_paused` again (within
 /// its background time limit), and only then resets it.
 pub const RESPONSE_FLAG_CONTINUE: u64 = 0x1;
+/// `BackendResponseExtra::reserved[0]` bit (a kvmjs extension): the body passed is only the
+/// start of the response; more follows with [`nr::STREAM_APPEND`] until [`nr::STREAM_END`].
+/// The host sends the status and headers at once with no length (HTTP/1.1 chunked) and the
+/// call returns to the guest. An upstream host ignores the bit, so a guest sets it only
+/// under the kvmjs host ([`KVMJS_HOST_ENV`]).
+pub const RESPONSE_FLAG_STREAM: u64 = 0x2;
+/// [`nr::STREAM_END`] flag: the response failed mid-stream; the host ends it abnormally
+/// (no terminating chunk), never as a clean end.
+pub const STREAM_FLAG_ABORT: u64 = 0x4;
+/// Every flag [`nr::STREAM_END`] accepts.
+pub const STREAM_END_FLAGS: u64 = RESPONSE_FLAG_CONTINUE | STREAM_FLAG_ABORT;
 /// Environment variable the kvmjs host sets so guests pick the `syscall` call form.
 pub const KVMJS_HOST_ENV: &str = "KVMJS_HOST";
 
@@ -251,5 +272,26 @@ mod tests {
         );
         assert_eq!(nr::GET_MEMINFO, 0x10A00);
         assert_eq!(nr::SYS_LOG, 0x7F000);
+    }
+
+    #[test]
+    fn stream_calls_are_in_the_kvmjs_range_and_flags_are_distinct() {
+        // 0x10013..=0x1001f: between upstream's backend_response and http_* calls.
+        for n in [nr::STREAM_APPEND, nr::STREAM_END] {
+            assert!((0x10013..=0x1001f).contains(&n), "{n:#x}");
+        }
+        assert_ne!(nr::STREAM_APPEND, nr::STREAM_END);
+        let flags = [
+            RESPONSE_FLAG_CONTINUE,
+            RESPONSE_FLAG_STREAM,
+            STREAM_FLAG_ABORT,
+        ];
+        for (i, a) in flags.iter().enumerate() {
+            assert_eq!(a.count_ones(), 1);
+            for b in &flags[i + 1..] {
+                assert_eq!(a & b, 0);
+            }
+        }
+        assert_eq!(STREAM_END_FLAGS & RESPONSE_FLAG_STREAM, 0);
     }
 }

@@ -89,6 +89,8 @@ pub struct Program {
 
 // An explicit path (relative to this file's directory) so the fuzz targets, which load
 // this file with #[path], find it too.
+#[path = "config/fetch.rs"]
+mod fetch;
 #[path = "config/keys.rs"]
 mod keys;
 use keys::IGNORED;
@@ -340,6 +342,7 @@ fn program(
             "current_working_directory" => vm.current_working_directory = ctx.string(k, v)?,
             "allowed_paths" => vm.allowed_paths = allowed_paths(ctx, k, v)?,
             "warmup" => vm.warmup = Some(warmup(ctx, k, v)?),
+            "fetch" => vm.fetch = fetch::parse(ctx, k, v)?,
             "host" => p.hosts = ctx.strings(k, v)?.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
             "prefix" => {
                 let pre = ctx.string(k, v)?;

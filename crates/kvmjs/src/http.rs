@@ -10,19 +10,19 @@ pub mod body;
 pub mod conn;
 #[path = "http/reply.rs"]
 mod reply;
+#[path = "http/stream.rs"]
+pub mod stream;
 
 use crate::metrics::Metrics;
 use crate::pool::{ProgramPool, SubmitError};
 use body::{BodyBudget, BodyError, BodyPace};
-use bytes::Bytes;
 use conn::{Admission, ConnInfo, Conns, LentStream, PhaseGuard};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request as HttpRequest, Response as HttpResponse, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use kvmjs_vm::Request;
-use reply::{text, RequestId};
+use reply::{text, whole, ReplyBody, RequestId};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,13 +196,13 @@ fn check_host<B>(req: &HttpRequest<B>) -> Result<(), &'static str> {
 pub async fn handle(
     req: HttpRequest<Incoming>,
     st: Arc<State>,
-) -> Result<HttpResponse<Full<Bytes>>, Infallible> {
+) -> Result<HttpResponse<ReplyBody>, Infallible> {
     let t0 = Instant::now();
     if let Err(why) = check_host(&req) {
-        return Ok(reply::close(text(
+        return Ok(whole(reply::close(text(
             StatusCode::BAD_REQUEST,
             format!("{why}\n"),
-        )));
+        ))));
     }
     if REFUSED_METHODS.contains(&req.method().as_str()) {
         let mut r = text(
@@ -214,11 +214,11 @@ pub async fn handle(
             HeaderValue::from_static(ALLOWED_METHODS),
         );
         // A CONNECT's "body" is tunnel data: no further request can follow on it.
-        return Ok(if req.method() == Method::CONNECT {
+        return Ok(whole(if req.method() == Method::CONNECT {
             reply::close(r)
         } else {
             r
-        });
+        }));
     }
     match req.uri().path() {
         "/metrics" if !req.headers().contains_key(PROGRAM_HEADER) => {
@@ -230,16 +230,16 @@ pub async fn handle(
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 ),
             );
-            return Ok(r);
+            return Ok(whole(r));
         }
         "/healthz" if !req.headers().contains_key(PROGRAM_HEADER) => {
-            return Ok(text(StatusCode::OK, "ok\n"))
+            return Ok(whole(text(StatusCode::OK, "ok\n")))
         }
         _ => {}
     }
     let pool = match st.route(&req) {
         Ok(p) => p.clone(),
-        Err(msg) => return Ok(text(StatusCode::NOT_FOUND, format!("{msg}\n"))),
+        Err(msg) => return Ok(whole(text(StatusCode::NOT_FOUND, format!("{msg}\n")))),
     };
     let conn = req.extensions().get::<Arc<ConnInfo>>().cloned();
     let phase = PhaseGuard::start(conn);
@@ -260,19 +260,19 @@ pub async fn handle(
         if !expects_continue {
             tokio::spawn(body::drain(body, drain_max(limit), st.pace));
         }
-        return Ok(r);
+        return Ok(whole(r));
     }
     let free = st.budget.cap().saturating_sub(st.budget.used());
     if let Some(n) = declared.filter(|&n| n > free as u64) {
         // It cannot fit now: say so before the client sends it.
         st.metrics.error(&name, "body_memory");
         tracing::debug!(request_id = %id, program = %name, "declared body of {n} bytes: body memory full");
-        return Ok(reply::body_error(
+        return Ok(whole(reply::body_error(
             &BodyError::Memory {
                 cap: st.budget.cap(),
             },
             &id,
-        ));
+        )));
     }
     let (body, claim) = match body::read(body, limit, st.pace, &st.budget).await {
         Ok(b) => b,
@@ -291,7 +291,7 @@ pub async fn handle(
             if let Some(rest) = rejected.rest {
                 tokio::spawn(body::drain(rest, drain_max(limit), st.pace));
             }
-            return Ok(reply::body_error(&rejected.error, &id));
+            return Ok(whole(reply::body_error(&rejected.error, &id)));
         }
     };
     phase.busy();
@@ -327,16 +327,18 @@ pub async fn handle(
             st.metrics.error(&name, kind);
             st.metrics
                 .request(&name, r.status().as_u16(), t0.elapsed(), 0, 0, 0.0);
-            return Ok(r);
+            return Ok(whole(r));
         }
     };
     let s = outcome.stats;
-    let resp = match outcome.result {
-        Ok(r) => reply::guest_response(r),
-        Err(e) => {
+    let resp = match (outcome.result, outcome.stream) {
+        // The head now; the body as the guest makes it (the connection stays busy).
+        (Ok(r), Some(rest)) => reply::streamed_response(r, rest.hold(Box::new(phase))),
+        (Ok(r), None) => whole(reply::guest_response(r)),
+        (Err(e), _) => {
             let (r, kind) = reply::request_error(&e, &name, &id);
             st.metrics.error(&name, kind);
-            r
+            whole(r)
         }
     };
     st.metrics.request(

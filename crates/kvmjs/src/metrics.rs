@@ -7,7 +7,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::time::Duration;
+
+mod fetch;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProgramLabel {
@@ -64,6 +67,7 @@ pub struct Metrics {
     connections: Gauge,
     connections_closed: Family<ReasonLabel, Counter>,
     body_bytes: Gauge,
+    fetch: Arc<fetch::FetchCollector>,
 }
 
 impl Default for Metrics {
@@ -84,8 +88,10 @@ impl Default for Metrics {
             connections: Gauge::default(),
             connections_closed: Family::default(),
             body_bytes: Gauge::default(),
+            fetch: Arc::default(),
             registry: Registry::default(),
         };
+        registry.register_collector(Box::new(m.fetch.clone()));
         registry.register(
             "requests",
             "Requests answered, by status code",
@@ -212,6 +218,12 @@ impl Metrics {
         }
     }
 
+    /// Adds the VM exits a streamed response made after its head (the head's are in
+    /// [`Metrics::request`]), so exits stay per request, whole streams included.
+    pub fn stream_exits(&self, program: &str, exits: u64) {
+        self.exits.get_or_create(&p(program)).inc_by(exits);
+    }
+
     /// Records a failure of `kind` (timeout, fault, boot, busy, ...).
     pub fn error(&self, program: &str, kind: &str) {
         self.errors
@@ -267,6 +279,11 @@ impl Metrics {
             Some(_) => self.error(program, "background"),
             None => {}
         }
+    }
+
+    /// Exports program `program`'s `fetch()` counters (shared by its VMs).
+    pub fn fetch_program(&self, program: &str, m: Arc<kvmjs_vm::fetch::FetchMetrics>) {
+        self.fetch.add(program, m);
     }
 
     /// Records an idle unload.

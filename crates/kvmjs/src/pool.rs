@@ -5,6 +5,7 @@
 //! is unloaded and boots again on demand.
 
 use crate::config::Program;
+use crate::http::stream::{self, ChunkBody, ChunkSender};
 use crate::metrics::Metrics;
 use kvmjs_vm::{Request, RequestError, RequestStats, Response, Snapshot, Vm};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +20,9 @@ pub struct Outcome {
     /// Its counters, without the reset: that runs after the response is sent, and the
     /// worker records it in the metrics ([`Metrics::reset`]).
     pub stats: RequestStats,
+    /// The rest of a streamed response ([`Response::stream`]), as the worker gets it
+    /// from the guest; the worker records its exits and errors.
+    pub stream: Option<ChunkBody>,
 }
 
 /// Why a request never reached a VM.
@@ -86,6 +90,7 @@ impl ProgramPool {
     /// A pool that boots on first use.
     pub fn new(cfg: Program, metrics: Arc<Metrics>) -> Self {
         metrics.program(&cfg.name, cfg.engine);
+        metrics.fetch_program(&cfg.name, cfg.vm.fetch.metrics.clone());
         ProgramPool {
             cfg,
             state: Mutex::new(None),
@@ -278,6 +283,43 @@ fn confine() -> Result<(), String> {
     kvmjs_vm::seccomp::apply_to_this_thread().map_err(|e| e.to_string())
 }
 
+/// Runs a streamed response to its end, passing each chunk on as the guest makes it. A
+/// client that goes away (or reads too slowly to finish within `deadline`) stops the
+/// guest; a failure ends the body abnormally (`tx` dropped unfinished). Either way the VM
+/// is left with its reset (or background work) due, for [`Vm::finish`].
+fn pump(vm: &mut Vm, tx: ChunkSender, deadline: Instant, metrics: &Metrics) {
+    let name = vm.config().name.clone();
+    loop {
+        match vm.stream_next() {
+            Ok(Some(chunk)) => {
+                if let Err(e) = tx.send(chunk, deadline) {
+                    tracing::debug!(program = %name, "streamed response stopped: {e}");
+                    metrics.error(
+                        &name,
+                        match e {
+                            stream::StreamError::Stalled => "stream_stalled",
+                            _ => "client_gone",
+                        },
+                    );
+                    vm.stream_cancel();
+                    return;
+                }
+            }
+            Ok(None) => return tx.finish(),
+            Err(e) => {
+                let kind = match e {
+                    RequestError::StreamAborted => "stream_aborted",
+                    RequestError::Timeout(_) => "timeout",
+                    _ => "guest",
+                };
+                tracing::warn!(program = %name, "streamed response failed: {e}");
+                metrics.error(&name, kind);
+                return; // `tx` dropped unfinished: the body ends abnormally
+            }
+        }
+    }
+}
+
 /// A worker: one VM, requests until the queue closes.
 fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metrics: Arc<Metrics>) {
     if let Err(e) = confine() {
@@ -316,11 +358,30 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metr
         // The reset (ephemeral mode, or after a failure) is not on the client's critical
         // path: it runs once the response is on its way, and before this VM takes
         // another job (respond() would run it first anyway).
+        let started = Instant::now();
         let result = vm.respond(&job.req);
+        let stats = vm.last_stats();
+        let (tx, body) = match &result {
+            Ok(r) if r.stream => {
+                let (tx, body) = stream::pipe();
+                (Some(tx), Some(body))
+            }
+            _ => (None, None),
+        };
         let _ = job.reply.send(Some(Outcome {
             result,
-            stats: vm.last_stats(),
+            stats,
+            stream: body,
         }));
+        if job.req.method.eq_ignore_ascii_case("HEAD") {
+            // A HEAD response has no body: the head is out, the rest is not wanted.
+            vm.stream_cancel();
+        } else if let Some(tx) = tx {
+            // The job's deadline: max_request_time covers the whole stream.
+            let deadline = started + vm.config().max_request_time;
+            pump(&mut vm, tx, deadline, &metrics);
+            metrics.stream_exits(&vm.config().name, vm.last_stats().exits - stats.exits);
+        }
         // Now the reset, or the app's ctx.waitUntil work, if any, then the reset. This VM
         // takes no job meanwhile; the others of the pool do.
         let done = vm.finish();

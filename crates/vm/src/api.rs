@@ -1,11 +1,12 @@
 //! The libvmod-tinykvm guest API, host side. Every pointer and length is bounds-checked
 //! and every header the guest sends is validated, so a guest cannot split responses.
 
-use crate::request::Response;
+use crate::request::{Response, StreamStep};
 use crate::syscalls::{errno, Args, Ctx, Flow, Stop};
 use kvmjs_abi::{
     nr, BackendResponseExtra, MemInfo, HTTP_REQ, HTTP_RESP, MAX_CONTENT_TYPE_LEN,
-    MAX_RESPONSE_HEADERS, RESPONSE_FLAG_CONTINUE,
+    MAX_RESPONSE_HEADERS, RESPONSE_FLAG_CONTINUE, RESPONSE_FLAG_STREAM, STREAM_END_FLAGS,
+    STREAM_FLAG_ABORT,
 };
 
 /// Longest single header field the guest may pass.
@@ -27,6 +28,18 @@ pub fn dispatch(ctx: &mut Ctx<'_>, number: u64, a: &Args) -> Flow {
             Ok(r) => Flow::Stop(Stop::Responded(r)),
             Err(msg) => Flow::Stop(Stop::Fatal(format!("backend_response: {msg}"))),
         },
+        nr::STREAM_APPEND => match stream_append(ctx, a) {
+            Ok(chunk) => Flow::Stop(Stop::Stream(StreamStep::Chunk(chunk))),
+            Err(msg) => Flow::Stop(Stop::Fatal(format!("stream_append: {msg}"))),
+        },
+        nr::STREAM_END if a[0] & !STREAM_END_FLAGS != 0 => Flow::Stop(Stop::Fatal(format!(
+            "stream_end: unknown flags {:#x}",
+            a[0] & !STREAM_END_FLAGS
+        ))),
+        nr::STREAM_END => Flow::Stop(Stop::Stream(StreamStep::End {
+            abort: a[0] & STREAM_FLAG_ABORT != 0,
+            background: a[0] & RESPONSE_FLAG_CONTINUE != 0,
+        })),
         nr::SYS_LOG => sys_log(ctx, a),
         nr::HTTP_APPEND => http_append(ctx, a, false),
         nr::HTTP_SET => http_append(ctx, a, true),
@@ -35,6 +48,7 @@ pub fn dispatch(ctx: &mut Ctx<'_>, number: u64, a: &Args) -> Flow {
         nr::GET_MEMINFO => get_meminfo(ctx, a),
         nr::IS_DEBUG | nr::SET_CACHEABLE => Flow::ok(0),
         nr::REGISTER_FUNC => Flow::err(errno::ENOSYS),
+        n @ 0x20000..=0x2000f => crate::fetch::calls::dispatch(ctx, n, a),
         other => {
             tracing::warn!(program = %ctx.cfg.name, "guest made unknown API call {other:#x}; returning ENOSYS");
             Flow::err(errno::ENOSYS)
@@ -108,6 +122,7 @@ fn backend_response(ctx: &mut Ctx<'_>, a: &Args) -> Result<Response, String> {
         .map(|h| h.as_bytes().to_vec())
         .collect();
     let mut background = false;
+    let mut stream = false;
     if a[5] != 0 {
         let flags_at = a[5] + std::mem::offset_of!(BackendResponseExtra, reserved) as u64;
         let flags = ctx
@@ -115,6 +130,7 @@ fn backend_response(ctx: &mut Ctx<'_>, a: &Args) -> Result<Response, String> {
             .read_u64(flags_at)
             .map_err(|e| format!("extra: {e}"))?;
         background = flags & RESPONSE_FLAG_CONTINUE != 0;
+        stream = flags & RESPONSE_FLAG_STREAM != 0;
         let ptr = ctx.mem.read_u64(a[5]).map_err(|e| format!("extra: {e}"))?;
         let n = ctx
             .mem
@@ -155,8 +171,29 @@ fn backend_response(ctx: &mut Ctx<'_>, a: &Args) -> Result<Response, String> {
         content_type,
         body,
         headers,
-        background,
+        // A streamed response's background flag comes with its end (stream_end).
+        background: background && !stream,
+        stream,
     })
+}
+
+/// The chunk of a `stream_append`. Whether a stream is open is the VM's to check (it
+/// knows where the request is); each chunk is bounded like a whole body, and the host
+/// holds only a bounded number of bytes per stream.
+fn stream_append(ctx: &mut Ctx<'_>, a: &Args) -> Result<Vec<u8>, String> {
+    if a[1] > ctx.cfg.max_response_body {
+        return Err(format!(
+            "chunk of {} bytes exceeds the {}-byte limit (max_response_body); append smaller chunks",
+            a[1], ctx.cfg.max_response_body
+        ));
+    }
+    if a[1] == 0 {
+        return Ok(Vec::new());
+    }
+    ctx.mem
+        .slice(a[0], a[1])
+        .map(<[u8]>::to_vec)
+        .map_err(|e| format!("chunk: {e}"))
 }
 
 fn sys_log(ctx: &mut Ctx<'_>, a: &Args) -> Flow {
@@ -344,6 +381,70 @@ mod tests {
                 "{bad:x?}"
             );
         }
+    }
+
+    #[test]
+    fn stream_calls_report_their_step() {
+        let mut f = Fixture::new();
+        f.mem.write(0x70_0000, b"text/event-stream").unwrap();
+        f.mem.write(0x70_1000, b"data: 1\n\n").unwrap();
+        // extra with no headers and RESPONSE_FLAG_STREAM | RESPONSE_FLAG_CONTINUE.
+        let flags_at = 0x70_4000 + std::mem::offset_of!(BackendResponseExtra, reserved) as u64;
+        f.mem
+            .write_u64(flags_at, RESPONSE_FLAG_STREAM | RESPONSE_FLAG_CONTINUE)
+            .unwrap();
+        match call(
+            &mut f,
+            nr::BACKEND_RESPONSE,
+            [200, 0x70_0000, 17, 0x70_1000, 9, 0x70_4000],
+        ) {
+            Flow::Stop(Stop::Responded(r)) => {
+                assert!(r.stream);
+                assert!(!r.background, "a stream's background flag comes at its end");
+                assert_eq!(r.body, b"data: 1\n\n");
+            }
+            other => panic!("{other:?}"),
+        }
+        match call(&mut f, nr::STREAM_APPEND, [0x70_1000, 4, 0, 0, 0, 0]) {
+            Flow::Stop(Stop::Stream(StreamStep::Chunk(c))) => assert_eq!(c, b"data"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            call(&mut f, nr::STREAM_APPEND, [0, 0, 0, 0, 0, 0]),
+            Flow::Stop(Stop::Stream(StreamStep::Chunk(c))) if c.is_empty()
+        ));
+        for bad in [[u64::MAX - 2, 5], [0x70_1000, u64::MAX]] {
+            assert!(matches!(
+                call(&mut f, nr::STREAM_APPEND, [bad[0], bad[1], 0, 0, 0, 0]),
+                Flow::Stop(Stop::Fatal(_))
+            ));
+        }
+        assert!(matches!(
+            call(&mut f, nr::STREAM_END, [0, 0, 0, 0, 0, 0]),
+            Flow::Stop(Stop::Stream(StreamStep::End {
+                abort: false,
+                background: false
+            }))
+        ));
+        assert!(matches!(
+            call(
+                &mut f,
+                nr::STREAM_END,
+                [STREAM_FLAG_ABORT | RESPONSE_FLAG_CONTINUE, 0, 0, 0, 0, 0]
+            ),
+            Flow::Stop(Stop::Stream(StreamStep::End {
+                abort: true,
+                background: true
+            }))
+        ));
+        assert!(matches!(
+            call(
+                &mut f,
+                nr::STREAM_END,
+                [RESPONSE_FLAG_STREAM, 0, 0, 0, 0, 0]
+            ),
+            Flow::Stop(Stop::Fatal(_))
+        ));
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct VmConfig {
     /// A listening program that is dynamically linked gets the fast-path library
     /// (crate::fastpath): one VM exit per request. `false`: every socket call traps.
     pub fast_path: bool,
+    /// What the guest may fetch (tinykvm.json `fetch`; by default nothing).
+    pub fetch: crate::fetch::FetchPolicy,
 }
 
 /// Where a program that serves HTTP itself listens (`VmConfig::listen`).
@@ -167,6 +169,7 @@ impl Default for VmConfig {
             program_path: None,
             listen: None,
             fast_path: true,
+            fetch: Default::default(),
         }
     }
 }

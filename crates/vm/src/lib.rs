@@ -10,6 +10,7 @@ pub mod config;
 pub mod cpu;
 pub mod fastpath;
 pub mod fault;
+pub mod fetch;
 pub mod fs;
 pub mod layout;
 pub mod limits;

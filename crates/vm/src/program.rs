@@ -71,7 +71,7 @@ pub fn run_to_exit(cfg: Arc<VmConfig>, elf: &[u8]) -> Result<Outcome, VmError> {
     let end = match first {
         Ok((Stop::Exited(code), _)) => ProgramEnd::Exited(code),
         Ok((Stop::Fatal(m), _)) => ProgramEnd::Failed(m),
-        Ok((Stop::Responded(_), _)) => {
+        Ok((Stop::Responded(_) | Stop::Stream(_), _)) => {
             ProgramEnd::Failed("it sent a response without being asked a request".into())
         }
         Ok((Stop::Paused { .. } | Stop::Listening { .. }, _)) => unreachable!("handled above"),

@@ -55,6 +55,24 @@ pub struct Response {
     /// The guest asked to continue after the response ([`kvmjs_abi::RESPONSE_FLAG_CONTINUE`]):
     /// it has background work to finish before the VM is reset.
     pub background: bool,
+    /// The body is only the start: the guest streams the rest
+    /// ([`kvmjs_abi::RESPONSE_FLAG_STREAM`]), which [`crate::Vm::stream_next`] returns
+    /// chunk by chunk. Sent without a length (HTTP/1.1 chunked).
+    pub stream: bool,
+}
+
+/// One step of a streamed response, as the guest's stream calls report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamStep {
+    /// `stream_append`: more body.
+    Chunk(Vec<u8>),
+    /// `stream_end`.
+    End {
+        /// It failed mid-stream: the client must see a truncated response.
+        abort: bool,
+        /// Background work follows ([`kvmjs_abi::RESPONSE_FLAG_CONTINUE`]).
+        background: bool,
+    },
 }
 
 /// Counters for one request.

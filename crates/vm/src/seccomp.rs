@@ -76,6 +76,8 @@ const ALLOWED: &[Sysno] = &[
 /// Installs the filter on the calling thread (only). Call it after the thread's VM and
 /// request timer exist.
 pub fn apply_to_this_thread() -> Result<(), SeccompError> {
+    // fetch() runs on threads this one cannot start once filtered (crate::fetch::service).
+    crate::fetch::service::start();
     let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = ALLOWED
         .iter()
         .map(|s| (s.id() as i64, Vec::new()))

@@ -65,6 +65,12 @@ pub(crate) enum Position {
     InWait(crate::tasks::switch::Pending),
     /// Responded with background work to finish ([`Vm::finish_background`]).
     Background(Trap),
+    /// Sent the head of a streamed response; [`Vm::stream_next`] runs the guest on to its
+    /// next chunk, within the request's `deadline` (max_request_time covers the stream).
+    Streaming {
+        trap: Trap,
+        deadline: Instant,
+    },
     /// Responded (or failed); the reset to the snapshot is still to run ([`Vm::finish`]).
     /// No trap is kept: the guest cannot be resumed from here, only reset. `full` as in
     /// `reset`.
@@ -314,7 +320,7 @@ impl Vm {
                     format!("it exited with status {code} before {}", vm.pause_name()),
                 ))
             }
-            Stop::Responded(_) => {
+            Stop::Responded(_) | Stop::Stream(_) => {
                 return Err(fail(
                     &vm,
                     "it sent a response before waiting for a request".into(),
@@ -351,7 +357,9 @@ impl Vm {
         let req = Request::warmup(&w);
         let mut stats = RequestStats::default();
         for _ in 0..w.num_requests {
-            self.serve(&req, deadline, &mut stats)?;
+            let mut r = self.serve(&req, deadline, &mut stats)?;
+            // Before the snapshot: no reset is due after it.
+            self.collect_stream_with(&mut r, false)?;
         }
         let Position::AfterResponse(t) = self.pos else {
             return Err(RequestError::Broken(
@@ -408,8 +416,11 @@ impl Vm {
     /// Serves one request and, in ephemeral mode or after a failure, resets the VM before
     /// returning ([`Vm::respond`] without the wait for the reset). Background work the
     /// response leaves is not run: [`Vm::finish_background`] runs it, or the next request.
+    /// A streamed response is collected whole (the caller wants the complete response).
     pub fn handle(&mut self, req: &Request) -> Result<Response, RequestError> {
-        let out = self.respond(req);
+        let out = self
+            .respond(req)
+            .and_then(|mut r| self.collect_stream(&mut r).map(|()| r));
         let done = self.finish_reset();
         self.last.total_us += done.reset_us;
         out
@@ -431,8 +442,9 @@ impl Vm {
             .map_err(|e| self.with_guest_output(e, written))
             .map_err(|e| self.out_of_memory(e));
         let reset = match &out {
-            // The reset waits for the background work (finish_background).
-            Ok(r) if r.background => false,
+            // The reset waits for the background work (finish_background), or for the
+            // end of the stream (stream_next).
+            Ok(r) if r.background || r.stream => false,
             Ok(_) => self.cfg.ephemeral,
             // Nothing ran: a non-ephemeral guest keeps its state.
             Err(RequestError::Place(_)) => self.cfg.ephemeral,
@@ -508,6 +520,11 @@ impl Vm {
                     "background work is still running (call finish_background)".into(),
                 ))
             }
+            Position::Streaming { .. } => {
+                return Err(RequestError::Broken(
+                    "a streamed response is still running (call finish)".into(),
+                ))
+            }
             Position::Booting | Position::InWait(_) => {
                 return Err(RequestError::Broken("it has not booted".into()))
             }
@@ -530,11 +547,16 @@ impl Vm {
             method: req.method.clone(),
             req_headers: req.headers.clone(),
             resp_headers: Vec::new(),
+            ..Default::default()
         };
         if let Some(t) = trap {
             self.resume(t, 0)?;
         }
         match self.run(deadline, stats)? {
+            (Stop::Responded(r), t) if r.stream => {
+                self.pos = Position::Streaming { trap: t, deadline };
+                Ok(r)
+            }
             (Stop::Responded(r), t) => {
                 self.pos = Position::after(&r, t);
                 Ok(r)
@@ -762,6 +784,9 @@ pub(crate) fn unexpected(stop: Stop, when: &str) -> RequestError {
             RequestError::Guest(format!("guest waited for the next request {when}"))
         }
         Stop::Responded(_) => RequestError::Guest(format!("guest sent a second response {when}")),
+        Stop::Stream(_) => RequestError::Guest(format!(
+            "guest made a stream call without a streamed response {when}"
+        )),
         Stop::Listening { .. } => {
             RequestError::Guest(format!("guest waited for the next connection {when}"))
         }

@@ -50,6 +50,14 @@ export default {
         return new Response("four", { headers: { "content-length": "1000", "connection": "close", "x-kept": "yes" } });
       case "/random":
         return Response.json({ r: Math.random(), u: crypto.randomUUID() });
+      case "/random-key": {
+        // crypto.subtle key generation draws from the same per-request generator.
+        const key = await crypto.subtle.generateKey({ name: "AES-GCM", length: 128 }, true, ["encrypt"]);
+        const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign"]);
+        const raw = new Uint8Array(await crypto.subtle.exportKey("raw", key));
+        const pub = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+        return new Response([...raw, ...pub].map((b) => b.toString(16).padStart(2, "0")).join(""));
+      }
       default:
         return new Response("ok");
     }

@@ -168,6 +168,25 @@ export const tests = [
     assertJson(Object.keys(performance.toJSON()), ["timeOrigin"]);
     assertEq(performance.toJSON().timeOrigin, performance.timeOrigin);
   }],
+  ["performance is an EventTarget with user timing", () => {
+    assert(performance instanceof EventTarget, "EventTarget");
+    performance.clearMarks(); performance.clearMeasures();
+    const a = performance.mark("a", { detail: { n: 1 } });
+    assert(a instanceof PerformanceMark && a instanceof PerformanceEntry, "a PerformanceMark");
+    assertJson([a.name, a.entryType, a.duration, a.detail], ["a", "mark", 0, { n: 1 }]);
+    performance.mark("b", { startTime: a.startTime + 5 });
+    const m = performance.measure("a-b", "a", "b");
+    assertJson([m.entryType, m.startTime === a.startTime, m.duration], ["measure", true, 5]);
+    const o = performance.measure("opts", { start: "a", duration: 2, detail: "d" });
+    assertJson([o.duration, o.detail], [2, "d"]);
+    assertJson(performance.getEntriesByType("mark").map((e) => e.name), ["a", "b"]);
+    assertJson(performance.getEntriesByName("a-b").map((e) => e.entryType), ["measure"]);
+    assertThrows(() => performance.measure("x", "no-such-mark"), DOMException, "SyntaxError");
+    performance.clearMarks("a");
+    assertJson(performance.getEntriesByType("mark").map((e) => e.name), ["b"]);
+    performance.clearMarks(); performance.clearMeasures();
+    assertEq(performance.getEntries().length, 0);
+  }],
   ["navigator and self", () => {
     assertEq(navigator.userAgent, "kvmjs");
     assertEq(self, globalThis);

@@ -107,6 +107,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "max_request_body",
         "kvmjs: MB of request body accepted before 413 (default 16)",
     ),
+    (
+        "fetch",
+        "kvmjs: backends fetch() may reach: {\"allow\": [\"https://host[:port]\", ...], \"timeout\", \"connect_timeout\", \"max_response_size\", \"max_request_body\", \"max_open\", \"max_per_request\"} (nothing allowed by default)",
+    ),
 ];
 
 /// Upstream keys kvmjs accepts but does not act on (warned about, never silently dropped).

@@ -4,9 +4,10 @@
 //! to the log, under the same id.
 
 use super::body::BodyError;
+use super::stream::ChunkBody;
 use crate::pool::SubmitError;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response as HttpResponse, StatusCode};
 use kvmjs_vm::request::PlaceError;
@@ -26,6 +27,15 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "proxy-connection",
 ];
+
+/// A response body: whole (with a Content-Length), or streamed as the guest makes it
+/// (chunked).
+pub type ReplyBody = Either<Full<Bytes>, ChunkBody>;
+
+/// A whole response as a [`ReplyBody`] one.
+pub fn whole(r: HttpResponse<Full<Bytes>>) -> HttpResponse<ReplyBody> {
+    r.map(Either::Left)
+}
 
 /// Header carrying the request id of a front-made error.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -168,9 +178,25 @@ fn failed(program: &str) -> String {
 }
 
 /// The guest's response as HTTP, without the framing headers that are the server's.
-pub fn guest_response(r: Response) -> HttpResponse<Full<Bytes>> {
+pub fn guest_response(mut r: Response) -> HttpResponse<Full<Bytes>> {
+    let body = Full::new(Bytes::from(std::mem::take(&mut r.body)));
+    with_head(HttpResponse::new(body), &r)
+}
+
+/// The head of the guest's streamed response ([`Response::stream`]): its body is the
+/// start the head came with, then `rest`, with no length (HTTP/1.1 chunked).
+pub fn streamed_response(mut r: Response, rest: ChunkBody) -> HttpResponse<ReplyBody> {
+    let start = std::mem::take(&mut r.body);
+    let body = if start.is_empty() {
+        rest
+    } else {
+        rest.prepend(Bytes::from(start))
+    };
+    with_head(HttpResponse::new(Either::Right(body)), &r)
+}
+
+fn with_head<B>(mut out: HttpResponse<B>, r: &Response) -> HttpResponse<B> {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut out = HttpResponse::new(Full::new(Bytes::from(r.body)));
     *out.status_mut() = status;
     let h = out.headers_mut();
     if !r.content_type.is_empty() {

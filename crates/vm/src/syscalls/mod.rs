@@ -40,6 +40,8 @@ pub enum Stop {
     /// `backend_response(...)`, or a complete HTTP response on the request's connection
     /// (`VmConfig::listen`, crate::listen).
     Responded(Response),
+    /// A call continuing a streamed response (`stream_append`, `stream_end`).
+    Stream(crate::request::StreamStep),
     /// A program that listens (`VmConfig::listen`) is about to block in wait call `nr`
     /// with the listening socket in its set and no connection queued: the call has not
     /// run and is to be re-run when the guest continues (crate::listen).
@@ -125,6 +127,8 @@ pub struct Exchange {
     pub req_headers: Vec<String>,
     /// Response header fields set through http_append/http_set.
     pub resp_headers: Vec<String>,
+    /// The request's open fetches (crate::fetch): none at its start, dropped at the reset.
+    pub fetch: crate::fetch::Fetches,
 }
 
 /// Everything a handler may touch.

@@ -76,6 +76,13 @@ pub enum RequestError {
         /// How it failed.
         detail: String,
     },
+    /// The guest ended its streamed response abnormally (`stream_end` with
+    /// `STREAM_FLAG_ABORT`, e.g. the app's stream errored): the client gets it truncated.
+    #[error("the program aborted its streamed response (the client got it truncated)")]
+    StreamAborted,
+    /// The client went away in the middle of a streamed response; the guest was stopped.
+    #[error("the client went away during the streamed response; the program was stopped")]
+    ClientGone,
     /// The request does not fit.
     #[error(transparent)]
     Place(#[from] PlaceError),

@@ -8,7 +8,7 @@
 //! is refused. A failed reset leaves the VM broken ([`Vm::is_broken`]): it is discarded.
 
 use super::{unexpected, Position, Trap, Vm};
-use crate::request::RequestStats;
+use crate::request::{RequestStats, Response, StreamStep};
 use crate::syscalls::Stop;
 use crate::vm::RequestError;
 use std::time::{Duration, Instant};
@@ -39,6 +39,11 @@ impl Vm {
     /// left. The reset's pages and time are also added to [`Vm::last_stats`], so they stay
     /// the last request's figures.
     pub fn finish(&mut self) -> Finished {
+        if matches!(self.pos, Position::Streaming { .. }) {
+            // Nobody ran the stream to its end (the client went away, or the caller gave
+            // up): the guest is mid-request and is never resumed from there.
+            self.stream_cancel();
+        }
         match self.pos {
             Position::ResetDue { .. } => self.finish_reset(),
             Position::Background(trap) => self.run_background(trap),
@@ -65,6 +70,8 @@ impl Vm {
 
     /// Resets to the snapshot now; a failure breaks the VM (never resumed, discarded).
     fn reset_now(&mut self, full: bool, done: &mut Finished) {
+        // Nothing of a request's fetches survives it (their connections close here).
+        self.exchange.fetch.clear();
         let t0 = Instant::now();
         let pages = match self.reset(full) {
             Ok(pages) => pages,
@@ -78,6 +85,124 @@ impl Vm {
         done.reset_us += us;
         self.last.dirty_pages += pages;
         self.last.reset_us += us;
+    }
+
+    /// Runs a streamed response on ([`Response::stream`]) until the guest's next chunk
+    /// (`Some`, possibly empty) or its clean end (`None`), within the request's
+    /// max_request_time. At the end the VM is where a whole response would have left it:
+    /// its background work or its reset due ([`Vm::finish`]). An error (an abort by the
+    /// guest, the time limit, a fault) ends the stream: the response must reach the
+    /// client truncated. After a failure the reset is due.
+    pub fn stream_next(&mut self) -> Result<Option<Vec<u8>>, RequestError> {
+        let r = self.stream_step();
+        // Ended (cleanly or aborted by the guest) with nothing left to run.
+        if self.cfg.ephemeral && matches!(self.pos, Position::AfterResponse(_)) {
+            self.pos = Position::ResetDue { full: false };
+        }
+        r
+    }
+
+    /// Stops a streamed response the client no longer reads: the guest is not resumed,
+    /// and the reset is due ([`Vm::finish`]). Nothing when no stream runs.
+    pub fn stream_cancel(&mut self) {
+        if matches!(self.pos, Position::Streaming { .. }) {
+            self.pos = Position::ResetDue { full: true };
+        }
+    }
+
+    /// Whether a streamed response is running ([`Vm::stream_next`] continues it).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.pos, Position::Streaming { .. })
+    }
+
+    /// Runs a streamed response to its end and appends it to `r`'s body (for callers that
+    /// want the whole response). Nothing for a whole response.
+    pub(crate) fn collect_stream(&mut self, r: &mut Response) -> Result<(), RequestError> {
+        self.collect_stream_with(r, true)
+    }
+
+    /// [`Vm::collect_stream`]; `reset`: mark the reset due at the end (ephemeral mode),
+    /// which only makes sense once a snapshot exists.
+    pub(crate) fn collect_stream_with(
+        &mut self,
+        r: &mut Response,
+        reset: bool,
+    ) -> Result<(), RequestError> {
+        if !r.stream {
+            return Ok(());
+        }
+        loop {
+            let step = if reset {
+                self.stream_next()
+            } else {
+                self.stream_step()
+            };
+            match step? {
+                Some(chunk) => {
+                    if (r.body.len() + chunk.len()) as u64 > self.cfg.max_response_body {
+                        self.stream_cancel();
+                        return Err(RequestError::Guest(format!(
+                            "the streamed body exceeds the {}-byte limit (max_response_body)",
+                            self.cfg.max_response_body
+                        )));
+                    }
+                    r.body.extend_from_slice(&chunk);
+                }
+                None => break,
+            }
+        }
+        r.stream = false;
+        r.background = matches!(self.pos, Position::Background(_));
+        Ok(())
+    }
+
+    /// One step of [`Vm::stream_next`], without deciding the reset after a clean end.
+    fn stream_step(&mut self) -> Result<Option<Vec<u8>>, RequestError> {
+        let Position::Streaming { trap, deadline } = self.pos else {
+            return Err(RequestError::Broken(
+                "no streamed response is running".into(),
+            ));
+        };
+        let mut stats = RequestStats::default();
+        let written = self.log.written;
+        let out = self
+            .resume(trap, 0)
+            .map_err(RequestError::from)
+            .and_then(|()| self.run(deadline, &mut stats));
+        self.last.exits += stats.exits;
+        self.last.syscalls += stats.syscalls;
+        let failed = |vm: &mut Vm, e: RequestError| {
+            let e = vm.with_guest_output(e, written);
+            tracing::debug!(program = %vm.cfg.name, "streamed response failed: {e}");
+            vm.pos = Position::ResetDue { full: true };
+            Err(e)
+        };
+        match out {
+            Ok((Stop::Stream(StreamStep::Chunk(c)), t)) => {
+                self.pos = Position::Streaming { trap: t, deadline };
+                Ok(Some(c))
+            }
+            Ok((Stop::Stream(StreamStep::End { abort, background }), t)) => {
+                self.pos = if background {
+                    Position::Background(t)
+                } else {
+                    Position::AfterResponse(t)
+                };
+                if abort {
+                    Err(RequestError::StreamAborted)
+                } else {
+                    Ok(None)
+                }
+            }
+            Ok((stop, _)) => failed(
+                self,
+                unexpected(stop, "in the middle of a streamed response"),
+            ),
+            Err(e) => {
+                let e = self.out_of_memory(e);
+                failed(self, e)
+            }
+        }
     }
 
     fn run_background(&mut self, trap: Trap) -> Finished {
