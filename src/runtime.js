@@ -6,6 +6,7 @@
   const native = globalThis.__native;
   const timers = globalThis.__kvmjsTimers;
   const body = globalThis.__kvmjsBody;
+  const loadLazy = globalThis.__kvmjsLazy;
   const define = (name, value) =>
     Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
 
@@ -183,6 +184,10 @@
         handler = (req, e, ctx) => d.fetch(req, e, ctx);
       }
       return handler !== null;
+    },
+    // Evaluates a lazily loaded prelude group now (src/engine/lazy.rs), before the snapshot.
+    preload(group) {
+      loadLazy(group);
     },
     reseed() {
       native.randomFill(s);

@@ -237,6 +237,24 @@ fn randomness_differs_between_requests_from_one_snapshot() {
 }
 
 #[test]
+fn lazily_evaluated_prelude_groups_load_however_first_reached() {
+    let mut vm = boot("tests/js/apps/failures.js", &[]);
+    let intl = "object|1,234.5|Thu Jan 01 1970 00:00:00 GMT+0000 (Coordinated Universal Time)|-1";
+    // Each request starts from the snapshot, where neither group is loaded yet.
+    assert_eq!(text(&get(&mut vm, "/lazy-intl-global")), intl);
+    assert_eq!(text(&get(&mut vm, "/lazy-date-method")), intl);
+    assert_eq!(text(&get(&mut vm, "/lazy-intl-global")), intl);
+    assert_eq!(
+        text(&get(&mut vm, "/lazy-crypto-global")),
+        "function|true|[object SubtleCrypto]"
+    );
+    assert_eq!(
+        text(&get(&mut vm, "/lazy-crypto-subtle")),
+        "function|function|function"
+    );
+}
+
+#[test]
 fn generated_crypto_keys_differ_between_requests_from_one_snapshot() {
     let mut vm = boot("tests/js/apps/failures.js", &[]);
     let a = text(&get(&mut vm, "/random-key"));

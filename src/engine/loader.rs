@@ -145,6 +145,7 @@ impl Loader for FsLoader {
         if name.ends_with(".json") {
             declare_json(ctx, name, &source)
         } else {
+            super::lazy::note_source(&source);
             declare(ctx, name, source)
         }
     }

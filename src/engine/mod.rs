@@ -8,6 +8,7 @@ pub mod encoding;
 pub mod fetch;
 pub mod heap;
 pub mod intl;
+mod lazy;
 pub mod loader;
 pub mod natives;
 pub mod random;
@@ -228,7 +229,13 @@ impl Engine {
                 .get("__kvmjs")
                 .map_err(|e| format!("prelude defines no __kvmjs: {e}"))?;
             // Internal hooks leave the global object: apps cannot reach them.
-            for k in ["__kvmjs", "__native", "__kvmjsBody", "__kvmjsTimers"] {
+            for k in [
+                "__kvmjs",
+                "__native",
+                "__kvmjsBody",
+                "__kvmjsTimers",
+                "__kvmjsLazy",
+            ] {
                 g.remove(k).map_err(|e| e.to_string())?;
             }
             Ok(Persistent::save(&ctx, glue))
@@ -265,6 +272,7 @@ impl Engine {
     /// named relative to the app's directory, and errors name them so.
     pub fn load_app(&mut self, path: &str, env: &[(String, String)]) -> Result<(), String> {
         let source = std::fs::read(path).map_err(|e| format!("cannot read the app {path}: {e}"))?;
+        lazy::note_source(&source);
         let dir = loader::AppDir::of(path);
         let name = std::path::Path::new(path)
             .file_name()
@@ -629,6 +637,21 @@ impl Engine {
             .and_then(|v| v.parse::<usize>().ok())
         {
             self.rt.set_gc_threshold(t);
+        }
+    }
+
+    /// Loads the lazily evaluated prelude groups the app's sources name (src/engine/lazy.rs),
+    /// so that they are in the snapshot. A failure is logged: the group then loads on
+    /// first use, as for an app the scan missed.
+    pub fn preload_named(&mut self) {
+        let glue = self.glue.clone();
+        for group in lazy::named() {
+            let r = self
+                .ctx
+                .with(|ctx| Self::call_glue::<()>(&ctx, &glue, &self.heap, "preload", (group,)));
+            if let Err(f) = r {
+                natives::log(3, &format!("preloading {group} failed: {f:?}"), true);
+            }
         }
     }
 

@@ -174,6 +174,7 @@ pub fn install(
         "outOfMemory",
         Function::new(ctx.clone(), move || heap.report_out_of_memory())?,
     )?;
+    n.set("loadLazy", Function::new(ctx.clone(), super::lazy::load)?)?;
     n.set("urlParse", Function::new(ctx.clone(), js_url_parse)?)?;
     n.set("urlSet", Function::new(ctx.clone(), js_url_set)?)?;
     n.set("utf8Encode", Function::new(ctx.clone(), js_utf8_encode)?)?;

@@ -285,14 +285,13 @@
   const HEX = [];
   for (let i = 0; i < 256; i++) HEX.push((i < 16 ? "0" : "") + i.toString(16));
 
-  // crypto.subtle: SubtleCrypto from 75_subtle.js.
-  const subtle = internal.subtle;
+  // crypto.subtle: SubtleCrypto from lazy/crypto/75_subtle.js, evaluated on first use.
   class Crypto {
     constructor(key = undefined) { if (key !== CREATE) throw new TypeError("Illegal constructor."); }
 
     get subtle() {
       if (!(this instanceof Crypto)) throw new TypeError("Illegal invocation: not a Crypto.");
-      return subtle;
+      return internal.lazySubtle();
     }
 
     getRandomValues(array) {

@@ -48,6 +48,23 @@ const native = {
   },
   randomFill(view) { randomFillSync(view); },
   subtle: subtleShim,
+  // src/engine/lazy.rs: evaluates src/web/lazy/<group>/*.js with the private names visible.
+  loadLazy(group, nat, internal) {
+    const dir = path.join(webDir, "lazy", group);
+    if (!fs.existsSync(dir)) return false;
+    globalThis.__native = nat;
+    globalThis.__kvmjsInternal = internal;
+    try {
+      for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".js")).sort()) {
+        const filename = path.join(dir, file);
+        vm.runInThisContext(fs.readFileSync(filename, "utf8"), { filename });
+      }
+    } finally {
+      delete globalThis.__native;
+      delete globalThis.__kvmjsInternal;
+    }
+    return true;
+  },
   now() { return nodePerformance.now(); },
   wallNow() { return Date.now(); },
   log(level, msg) {

@@ -50,6 +50,16 @@ export default {
         return new Response("four", { headers: { "content-length": "1000", "connection": "close", "x-kept": "yes" } });
       case "/random":
         return Response.json({ r: Math.random(), u: crypto.randomUUID() });
+      // The lazily evaluated prelude groups (src/engine/lazy.rs), first reached in
+      // different ways: each answer must be the same.
+      case "/lazy-intl-global":
+        return new Response([typeof Intl, new Intl.NumberFormat("en-US").format(1234.5), String(new Date(0)), "a".localeCompare("B")].join("|"));
+      case "/lazy-date-method":
+        return new Response([String(new Date(0)) && typeof Intl, (1234.5).toLocaleString("en-US"), String(new Date(0)), "a".localeCompare("B")].join("|"));
+      case "/lazy-crypto-global":
+        return new Response([typeof CryptoKey, crypto.subtle instanceof SubtleCrypto, Object.prototype.toString.call(crypto.subtle)].join("|"));
+      case "/lazy-crypto-subtle":
+        return new Response([typeof crypto.subtle.digest, typeof SubtleCrypto, typeof CryptoKey].join("|"));
       case "/random-key": {
         // crypto.subtle key generation draws from the same per-request generator.
         const key = await crypto.subtle.generateKey({ name: "AES-GCM", length: 128 }, true, ["encrypt"]);
