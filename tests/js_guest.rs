@@ -252,6 +252,11 @@ fn lazily_evaluated_prelude_groups_load_however_first_reached() {
         text(&get(&mut vm, "/lazy-crypto-subtle")),
         "function|function|function"
     );
+    assert_eq!(text(&get(&mut vm, "/lazy-app-method")), "42|object|42");
+    assert_eq!(
+        text(&get(&mut vm, "/lazy-no-leak")),
+        "object|object|undefined"
+    );
 }
 
 #[test]

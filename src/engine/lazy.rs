@@ -6,7 +6,7 @@
 
 use super::prelude::LAZY;
 use rquickjs::context::EvalOptions;
-use rquickjs::{CatchResultExt, CaughtError, Ctx, Object, Result};
+use rquickjs::{Ctx, Function, Object, Result};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Words that, in an app's source, say it uses a group: such groups are loaded before the
@@ -44,9 +44,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Evaluates the files of `group` in the global scope, with the prelude's private names
-/// (`__native`, `__kvmjsInternal`) visible to them only while they run. Returns false for
-/// an unknown group; an exception thrown by a file reaches the caller.
+/// Evaluates the files of `group`: each is a function expression of the prelude's private
+/// objects, `(native, internal) => { ... }`, called with them. Nothing passes through the
+/// global object, where an app's accessor could catch them. Returns false for an unknown
+/// group; an exception thrown by a file reaches the caller.
 pub fn load<'js>(
     ctx: Ctx<'js>,
     group: String,
@@ -56,28 +57,15 @@ pub fn load<'js>(
     let Some((_, files)) = LAZY.iter().find(|(g, _)| *g == group) else {
         return Ok(false);
     };
-    let g = ctx.globals();
-    g.set("__native", native)?;
-    g.set("__kvmjsInternal", internal)?;
-    let ran = files
-        .iter()
-        .try_for_each(|(name, src)| {
-            let mut eo = EvalOptions::default();
-            eo.global = true;
-            eo.strict = true;
-            eo.filename = Some(format!("kvmjs:lazy/{group}/{name}"));
-            ctx.eval_with_options::<(), _>(*src, eo)
-        })
-        .catch(&ctx);
-    // Hidden again before anything else runs, whether the files threw or not.
-    g.remove("__native")?;
-    g.remove("__kvmjsInternal")?;
-    match ran {
-        Ok(()) => Ok(true),
-        Err(CaughtError::Exception(e)) => Err(ctx.throw(e.into_value())),
-        Err(CaughtError::Value(v)) => Err(ctx.throw(v)),
-        Err(CaughtError::Error(e)) => Err(e),
+    for (name, src) in files.iter() {
+        let mut eo = EvalOptions::default();
+        eo.global = true;
+        eo.strict = true;
+        eo.filename = Some(format!("kvmjs:lazy/{group}/{name}"));
+        let f: Function = ctx.eval_with_options(*src, eo)?;
+        f.call::<_, ()>((native.clone(), internal.clone()))?;
     }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -8,11 +8,16 @@
   const internal = globalThis.__kvmjsInternal;
   const loaded = new Set();
   const prepare = new Map(); // group -> what must happen right before it is evaluated
+  const finish = new Map(); // group -> what must happen right after
   const load = (group) => {
     if (loaded.has(group)) return;
     loaded.add(group);
     prepare.get(group)?.();
-    native.loadLazy(group, native, internal);
+    try {
+      native.loadLazy(group, native, internal);
+    } finally {
+      finish.get(group)?.();
+    }
   };
   // A global that loads its group when read; the group's own definition (a data property)
   // replaces it, and an app's assignment replaces it too.
@@ -56,14 +61,10 @@
     [Date.prototype, "toLocaleTimeString", 0],
   ];
   const zoned = ["toString", "toTimeString"];
-  const originals = [...methods, ...zoned.map((n) => [Date.prototype, n])].map(([proto, name]) => [proto, name, proto[name]]);
   const define = (proto, name, value) =>
     Object.defineProperty(proto, name, { value, writable: true, configurable: true, enumerable: false });
-  // The group wraps the engine's own methods (Date#toString gains the zone name): it must
-  // find those, not these stubs, however it is first reached.
-  prepare.set("intl", () => {
-    for (const [proto, name, fn] of originals) define(proto, name, fn);
-  });
+  // [prototype, name, the engine's method, ours (a stub or the zone-name wrapper)]
+  const installed = [];
   for (const [proto, name, length] of methods) {
     const stub = {
       [name](...args) {
@@ -72,7 +73,7 @@
       },
     }[name];
     Object.defineProperty(stub, "length", { value: length, configurable: true });
-    define(proto, name, stub);
+    installed.push([proto, name, proto[name], stub]);
   }
   // Date#toString and #toTimeString end with the zone's name, as V8 prints it. The VM's
   // zone is always UTC, whose name needs no ICU data: logging a date does not load Intl
@@ -80,12 +81,27 @@
   const getTimezoneOffset = Date.prototype.getTimezoneOffset;
   for (const name of zoned) {
     const original = Date.prototype[name];
-    define(Date.prototype, name, {
+    const wrapper = {
       [name]() {
         const s = Reflect.apply(original, this, []);
         if (s === "Invalid Date" || Reflect.apply(getTimezoneOffset, this, []) !== 0 || s.endsWith(")")) return s;
         return `${s} (Coordinated Universal Time)`;
       },
-    }[name]);
+    }[name];
+    installed.push([Date.prototype, name, original, wrapper]);
   }
+  for (const [proto, name, , ours] of installed) define(proto, name, ours);
+  // The group wraps the engine's own methods: it must find those, not ours, however it is
+  // first reached. A method the app replaced in the meantime stays the app's.
+  let appMethods = [];
+  prepare.set("intl", () => {
+    appMethods = [];
+    for (const [proto, name, original, ours] of installed) {
+      if (proto[name] !== ours) appMethods.push([proto, name, proto[name]]);
+      define(proto, name, original);
+    }
+  });
+  finish.set("intl", () => {
+    for (const [proto, name, value] of appMethods) define(proto, name, value);
+  });
 })();

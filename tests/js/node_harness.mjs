@@ -48,20 +48,13 @@ const native = {
   },
   randomFill(view) { randomFillSync(view); },
   subtle: subtleShim,
-  // src/engine/lazy.rs: evaluates src/web/lazy/<group>/*.js with the private names visible.
+  // src/engine/lazy.rs: each src/web/lazy/<group>/*.js is a function of (native, internal).
   loadLazy(group, nat, internal) {
     const dir = path.join(webDir, "lazy", group);
     if (!fs.existsSync(dir)) return false;
-    globalThis.__native = nat;
-    globalThis.__kvmjsInternal = internal;
-    try {
-      for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".js")).sort()) {
-        const filename = path.join(dir, file);
-        vm.runInThisContext(fs.readFileSync(filename, "utf8"), { filename });
-      }
-    } finally {
-      delete globalThis.__native;
-      delete globalThis.__kvmjsInternal;
+    for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".js")).sort()) {
+      const filename = path.join(dir, file);
+      vm.runInThisContext(fs.readFileSync(filename, "utf8"), { filename })(nat, internal);
     }
     return true;
   },

@@ -56,6 +56,19 @@ export default {
         return new Response([typeof Intl, new Intl.NumberFormat("en-US").format(1234.5), String(new Date(0)), "a".localeCompare("B")].join("|"));
       case "/lazy-date-method":
         return new Response([String(new Date(0)) && typeof Intl, (1234.5).toLocaleString("en-US"), String(new Date(0)), "a".localeCompare("B")].join("|"));
+      case "/lazy-app-method": {
+        // An app's own replacement survives the group's loading.
+        String.prototype.localeCompare = () => 42;
+        return new Response(["a".localeCompare("b"), typeof Intl, "a".localeCompare("b")].join("|"));
+      }
+      case "/lazy-no-leak": {
+        // Loading a group passes nothing through the global object.
+        let caught;
+        for (const k of ["__native", "__kvmjsInternal"]) {
+          Object.defineProperty(globalThis, k, { get() {}, set(v) { caught = v; }, configurable: true });
+        }
+        return new Response([typeof Intl, typeof crypto.subtle, String(caught)].join("|"));
+      }
       case "/lazy-crypto-global":
         return new Response([typeof CryptoKey, crypto.subtle instanceof SubtleCrypto, Object.prototype.toString.call(crypto.subtle)].join("|"));
       case "/lazy-crypto-subtle":

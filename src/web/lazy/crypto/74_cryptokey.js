@@ -4,10 +4,10 @@
 // (src/engine/crypto). Key material stays in a WeakMap of the CryptoKey: raw bytes for
 // secret keys, PKCS#8 DER for private keys, SPKI DER for public keys, so a snapshot holds
 // no native key state.
-(() => {
+// Evaluated on first use as a function of the prelude's private objects (src/engine/lazy.rs).
+((native, internal) => {
   "use strict";
-  const internal = globalThis.__kvmjsInternal;
-  const N = globalThis.__native.subtle;
+  const N = native.subtle;
   const { tag, DOMException, bufferSourceBytes, defineGlobal, toDOMString } = internal;
 
   const CREATE = Symbol("create");
@@ -283,4 +283,4 @@
   };
   Object.assign(internal, { isCryptoKey: isKey, cloneCryptoKey: cloneKey });
   defineGlobal("CryptoKey", CryptoKey);
-})();
+});

@@ -2,9 +2,9 @@
 // Ed25519, X25519, RSASSA-PKCS1-v1_5, RSA-PSS, RSA-OAEP) and SubtleCrypto. CryptoKey and
 // the normalisation helpers are in 74_cryptokey.js; crypto.subtle is attached in
 // 80_globals.js.
-(() => {
+// Evaluated on first use as a function of the prelude's private objects (src/engine/lazy.rs).
+((native, internal) => {
   "use strict";
-  const internal = globalThis.__kvmjsInternal;
   const { requireArgs, tag, defineGlobal, toDOMString, utf8Encode, utf8Decode } = internal;
   const {
     N, CREATE, notSupported, syntaxError, invalidAccess, dataError, operationError, call, copyBytes, enforceRange,
@@ -599,4 +599,4 @@
 
   internal.subtle = subtle;
   defineGlobal("SubtleCrypto", SubtleCrypto);
-})();
+});

@@ -4,9 +4,9 @@
 // name V8 prints at the end of Date#toString. Option processing follows ECMA-402 here; ICU4X
 // formatters are built when an Intl object is constructed, never at boot. What kvmjs cannot
 // do throws a RangeError that says so rather than formatting something else.
-(() => {
+// Evaluated on first use as a function of the prelude's private objects (src/engine/lazy.rs).
+((native, internal) => {
   "use strict";
-  const native = globalThis.__native;
   // Under the Node reference harness there are no ICU natives: V8's own Intl stays.
   if (typeof native.intlCollator !== "function") return;
 
@@ -671,4 +671,4 @@
     toString: withZone("toString", Date.prototype.toString),
     toTimeString: withZone("toTimeString", Date.prototype.toTimeString),
   });
-})();
+});
