@@ -96,7 +96,7 @@ fn main() {
         }
     }
     // Before the snapshot: the Intl/crypto.subtle code the app's source names.
-    engine.preload_named();
+    engine.after_warmup();
     engine.gc();
     if let Some(addr) = opts.serve.as_deref() {
         if let Err(e) = native::serve(&mut engine, addr, opts.fork) {

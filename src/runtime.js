@@ -7,6 +7,7 @@
   const timers = globalThis.__kvmjsTimers;
   const body = globalThis.__kvmjsBody;
   const loadLazy = globalThis.__kvmjsLazy;
+  const performanceHooks = globalThis.__kvmjsPerformance;
   const define = (name, value) =>
     Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
 
@@ -130,44 +131,66 @@
   const readerCancel = ReadableStreamDefaultReader.prototype.cancel;
   const Uint8ArrayClass = Uint8Array;
   let streaming = null;
+  // Backpressure: once this much is waiting for the host, pump stops reading until
+  // streamTake has handed it over, so a stream that produces without a timer gap (a
+  // backend body, blob.stream(), a synchronous pull) is sent as it is made instead of
+  // piling up in the heap.
+  const STREAM_HIGH_WATER = 65536;
   const pump = async (reader, st) => {
+    const add = (value) => {
+      // Fetch: a body chunk that is not a Uint8Array is a TypeError.
+      if (!(value instanceof Uint8ArrayClass)) {
+        const e = new TypeError(`a Response body stream chunk must be a Uint8Array, not ${describe(value)}`);
+        call(readerCancel, reader, e).catch(() => {});
+        throw e;
+      }
+      if (value.byteLength !== 0) {
+        st.chunks.push(value);
+        st.size += value.byteLength;
+      }
+    };
     try {
       for (;;) {
-        const { value, done } = await call(readerRead, reader);
-        if (done) break;
-        // Fetch: a body chunk that is not a Uint8Array is a TypeError.
-        if (!(value instanceof Uint8ArrayClass)) {
-          const e = new TypeError(`a Response body stream chunk must be a Uint8Array, not ${describe(value)}`);
-          call(readerCancel, reader, e).catch(() => {});
-          throw e;
-        }
-        if (value.byteLength !== 0) {
-          st.chunks.push(value);
-          st.size += value.byteLength;
+        let r = await call(readerRead, reader);
+        if (r.done) break;
+        add(r.value);
+        if (st.size < STREAM_HIGH_WATER) continue;
+        const taken = new Promise((resolve) => {
+          st.resume = resolve;
+        });
+        // One read ahead before waiting: a body that is complete by now still leaves
+        // whole, with a Content-Length.
+        r = await call(readerRead, reader);
+        if (r.done) break;
+        add(r.value);
+        if (st.resume !== null) {
+          st.full = true;
+          await taken;
         }
       }
       st.state = 1;
     } catch (e) {
       console.error("the Response body stream failed; the response is cut short:", e);
+      st.error = e;
       st.state = 2;
     }
   };
-  const startStream = (stream) => {
+  const startStream = (stream, debug) => {
     const reader = call(getReader, stream);
-    const st = { chunks: [], size: 0, state: 0 };
+    const st = { chunks: [], size: 0, state: 0, resume: null, full: false, error: undefined, debug };
     streaming = st;
     pump(reader, st);
     // null in the body's place: the host asks streamTake for it.
     return null;
   };
 
-  const toResult = async (res, stream) => {
+  const toResult = async (res, stream, debug) => {
     if (!(res instanceof Response)) throw new TypeError(`the handler returned ${describe(res)} instead of a Response`);
     const flat = [];
     for (const [k, v] of res.headers) flat.push(k, v);
     if (stream) {
       const s = body.stream(res);
-      if (s !== null) return [res.status, flat, startStream(s)];
+      if (s !== null) return [res.status, flat, startStream(s, debug)];
     }
     return [res.status, flat, await body.bytes(res)];
   };
@@ -189,14 +212,19 @@
     preload(group) {
       loadLazy(group);
     },
+    // After warm-up, before the snapshot: nothing the warm-up requests recorded stays.
+    afterWarmup() {
+      performanceHooks.clear();
+    },
     reseed() {
       native.randomFill(s);
     },
     // The streamed body's bytes made since the last call (one Uint8Array, or null for
-    // none) and its state: 0 more to come, 1 ended, 2 failed.
+    // none), its state: 0 more to come, 1 ended, 2 failed, and for a failure the
+    // response a throwing handler would get (used when the head is not sent yet).
     streamTake() {
       const st = streaming;
-      if (st === null) return [null, 2];
+      if (st === null) return [null, 2, errorResult(new Error("no streamed body"), false)];
       let bytes = null;
       if (st.chunks.length === 1) bytes = st.chunks[0];
       else if (st.chunks.length > 1) {
@@ -209,8 +237,17 @@
       }
       st.chunks = [];
       st.size = 0;
+      st.full = false;
+      const resume = st.resume;
+      st.resume = null;
+      if (resume !== null) resume();
       if (st.state !== 0) streaming = null;
-      return [bytes, st.state];
+      return [bytes, st.state, st.state === 2 ? errorResult(st.error, st.debug) : null];
+    },
+    // Whether the streamed body has reached its high-water mark (the host takes it then,
+    // even with jobs still pending).
+    streamFull() {
+      return streaming !== null && streaming.full;
     },
     timersNext: () => timers.next(),
     timersRun: () => timers.run(),
@@ -241,11 +278,11 @@
       try {
         const init = { method, headers };
         if (reqBody !== null && method !== "GET" && method !== "HEAD") init.body = reqBody;
-        result = await toResult(await handler(new Request(url, init), env, ctx), stream);
+        result = await toResult(await handler(new Request(url, init), env, ctx), stream, debug);
       } catch (e) {
         if (onError) {
           try {
-            result = await toResult(await onError(e), stream);
+            result = await toResult(await onError(e), stream, debug);
           } catch (e2) {
             console.error("onError failed:", e2);
           }

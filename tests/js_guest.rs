@@ -260,6 +260,13 @@ fn lazily_evaluated_prelude_groups_load_however_first_reached() {
 }
 
 #[test]
+fn warm_up_performance_marks_stay_out_of_the_snapshot() {
+    let mut vm = boot("tests/js/apps/failures.js", &[]);
+    assert_eq!(text(&get(&mut vm, "/perf-count")), "1");
+    assert_eq!(text(&get(&mut vm, "/perf-count")), "1");
+}
+
+#[test]
 fn generated_crypto_keys_differ_between_requests_from_one_snapshot() {
     let mut vm = boot("tests/js/apps/failures.js", &[]);
     let a = text(&get(&mut vm, "/random-key"));

@@ -43,6 +43,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         method: "GET".into(),
         req_headers: vec!["Host: fuzz".into()],
         resp_headers: Vec::new(),
+        // No origin is allowed (VmConfig's default policy): fetch calls fail before any I/O.
+        fetch: Default::default(),
     };
     let mut log = GuestLog::default();
     for call in data[..split].chunks_exact(56) {

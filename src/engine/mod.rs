@@ -235,6 +235,7 @@ impl Engine {
                 "__kvmjsBody",
                 "__kvmjsTimers",
                 "__kvmjsLazy",
+                "__kvmjsPerformance",
             ] {
                 g.remove(k).map_err(|e| e.to_string())?;
             }
@@ -341,10 +342,21 @@ impl Engine {
     /// Runs promise jobs until none is left. An uncaught exception in a job is logged
     /// and the loop goes on; running out of CPU time or memory ends it.
     fn run_jobs(&self) -> Result<(), Failure> {
+        self.run_jobs_until(|| false)
+    }
+
+    /// [`Engine::run_jobs`] that also stops when `stop` says so (asked every few jobs).
+    fn run_jobs_until(&self, mut stop: impl FnMut() -> bool) -> Result<(), Failure> {
         let heap = &self.heap;
+        let mut ran = 0u32;
         loop {
             match self.rt.execute_pending_job() {
-                Ok(true) => {}
+                Ok(true) => {
+                    ran = ran.wrapping_add(1);
+                    if ran.is_multiple_of(16) && stop() {
+                        break;
+                    }
+                }
                 Ok(false) => break,
                 Err(e) => {
                     if self.interrupted.load(Ordering::Relaxed) {
@@ -509,7 +521,13 @@ impl Engine {
             // produce without waiting on a timer goes with the head.
             Ok(p) => self
                 .drive(&p)
-                .and_then(|()| if stream { self.run_jobs() } else { Ok(()) })
+                .and_then(|()| {
+                    if stream {
+                        self.run_stream_jobs()
+                    } else {
+                        Ok(())
+                    }
+                })
                 .and_then(|()| self.take_result(&p)),
             Err(_) if self.interrupted.load(Ordering::Relaxed) => Err(Failure::CpuLimit),
             Err(f) => Err(f),
@@ -566,10 +584,14 @@ impl Engine {
                 let glue = self.glue.clone();
                 let (start, state) = Self::stream_take(&ctx, &glue, &self.heap, |b| b.to_vec())?;
                 let start = start.unwrap_or_default();
-                if state == stream::STREAM_ENDED {
-                    Body::Bytes(start)
-                } else {
-                    Body::Stream(start)
+                match state {
+                    stream::TakeState::Ended => Body::Bytes(start),
+                    stream::TakeState::Pending => Body::Stream(start),
+                    // Failed before the head left: the response a throwing handler gets.
+                    stream::TakeState::Failed(mut r) => {
+                        r.background = background;
+                        return Ok(r);
+                    }
                 }
             } else {
                 let t = TypedArray::<u8>::from_value(body).map_err(other)?;
@@ -640,11 +662,22 @@ impl Engine {
         }
     }
 
-    /// Loads the lazily evaluated prelude groups the app's sources name (src/engine/lazy.rs),
+    /// After warm-up: forgets what the warm-up requests recorded (performance marks) and
+    /// loads the lazily evaluated prelude groups the app's sources name (src/engine/lazy.rs),
     /// so that they are in the snapshot. A failure is logged: the group then loads on
     /// first use, as for an app the scan missed.
-    pub fn preload_named(&mut self) {
+    pub fn after_warmup(&mut self) {
         let glue = self.glue.clone();
+        if let Err(f) = self
+            .ctx
+            .with(|ctx| Self::call_glue::<()>(&ctx, &glue, &self.heap, "afterWarmup", ()))
+        {
+            natives::log(
+                3,
+                &format!("clearing the warm-up's state failed: {f:?}"),
+                true,
+            );
+        }
         for group in lazy::named() {
             let r = self
                 .ctx

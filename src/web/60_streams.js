@@ -58,12 +58,16 @@
     return new ReadableStream(Object.assign(Object.create(null), source), Object.assign(Object.create(null), { highWaterMark }));
   }
 
-  async function readAllChunks(stream) {
+  // `check` (optional) sees each chunk as it is read and may throw to stop reading there
+  // (fetch's "read all bytes" fails at the first chunk that is not a Uint8Array, so an
+  // endless stream of bad chunks is not read to the end first).
+  async function readAllChunks(stream, check) {
     const reader = rsGetReader.call(stream);
     const chunks = [];
     for (;;) {
       const { value, done } = await readerRead.call(reader);
       if (done) return chunks;
+      if (check !== undefined) check(value);
       chunks.push(value);
     }
   }

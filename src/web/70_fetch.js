@@ -99,10 +99,9 @@
   }
 
   async function streamBytes(stream) {
-    const chunks = await streams.readAllChunks(stream);
-    for (const c of chunks) {
+    const chunks = await streams.readAllChunks(stream, (c) => {
       if (typedArrayName(c) !== "Uint8Array") throw new TypeError("Body stream chunks must be Uint8Array.");
-    }
+    });
     return chunks.length === 1 ? chunks[0] : concatBytes(chunks);
   }
 

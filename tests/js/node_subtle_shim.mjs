@@ -20,6 +20,15 @@ const pub = (der) => nodeCrypto.createPublicKey({ key: Buffer.from(der), format:
 const exportPair = (k) => [u8(k.privateKey.export({ format: "der", type: "pkcs8" })), u8(k.publicKey.export({ format: "der", type: "spki" }))];
 const derOf = (k) => u8(k.type === "private" ? k.export({ format: "der", type: "pkcs8" }) : k.export({ format: "der", type: "spki" }));
 
+// natives.rs refuses RSA moduli over 8192 bits (their native work cannot be interrupted).
+const RSA_MAX_BITS = 8192;
+function checkRsaSize(k) {
+  if (k.asymmetricKeyType === "rsa" && k.asymmetricKeyDetails.modulusLength > RSA_MAX_BITS) {
+    throw fail("NotSupportedError", `RSA keys with a modulus over ${RSA_MAX_BITS} bits are not supported`);
+  }
+  return k;
+}
+
 function checkFamily(kind, param, k) {
   const t = k.asymmetricKeyType;
   const ok = kind === "EC" ? t === "ec" && k.asymmetricKeyDetails.namedCurve === CURVE[param]
@@ -75,6 +84,7 @@ export const subtleShim = {
   generateKeyPair(kind, param, bits, e) {
     if (kind === "EC") return exportPair(nodeCrypto.generateKeyPairSync("ec", { namedCurve: CURVE[param] }));
     if (kind === "OKP") return exportPair(nodeCrypto.generateKeyPairSync(param.toLowerCase()));
+    if (bits > RSA_MAX_BITS) throw fail("OperationError", `RSA modulusLength must be at most ${RSA_MAX_BITS}`);
     const publicExponent = e.reduce((a, b) => a * 256 + b, 0);
     return guard("OperationError", () => exportPair(nodeCrypto.generateKeyPairSync("rsa", { modulusLength: bits, publicExponent })));
   },
@@ -87,11 +97,10 @@ export const subtleShim = {
         if (kind === "EC" && d[0] !== 4) throw fail("DataError", "only uncompressed points");
         return [derOf(nodeCrypto.createPublicKey({ key: jwk, format: "jwk" })), false];
       }
-      const k = checkFamily(kind, param, format === "pkcs8" ? priv(d) : pub(d));
+      const k = checkRsaSize(checkFamily(kind, param, format === "pkcs8" ? priv(d) : pub(d)));
       return [derOf(k), format === "pkcs8"];
     });
   },
-  publicOf: (kind, param, d) => derOf(nodeCrypto.createPublicKey(priv(d))),
   exportRaw(kind, param, d) {
     const j = pub(d).export({ format: "jwk" });
     return kind === "EC" ? u8(Buffer.concat([Buffer.from([4]), b64(j.x), b64(j.y)])) : u8(b64(j.x));
@@ -106,8 +115,8 @@ export const subtleShim = {
     const jwk = { kty: kind === "EC" ? "EC" : kind, crv: kind === "RSA" ? undefined : param };
     names.forEach((n, i) => { if (m[i]) jwk[n] = Buffer.from(m[i]).toString("base64url"); });
     return guard("DataError", () => {
-      if (!jwk.d) return derOf(nodeCrypto.createPublicKey({ key: jwk, format: "jwk" }));
-      const k = nodeCrypto.createPrivateKey({ key: jwk, format: "jwk" });
+      if (!jwk.d) return derOf(checkRsaSize(nodeCrypto.createPublicKey({ key: jwk, format: "jwk" })));
+      const k = checkRsaSize(nodeCrypto.createPrivateKey({ key: jwk, format: "jwk" }));
       // Node ignores the public members of a private JWK; Web Crypto needs them to match.
       const back = k.export({ format: "jwk" });
       if (kind === "EC") {

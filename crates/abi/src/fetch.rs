@@ -19,14 +19,17 @@ pub mod nr {
     /// `fetch_start(FetchRequest*, FetchHead*) -> handle`. Unless the request has
     /// [`super::FLAG_BODY_STREAM`], this sends the whole request and fills the head.
     pub const START: u64 = 0x20002;
-    /// `fetch_write(handle, ptr, len) -> len`: one chunk of a streamed request body.
+    /// `fetch_write(handle, ptr, len) -> len`: one chunk of a streamed request body; waits
+    /// while the host's buffer for it is full (-ETIMEDOUT past the fetch's deadline).
     pub const WRITE: u64 = 0x20003;
     /// `fetch_end(handle, FetchHead*) -> 0`: ends a streamed request body and waits for
     /// the response head.
     pub const END: u64 = 0x20004;
     /// `fetch_read(handle, buf, cap) -> n`: the next bytes of the response body; 0 at its end.
     pub const READ: u64 = 0x20005;
-    /// `fetch_close(handle) -> 0`: drops the exchange (the connection is closed).
+    /// `fetch_close(handle) -> 0`: drops the exchange (the connection is closed). A
+    /// streamed request body not ended with [`END`] is aborted: the backend never gets
+    /// its terminating chunk.
     pub const CLOSE: u64 = 0x20006;
     /// `fetch_error(buf, cap) -> len`: the message of this request's last fetch failure
     /// (truncated to `cap`); 0 when none.

@@ -77,6 +77,8 @@ pub const RESPONSE_FLAG_STREAM: u64 = 0x2;
 /// [`nr::STREAM_END`] flag: the response failed mid-stream; the host ends it abnormally
 /// (no terminating chunk), never as a clean end.
 pub const STREAM_FLAG_ABORT: u64 = 0x4;
+/// Every flag `backend_response` accepts in `BackendResponseExtra::reserved[0]`.
+pub const RESPONSE_FLAGS: u64 = RESPONSE_FLAG_CONTINUE | RESPONSE_FLAG_STREAM;
 /// Every flag [`nr::STREAM_END`] accepts.
 pub const STREAM_END_FLAGS: u64 = RESPONSE_FLAG_CONTINUE | STREAM_FLAG_ABORT;
 /// Environment variable the kvmjs host sets so guests pick the `syscall` call form.

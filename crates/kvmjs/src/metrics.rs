@@ -10,6 +10,8 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 
+// The explicit path lets fuzz targets that include this file with #[path] find it too.
+#[path = "metrics/fetch.rs"]
 mod fetch;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

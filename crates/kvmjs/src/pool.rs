@@ -320,6 +320,12 @@ fn pump(vm: &mut Vm, tx: ChunkSender, deadline: Instant, metrics: &Metrics) {
     }
 }
 
+/// Whether a response to `method` with `status` goes out without a body (RFC 9110: a
+/// HEAD response, 1xx, 204 and 304), so a streamed body is not wanted.
+fn bodiless(method: &str, status: u16) -> bool {
+    method.eq_ignore_ascii_case("HEAD") || matches!(status, 100..=199 | 204 | 304)
+}
+
 /// A worker: one VM, requests until the queue closes.
 fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metrics: Arc<Metrics>) {
     if let Err(e) = confine() {
@@ -361,6 +367,7 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metr
         let started = Instant::now();
         let result = vm.respond(&job.req);
         let stats = vm.last_stats();
+        let status = result.as_ref().map_or(0, |r| r.status);
         let (tx, body) = match &result {
             Ok(r) if r.stream => {
                 let (tx, body) = stream::pipe();
@@ -373,8 +380,9 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metr
             stats,
             stream: body,
         }));
-        if job.req.method.eq_ignore_ascii_case("HEAD") {
-            // A HEAD response has no body: the head is out, the rest is not wanted.
+        if bodiless(&job.req.method, status) {
+            // No body goes out (HEAD, 204, 304: hyper drops it): the head is out, the
+            // rest is not wanted. Not a client that went away: the stream ends quietly.
             vm.stream_cancel();
         } else if let Some(tx) = tx {
             // The job's deadline: max_request_time covers the whole stream.
@@ -403,6 +411,27 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metr
                     return;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bodiless;
+
+    #[test]
+    fn bodiless_responses_want_no_stream() {
+        for (method, status) in [
+            ("HEAD", 200),
+            ("head", 500),
+            ("GET", 204),
+            ("POST", 304),
+            ("GET", 103),
+        ] {
+            assert!(bodiless(method, status), "{method} {status}");
+        }
+        for (method, status) in [("GET", 200), ("POST", 205), ("GET", 404), ("GET", 0)] {
+            assert!(!bodiless(method, status), "{method} {status}");
         }
     }
 }

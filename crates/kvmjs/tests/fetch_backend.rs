@@ -10,13 +10,39 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Origin {
     port: u16,
     /// The /endless response's connection was closed by the client.
     endless_closed: Arc<AtomicBool>,
+    /// What each /rec request's body looked like: "complete:<body>" after the terminating
+    /// chunk, "cut:<body>" when the connection ended before it.
+    uploads: Arc<Mutex<Vec<String>>>,
+}
+
+/// Reads a chunked body, noting whether it ended with the terminating chunk.
+fn read_chunked_outcome(r: &mut BufReader<TcpStream>) -> String {
+    let mut body = Vec::new();
+    let cut = |body: &[u8]| format!("cut:{}", String::from_utf8_lossy(body));
+    loop {
+        let mut size = String::new();
+        if r.read_line(&mut size).unwrap_or(0) == 0 {
+            return cut(&body);
+        }
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return cut(&body);
+        };
+        let mut chunk = vec![0; n + 2];
+        if r.read_exact(&mut chunk).is_err() {
+            return cut(&body);
+        }
+        if n == 0 {
+            return format!("complete:{}", String::from_utf8_lossy(&body));
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
 }
 
 fn read_body(r: &mut BufReader<TcpStream>, head: &str) -> Vec<u8> {
@@ -53,7 +79,7 @@ fn header<'a>(head: &'a str, name: &str) -> &'a str {
         .unwrap_or("-")
 }
 
-fn serve_one(s: TcpStream, forbidden: u16, closed: &AtomicBool) {
+fn serve_one(s: TcpStream, forbidden: u16, closed: &AtomicBool, uploads: &Mutex<Vec<String>>) {
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut head = String::new();
     loop {
@@ -69,6 +95,20 @@ fn serve_one(s: TcpStream, forbidden: u16, closed: &AtomicBool) {
     let mut parts = head.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
+    if path == "/rec" {
+        let outcome = read_chunked_outcome(&mut r);
+        uploads.lock().unwrap().push(outcome);
+        let _ = s
+            .try_clone()
+            .unwrap()
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        return;
+    }
+    if path == "/noread" {
+        // Never reads the request body; answers after the fetch's timeout.
+        std::thread::sleep(Duration::from_secs(4));
+        return;
+    }
     let body = read_body(&mut r, &head);
     let mut s = s;
     let redirect = |s: &mut TcpStream, code: u16, to: &str| {
@@ -152,16 +192,20 @@ fn origin(forbidden: u16) -> Origin {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let endless_closed = Arc::new(AtomicBool::new(false));
+    let uploads = Arc::new(Mutex::new(Vec::new()));
     let closed = endless_closed.clone();
+    let recorded = uploads.clone();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             let closed = closed.clone();
-            std::thread::spawn(move || serve_one(s, forbidden, &closed));
+            let recorded = recorded.clone();
+            std::thread::spawn(move || serve_one(s, forbidden, &closed, &recorded));
         }
     });
     Origin {
         port,
         endless_closed,
+        uploads,
     }
 }
 
@@ -278,6 +322,38 @@ fn fetch_to_allowed_backends() {
         log()
     );
 
+    // An upload whose stream errors is aborted: the backend never sees the terminating
+    // chunk (it must not take a cut-off body for a whole one).
+    let v = call(port, "upload", &format!("{base}/rec"), "&n=2&gap=10");
+    assert_eq!(v["body"], "ok", "{v}\n{}", log());
+    let v = call(port, "upload-fail", &format!("{base}/rec"), "");
+    assert_eq!(v["error"], "RangeError", "{v}\n{}", log());
+    let t0 = Instant::now();
+    while o.uploads.lock().unwrap().len() < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the backend saw no end\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        *o.uploads.lock().unwrap(),
+        ["complete:part0;part1;", "cut:part0;"],
+        "{}",
+        log()
+    );
+    // A backend that does not read the body: the upload waits (bounded buffering), then
+    // fails at the fetch's timeout instead of buffering 8 MiB in the host.
+    let t0 = Instant::now();
+    let v = call(port, "upload-big", &format!("{base}/noread"), "&n=8");
+    assert_type_error(&v, "timed out", &log());
+    assert!(
+        t0.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        t0.elapsed()
+    );
+
     // A backend Response returned as the app's own: its body streams through.
     let r = get(
         port,
@@ -346,4 +422,31 @@ fn fetch_to_allowed_backends() {
     assert!(m("fetch_received_bytes_total") > 1000.0);
     assert!(m("fetch_sent_bytes_total") >= 20.0);
     assert!(m("fetch_duration_seconds_count") >= 8.0);
+}
+
+#[test]
+fn open_fetches_end_with_their_response_without_a_reset() {
+    let o = origin(0);
+    let base = format!("http://127.0.0.1:{}", o.port);
+    let config = format!(
+        r#"{{ "fetch": {{ "filename": "$REPO/tests/js/apps/fetch_app.js", "concurrency": 1,
+            "ephemeral": false, "max_request_time": 5,
+            "fetch": {{ "allow": ["{base}"], "timeout": 10 }} }} }}"#
+    );
+    let (k, port) = kvmjs(&config, "fetch-backend-keep", &[]);
+    // No reset follows this response, and no further request comes: the fetch left open
+    // must still be dropped (its connection closed) once the response is out.
+    let v = call(port, "open", &format!("{base}/endless"), "");
+    assert_eq!(v["status"], 200, "{v}\n{}", k.log());
+    let t0 = Instant::now();
+    while !o.endless_closed.load(Ordering::SeqCst) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the backend connection outlived its request\n{}",
+            k.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = call(port, "get", &format!("{base}/hello"), "");
+    assert_eq!(v["status"], 200, "{v}");
 }

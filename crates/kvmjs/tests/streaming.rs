@@ -313,6 +313,54 @@ fn failures_truncate_and_the_server_stays_clean() {
 }
 
 #[test]
+fn streams_without_timer_gaps_are_sent_as_they_are_made() {
+    let (k, port) = kvmjs(CONFIG, "stream-sync", &[]);
+    let baseline = get(port, "/stream/count").text();
+    // An endless stream whose pulls enqueue at once: sent as it is made (not buffered
+    // in the guest's heap until memory or the deadline runs out), cut at max_request_time.
+    let t0 = Instant::now();
+    let r = get_streamed(port, "/stream/sync-endless");
+    let took = t0.elapsed();
+    assert!(
+        r.head.starts_with("HTTP/1.1 200"),
+        "{}\n{}",
+        r.head,
+        k.log()
+    );
+    assert!(!r.complete, "an endless stream cannot end cleanly");
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    // max_request_time is 2 s: the first bytes came well before it.
+    let first_at = r.chunks.first().expect("no chunk arrived").0 - t0;
+    assert!(first_at < Duration::from_millis(1000), "{first_at:?}");
+    let sent: usize = r.chunks.iter().map(|(_, c)| c.len()).sum();
+    assert!(sent >= 1 << 20, "only {sent} bytes in {took:?}");
+    assert!(r.chunks.iter().all(|(_, c)| c.iter().all(|&b| b == b'x')));
+    assert_eq!(get(port, "/stream/count").text(), baseline);
+    // 8 MiB made at once: it arrives whole and intact, in parts (no OOM, no CPU limit).
+    let r = get_streamed(port, "/stream/sync-big");
+    assert!(r.complete, "{}\n{}", r.head, k.log());
+    assert!(r.header("content-length").is_none(), "{}", r.head);
+    let all: Vec<u8> = r.chunks.iter().flat_map(|(_, c)| c.clone()).collect();
+    assert_eq!(all.len(), 8 << 20);
+    for (i, c) in all.chunks(1 << 16).enumerate() {
+        assert!(c.iter().all(|&b| b == (i % 251) as u8), "chunk {i}");
+    }
+    assert_eq!(get(port, "/stream/count").text(), baseline);
+}
+
+#[test]
+fn a_stream_failing_before_its_head_is_a_500() {
+    let (k, port) = kvmjs(CONFIG, "stream-early", &[]);
+    let r = get(port, "/stream/early");
+    assert_eq!(r.status, 500, "{}", k.log());
+    assert_eq!(
+        r.text(),
+        "Internal Server Error: Error: the backend refused\n"
+    );
+    assert_eq!(get(port, "/stream/static").status, 200);
+}
+
+#[test]
 fn varnish_passes_a_stream_through_as_it_is_made() {
     let (k, kport) = kvmjs(CONFIG, "stream-varnish", &[]);
     let (_v, vport) = varnish(kport, "stream-varnish-v");

@@ -5,8 +5,8 @@ use crate::request::{Response, StreamStep};
 use crate::syscalls::{errno, Args, Ctx, Flow, Stop};
 use kvmjs_abi::{
     nr, BackendResponseExtra, MemInfo, HTTP_REQ, HTTP_RESP, MAX_CONTENT_TYPE_LEN,
-    MAX_RESPONSE_HEADERS, RESPONSE_FLAG_CONTINUE, RESPONSE_FLAG_STREAM, STREAM_END_FLAGS,
-    STREAM_FLAG_ABORT,
+    MAX_RESPONSE_HEADERS, RESPONSE_FLAGS, RESPONSE_FLAG_CONTINUE, RESPONSE_FLAG_STREAM,
+    STREAM_END_FLAGS, STREAM_FLAG_ABORT,
 };
 
 /// Longest single header field the guest may pass.
@@ -129,8 +129,23 @@ fn backend_response(ctx: &mut Ctx<'_>, a: &Args) -> Result<Response, String> {
             .mem
             .read_u64(flags_at)
             .map_err(|e| format!("extra: {e}"))?;
+        if flags & !RESPONSE_FLAGS != 0 {
+            return Err(format!(
+                "unknown flags {:#x} in BackendResponseExtra::reserved[0]; leave other bits zero",
+                flags & !RESPONSE_FLAGS
+            ));
+        }
         background = flags & RESPONSE_FLAG_CONTINUE != 0;
         stream = flags & RESPONSE_FLAG_STREAM != 0;
+        // A program that serves HTTP itself answers on its own socket; nothing would
+        // carry a stream's later chunks.
+        if stream && ctx.cfg.listen.is_some() {
+            return Err(
+                "RESPONSE_FLAG_STREAM is not supported for a program that listens \
+                 itself (listen mode): send the whole body"
+                    .into(),
+            );
+        }
         let ptr = ctx.mem.read_u64(a[5]).map_err(|e| format!("extra: {e}"))?;
         let n = ctx
             .mem
@@ -444,6 +459,40 @@ mod tests {
                 [RESPONSE_FLAG_STREAM, 0, 0, 0, 0, 0]
             ),
             Flow::Stop(Stop::Fatal(_))
+        ));
+        // backend_response rejects unknown flag bits as stream_end does.
+        f.mem
+            .write_u64(flags_at, 0x8 | RESPONSE_FLAG_STREAM)
+            .unwrap();
+        assert!(matches!(
+            call(
+                &mut f,
+                nr::BACKEND_RESPONSE,
+                [200, 0x70_0000, 17, 0x70_1000, 9, 0x70_4000],
+            ),
+            Flow::Stop(Stop::Fatal(m)) if m.contains("unknown flags 0x8")
+        ));
+        // A program that listens itself has no path for a stream's later chunks.
+        f.mem.write_u64(flags_at, RESPONSE_FLAG_STREAM).unwrap();
+        f.cfg.listen = Some(crate::config::ListenSpec {
+            addr: "127.0.0.1:8000".parse().unwrap(),
+        });
+        assert!(matches!(
+            call(
+                &mut f,
+                nr::BACKEND_RESPONSE,
+                [200, 0x70_0000, 17, 0x70_1000, 9, 0x70_4000],
+            ),
+            Flow::Stop(Stop::Fatal(m)) if m.contains("listen mode")
+        ));
+        f.mem.write_u64(flags_at, 0).unwrap();
+        assert!(matches!(
+            call(
+                &mut f,
+                nr::BACKEND_RESPONSE,
+                [200, 0x70_0000, 17, 0x70_1000, 9, 0x70_4000],
+            ),
+            Flow::Stop(Stop::Responded(r)) if !r.stream
         ));
     }
 

@@ -167,14 +167,6 @@ pub fn raw_public(curve: Curve, spki: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
-/// The public key (SPKI) of a private key (PKCS#8).
-pub fn public_of(curve: Curve, pkcs8: &[u8]) -> Result<Vec<u8>> {
-    by_curve!(curve, c => {
-        let sk = c::SecretKey::from_pkcs8_der(pkcs8).map_err(der_err("bad key"))?;
-        spki_of(&sk.public_key())
-    })
-}
-
 /// The digest ECDSA signs: a hash shorter than half the field (SHA-1 on P-384) is
 /// zero-extended on the left, which keeps its value as FIPS 186 uses it and satisfies the
 /// ecdsa crate's minimum prehash length.
@@ -240,8 +232,9 @@ mod tests {
             assert!(!verify(curve, Hash::Sha256, &pk, &sig, b"msh").unwrap());
             assert!(!verify(curve, Hash::Sha256, &pk, &sig[1..], b"msg").unwrap());
             assert_eq!(import(curve, "pkcs8", &sk).unwrap(), (sk.clone(), true));
-            assert_eq!(public_of(curve, &sk).unwrap(), pk);
             let m = to_jwk(curve, &sk, true).unwrap();
+            let mp = to_jwk(curve, &pk, false).unwrap();
+            assert_eq!((&m.x, &m.y), (&mp.x, &mp.y));
             assert_eq!(from_jwk(curve, m.d.as_deref(), &m.x, &m.y).unwrap(), sk);
             assert_eq!(from_jwk(curve, None, &m.x, &m.y).unwrap(), pk);
             let raw = raw_public(curve, &pk).unwrap();

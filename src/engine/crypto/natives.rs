@@ -93,14 +93,6 @@ fn import(kind: &str, param: &str, format: &str, data: &[u8]) -> super::Result<(
     }
 }
 
-fn public_of(kind: &str, param: &str, pkcs8: &[u8]) -> super::Result<Vec<u8>> {
-    match family(kind, param)? {
-        Family::Ec(c) => ec::public_of(c, pkcs8),
-        Family::Okp(a) => okp::public_of(a, pkcs8),
-        Family::Rsa => rsa::public_of(pkcs8),
-    }
-}
-
 fn export_raw(kind: &str, param: &str, der: &[u8], private: bool) -> super::Result<Vec<u8>> {
     match family(kind, param)? {
         Family::Ec(c) if !private => ec::raw_public(c, der),
@@ -335,16 +327,6 @@ pub fn install<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> Result<()> {
             |ctx: Ctx<'js>, kind: String, param: String, format: String, d: Bytes<'js>| {
                 let r = import(&kind, &param, &format, &bytes(&d));
                 der_private(&ctx, js(&ctx, r)?)
-            },
-        )?,
-    )?;
-    s.set(
-        "publicOf",
-        Function::new(
-            ctx.clone(),
-            |ctx: Ctx<'js>, kind: String, param: String, d: Bytes<'js>| {
-                let r = public_of(&kind, &param, &bytes(&d));
-                out(&ctx, js(&ctx, r)?)
             },
         )?,
     )?;

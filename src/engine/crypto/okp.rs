@@ -162,11 +162,6 @@ pub fn raw_public(alg: Okp, der: &[u8], private: bool) -> Result<[u8; 32]> {
     }
 }
 
-/// SPKI of the public half of a PKCS#8 key.
-pub fn public_of(alg: Okp, pkcs8: &[u8]) -> Result<Vec<u8>> {
-    spki_of(alg, &raw_public(alg, pkcs8, true)?)
-}
-
 /// Ed25519 signature of `data`.
 pub fn ed25519_sign(pkcs8: &[u8], data: &[u8]) -> Result<Vec<u8>> {
     use ed25519_dalek::Signer;
@@ -225,7 +220,10 @@ mod tests {
         );
         assert_eq!(sk.len(), 48, "PKCS#8 v1 without the public key");
         assert!(import(Okp::X25519, "pkcs8", &sk).is_err());
-        assert_eq!(public_of(Okp::Ed25519, &sk).unwrap(), pk);
+        assert_eq!(
+            raw_public(Okp::Ed25519, &sk, true).unwrap(),
+            raw_public(Okp::Ed25519, &pk, false).unwrap()
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@ export default {
   async fetch(request) {
     // The last path segment picks the case, so the app works under any route prefix.
     const path = "/" + new URL(request.url).pathname.split("/").pop();
+    // Every request (the warm-up's too) leaves a mark: /perf-count sees its own only.
+    performance.mark("request");
     switch (path) {
       case "/throw":
         throw new Error("boom");
@@ -56,6 +58,8 @@ export default {
         return new Response([typeof Intl, new Intl.NumberFormat("en-US").format(1234.5), String(new Date(0)), "a".localeCompare("B")].join("|"));
       case "/lazy-date-method":
         return new Response([String(new Date(0)) && typeof Intl, (1234.5).toLocaleString("en-US"), String(new Date(0)), "a".localeCompare("B")].join("|"));
+      case "/perf-count":
+        return new Response(String(performance.getEntriesByName("request").length));
       case "/lazy-app-method": {
         // An app's own replacement survives the group's loading.
         String.prototype.localeCompare = () => 42;

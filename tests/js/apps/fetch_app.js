@@ -5,6 +5,8 @@
 //   /chunks    fetch(u) and read the body chunk by chunk: each chunk's text and when it
 //              arrived (ms since the fetch started)
 //   /upload    POST a ReadableStream body of n chunks, gap ms apart, to u: the origin's answer
+//   /upload-fail  POST a ReadableStream body that sends one chunk, then errors: the error
+//   /upload-big   POST a ReadableStream body of n MiB (query n) to u: the answer or error
 //   /abort     read one chunk of a slow body, abort, read again: the error's name
 //   /open      start fetch(u) and answer without reading its body (the handle stays open
 //              until the reset)
@@ -50,6 +52,34 @@ async function route(request) {
         async pull(c) {
           if (i > 0) await sleep(gap);
           c.enqueue(enc.encode(`part${i};`));
+          if (++i === n) c.close();
+        },
+      });
+      const r = await fetch(u, { method: "POST", body, duplex: "half" });
+      return { status: r.status, body: await r.text() };
+    }
+    case "/upload-fail": {
+      let i = 0;
+      const body = new ReadableStream({
+        async pull(c) {
+          if (i++ === 0) {
+            c.enqueue(enc.encode("part0;"));
+          } else {
+            await sleep(100);
+            c.error(new RangeError("the upload broke"));
+          }
+        },
+      });
+      const r = await fetch(u, { method: "POST", body, duplex: "half" });
+      return { status: r.status, body: await r.text() };
+    }
+    case "/upload-big": {
+      const n = Number(q.get("n") ?? 8);
+      const mib = new Uint8Array(1 << 20).fill(120);
+      let i = 0;
+      const body = new ReadableStream({
+        pull(c) {
+          c.enqueue(mib);
           if (++i === n) c.close();
         },
       });

@@ -8,6 +8,9 @@
 //   /endless          a chunk every 50 ms, forever (max_request_time ends it)
 //   /bg               a short stream, then ctx.waitUntil work after it
 //   /count            how many requests this VM has seen: the same after every reset
+//   /sync-endless     64 KiB chunks, each pull enqueues at once, forever (no timer gap)
+//   /sync-big         8 MiB in 64 KiB chunks made at once (byte i of chunk k is k % 251)
+//   /early            a stream that fails before anything is sent: a 500
 let seen = 0;
 const enc = new TextEncoder();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -82,6 +85,20 @@ export default {
         });
         return new Response(body);
       }
+      case "/sync-endless":
+        return new Response(new ReadableStream({ pull(c) { c.enqueue(new Uint8Array(1 << 16).fill(120)); } }));
+      case "/sync-big": {
+        let k = 0;
+        const body = new ReadableStream({
+          pull(c) {
+            c.enqueue(new Uint8Array(1 << 16).fill(k % 251));
+            if (++k === 128) c.close();
+          },
+        });
+        return new Response(body);
+      }
+      case "/early":
+        return new Response(new ReadableStream({ start(c) { c.error(new Error("the backend refused")); } }));
       case "/count":
         return new Response(String(seen));
       default:

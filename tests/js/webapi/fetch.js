@@ -475,5 +475,13 @@ export const tests = [
     await assertRejects(__kvmjsBody.bytes({}), TypeError);
     assertEq(Object.keys(globalThis).includes("__kvmjsBody"), false, "non-enumerable");
   }],
+  ["Body read fails at the first chunk that is not a Uint8Array", async () => {
+    // Fetch "read all bytes": the TypeError comes at the bad chunk, not after the stream ends
+    // (an endless stream of them would otherwise be read until memory runs out).
+    let pulls = 0;
+    const rs = new ReadableStream({ pull(c) { pulls++; c.enqueue("not bytes"); if (pulls === 1000) c.close(); } });
+    await assertRejects(new Response(rs).text(), TypeError);
+    assert(pulls < 5, `read on after the bad chunk: ${pulls} pulls`);
+  }],
 
 ];

@@ -1,6 +1,6 @@
 // Web API conformance tests: crypto.subtle (Web Cryptography API) with RFC/NIST known
 // answers, import/export round trips, and the spec's errors.
-import { assert, assertEq, assertJson, assertRejects, sameBytes } from "./helpers.js";
+import { assert, assertEq, assertJson, assertRejects, assertThrows, sameBytes } from "./helpers.js";
 
 const subtle = crypto.subtle;
 const hex = (b) => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, "0")).join("");
@@ -376,6 +376,53 @@ export const tests = [
     assertEq(gs.byteLength, 128);
     assertEq(await subtle.verify("RSASSA-PKCS1-v1_5", gen.publicKey, gs, utf8("m")), true);
     await assertRejects(subtle.generateKey({ name: "RSA-OAEP", modulusLength: 1024, publicExponent: [1, 0, 1], hash: "SHA-256" }, true, ["encrypt"]), TypeError);
+  }],
+  ["subtle: RSA-PSS saltLength is bounded by the key (no huge salt allocation)", async () => {
+    const pss = { name: "RSA-PSS", hash: "SHA-256" };
+    const priv = await subtle.importKey("pkcs8", unb64(rsa_p8), pss, false, ["sign"]);
+    const pub = await subtle.importKey("spki", unb64(rsa_spki), pss, false, ["verify"]);
+    // 2048-bit key, SHA-256: emLen 256 - hLen 32 - 2 = 222 (RFC 8017 9.1.1).
+    const sig = await subtle.sign({ name: "RSA-PSS", saltLength: 222 }, priv, utf8("m"));
+    assertEq(await subtle.verify({ name: "RSA-PSS", saltLength: 222 }, pub, sig, utf8("m")), true);
+    for (const saltLength of [223, 0x10000, 0xffffffff]) {
+      await rejectsDom(subtle.sign({ name: "RSA-PSS", saltLength }, priv, utf8("m")), "OperationError");
+      assertEq(await subtle.verify({ name: "RSA-PSS", saltLength }, pub, sig, utf8("m")), false);
+    }
+  }],
+  ["subtle: RSA moduli over 8192 bits are refused (generateKey, spki, jwk)", async () => {
+    const alg = { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };
+    await rejectsDom(subtle.generateKey({ ...alg, modulusLength: 8200, publicExponent: new Uint8Array([1, 0, 1]) }, true, ["sign"]), "OperationError");
+    await rejectsDom(subtle.generateKey({ ...alg, modulusLength: 0xffffffff, publicExponent: new Uint8Array([1, 0, 1]) }, true, ["sign"]), "OperationError");
+    const len = (n) => (n < 128 ? [n] : n < 256 ? [0x81, n] : [0x82, n >> 8, n & 255]);
+    const tlv = (tag, body) => [tag, ...len(body.length), ...body];
+    const spkiOf = (n) => new Uint8Array(tlv(0x30, [
+      ...tlv(0x30, [6, 9, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 1, 5, 0]),
+      ...tlv(3, [0, ...tlv(0x30, [...tlv(2, [0, ...n]), ...tlv(2, [1, 0, 1])])]),
+    ]));
+    const n8200 = [0x80, ...new Array(1024).fill(0xff)];
+    const n8192 = n8200.slice(1);
+    await rejectsDom(subtle.importKey("spki", spkiOf(n8200), alg, false, ["verify"]), "NotSupportedError");
+    await rejectsDom(subtle.importKey("jwk", { kty: "RSA", n: b64url(n8200), e: "AQAB" }, alg, false, ["verify"]), "NotSupportedError");
+    const ok = await subtle.importKey("spki", spkiOf(n8192), alg, false, ["verify"]);
+    assertEq(ok.algorithm.modulusLength, 8192);
+  }],
+  ["subtle: CryptoKey algorithm and usages are frozen copies of the internal slots", async () => {
+    const k = await subtle.generateKey({ name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+    assert(Object.isFrozen(k.usages) && Object.isFrozen(k.algorithm) && Object.isFrozen(k.algorithm.hash), "frozen");
+    assertEq(k.usages, k.usages, "usages is the same object each time");
+    assertThrows(() => k.usages.push("sign"), TypeError);
+    assertEq(Reflect.set(k.algorithm, "name", "ECDH"), false);
+    assertEq(Reflect.set(k.algorithm.hash, "name", "SHA-1"), false);
+    await rejectsDom(subtle.sign("HMAC", k, utf8("m")), "InvalidAccessError");
+    const r = await subtle.generateKey({ name: "RSA-PSS", modulusLength: 1024, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, true, ["sign", "verify"]);
+    const a = r.publicKey.algorithm;
+    assert(Object.isFrozen(a) && Object.isFrozen(a.hash), "RSA algorithm frozen");
+    a.publicExponent[0] = 9;
+    assertJson([...structuredClone(r.publicKey).algorithm.publicExponent], [1, 0, 1], "the slot keeps its own exponent");
+    assertEq(r.publicKey.algorithm, a, "algorithm is cached");
+    const c = structuredClone(k);
+    assert(c.usages !== k.usages && c.algorithm !== k.algorithm, "a clone gets its own attribute objects");
+    assertJson(c.usages, ["verify"]);
   }],
   ["subtle: structuredClone of a CryptoKey and randomness per key", async () => {
     const key = await subtle.importKey("raw", utf8("Jefe"), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);

@@ -42,7 +42,7 @@ impl Collector for FetchCollector {
             ("fetches", "fetch() calls to backends started", |s| s.count),
             (
                 "fetch_errors",
-                "fetch() calls that failed (not allowed, network, timeout, limits)",
+                "Started fetch() calls that failed (not allowed, network, timeout, limits)",
                 |s| s.errors,
             ),
             (

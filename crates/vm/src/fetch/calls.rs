@@ -3,7 +3,7 @@
 
 use super::client::{self, Head, Outgoing};
 use super::service;
-use super::{FetchError, FetchPolicy, RedirectMode};
+use super::{FetchError, FetchPolicy, RedirectMode, TooMany};
 use crate::syscalls::{errno, Args, Ctx, Flow};
 use kvmjs_abi::fetch::{
     nr, CurlFields, CurlOp, CurlOptions, FetchHead, FetchRequest, FLAG_REDIRECT_ERROR,
@@ -26,6 +26,7 @@ const MAX_CHUNK: u64 = 4 << 20;
 
 /// Runs fetch call `number` (0x20000..=0x2000f).
 pub fn dispatch(ctx: &mut Ctx<'_>, number: u64, a: &Args) -> Flow {
+    let started = ctx.exchange.fetch.started;
     let r = match number {
         nr::START => start(ctx, a),
         nr::WRITE => write(ctx, a),
@@ -39,7 +40,18 @@ pub fn dispatch(ctx: &mut Ctx<'_>, number: u64, a: &Args) -> Flow {
     match r {
         Ok(v) => Flow::ok(v),
         Err(e) => {
-            if !matches!(e, FetchError::BadHandle(_)) {
+            // Only failures of admitted fetches: a start admitted in this call, or a
+            // running fetch failing (not the guest misusing the calls).
+            let admitted_now = ctx.exchange.fetch.started > started;
+            let misuse = matches!(
+                e,
+                FetchError::BadHandle(_)
+                    | FetchError::BadState(..)
+                    | FetchError::BadArg(_)
+                    | FetchError::Fault(_)
+                    | FetchError::TooMany(_)
+            );
+            if admitted_now || (!misuse && !matches!(number, nr::START | nr::FETCH)) {
                 ctx.cfg.fetch.metrics.errors.fetch_add(1, Relaxed);
             }
             tracing::debug!(program = %ctx.cfg.name, "{e}");
@@ -116,22 +128,21 @@ fn parse_fields<'a>(
     Ok(out)
 }
 
-/// Checks the per-request limits and counts the fetch as started.
-fn admit(ctx: &mut Ctx<'_>) -> Result<(), FetchError> {
+/// Checks the per-request and process-wide limits and counts the fetch as started; the
+/// slot is the worker's.
+fn admit(ctx: &mut Ctx<'_>) -> Result<service::WorkerSlot, FetchError> {
     let p: &FetchPolicy = &ctx.cfg.fetch;
     let f = &mut ctx.exchange.fetch;
     if f.open() >= p.max_open {
-        return Err(FetchError::TooMany(format!("{} open at once", p.max_open)));
+        return Err(FetchError::TooMany(TooMany::Open(p.max_open)));
     }
     if f.started >= p.max_per_request {
-        return Err(FetchError::TooMany(format!(
-            "{} started in one request",
-            p.max_per_request
-        )));
+        return Err(FetchError::TooMany(TooMany::Started(p.max_per_request)));
     }
+    let slot = service::acquire()?;
     f.started += 1;
     p.metrics.count.fetch_add(1, Relaxed);
-    Ok(())
+    Ok(slot)
 }
 
 fn start(ctx: &mut Ctx<'_>, a: &Args) -> Result<u64, FetchError> {
@@ -173,7 +184,7 @@ fn start(ctx: &mut Ctx<'_>, a: &Args) -> Result<u64, FetchError> {
     } else {
         Some(bytes(ctx, "body", r.body, r.body_len, limit)?)
     };
-    admit(ctx)?;
+    let slot = admit(ctx)?;
     let out = Outgoing {
         method,
         url,
@@ -184,7 +195,7 @@ fn start(ctx: &mut Ctx<'_>, a: &Args) -> Result<u64, FetchError> {
     let policy = &ctx.cfg.fetch;
     let streamed = body.is_none();
     let sent = body.as_ref().map_or(0, |b| b.len() as u64);
-    let mut remote = service::open(policy, out, body, dl)?;
+    let mut remote = service::open(policy, out, body, dl, slot)?;
     if streamed {
         return Ok(ctx.exchange.fetch.insert(remote));
     }
@@ -239,7 +250,13 @@ fn write_head(ctx: &mut Ctx<'_>, at: u64, head: &Head) -> Result<(), FetchError>
 fn write(ctx: &mut Ctx<'_>, a: &Args) -> Result<u64, FetchError> {
     let (h, ptr, len) = (a[0], a[1], a[2].min(MAX_CHUNK));
     let limit = ctx.cfg.fetch.max_request_body;
-    let chunk = bytes(ctx, "body chunk", ptr, len, MAX_CHUNK)?;
+    let chunk = if len == 0 {
+        &[][..]
+    } else {
+        ctx.mem
+            .slice(ptr, len)
+            .map_err(|e| fault("body chunk", e))?
+    };
     let t = ctx.exchange.fetch.get(h)?;
     if !t.streaming() {
         return Err(FetchError::BadState(
@@ -252,8 +269,11 @@ fn write(ctx: &mut Ctx<'_>, a: &Args) -> Result<u64, FetchError> {
         return Err(FetchError::RequestTooLarge(limit));
     }
     t.sent += len;
-    t.write(chunk);
-    ctx.cfg.fetch.metrics.bytes_out.fetch_add(len, Relaxed);
+    // bytes_out is counted by the worker, from what the backend was sent.
+    if let Err(e) = t.write(chunk) {
+        ctx.exchange.fetch.remove(h)?;
+        return Err(e);
+    }
     Ok(len)
 }
 
@@ -364,7 +384,7 @@ fn sys_fetch(ctx: &mut Ctx<'_>, a: &Args) -> Result<u64, FetchError> {
         op.post_buflen.into(),
         limit,
     )?;
-    admit(ctx)?;
+    let slot = admit(ctx)?;
     let out = Outgoing {
         method: if body.is_empty() { "GET" } else { "POST" }.into(),
         url,
@@ -378,7 +398,7 @@ fn sys_fetch(ctx: &mut Ctx<'_>, a: &Args) -> Result<u64, FetchError> {
     let t0 = Instant::now();
     let sent = body.len() as u64;
     let policy = &ctx.cfg.fetch;
-    let mut remote = service::open(policy, out, Some(body), deadline(ctx))?;
+    let mut remote = service::open(policy, out, Some(body), deadline(ctx), slot)?;
     let head = remote.head()?;
     policy.metrics.observe(t0.elapsed());
     policy.metrics.bytes_out.fetch_add(sent, Relaxed);
@@ -516,6 +536,15 @@ mod tests {
         assert_eq!(call(&mut f, nr::START, [r, 0, 0, 0, 0, 0]), 2);
         assert_eq!(call(&mut f, nr::START, [r, 0, 0, 0, 0, 0]), -24);
         assert_eq!(call(&mut f, nr::CLOSE, [1, 0, 0, 0, 0, 0]), 0);
+        // A closed fetch counts until its worker ends (here: soon, its upload aborted).
+        let t0 = Instant::now();
+        while f.exchange.fetch.open() >= 2 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "the worker did not end"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(call(&mut f, nr::START, [r, 0, 0, 0, 0, 0]), 1);
         assert_eq!(f.exchange.fetch.open(), 2);
         f.exchange.fetch.clear();
@@ -526,6 +555,9 @@ mod tests {
         assert_eq!(call(&mut f, nr::WRITE, [1, 0x70_0000, 3, 0, 0, 0]), 3);
         assert_eq!(call(&mut f, nr::WRITE, [1, 0x70_0000, 3, 0, 0, 0]), -27);
         assert!(error_text(&mut f).contains("fetch.max_request_body"));
+        // Misuse is not a fetch failure; the failures of admitted fetches are.
+        let s = f.cfg.fetch.metrics.snapshot();
+        assert_eq!((s.count, s.errors), (4, 1), "{s:?}");
         assert_eq!(call(&mut f, nr::WRITE, [1, 0x70_0000, 1, 0, 0, 0]), -9);
     }
 

@@ -3,10 +3,10 @@
 //! against the allow-list and follows the Fetch Standard's method rules. It runs on the
 //! fetch service's threads (super::service), never on a VM thread.
 
+use super::pipe::PipeReader;
 use super::policy::{self, FetchPolicy, NextHop, RedirectMode};
 use super::FetchError;
 use std::io::Read;
-use std::sync::mpsc::Receiver;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use url::Url;
@@ -44,8 +44,8 @@ pub enum OutBody {
     None,
     /// All of it.
     Bytes(Vec<u8>),
-    /// Chunks written later (`fetch_write`), ended by dropping the sender.
-    Stream(ChunkReader),
+    /// Chunks written later (`fetch_write`), complete only after `fetch_end`.
+    Stream(PipeReader),
 }
 
 /// A response head.
@@ -180,8 +180,8 @@ pub fn perform(
     body: OutBody,
     deadline: Instant,
 ) -> Result<(Head, Incoming), FetchError> {
-    let streamed = matches!(body, OutBody::Stream(_));
-    let has_body = !matches!(body, OutBody::None);
+    let mut streamed = matches!(body, OutBody::Stream(_));
+    let mut has_body = !matches!(body, OutBody::None);
     let mut body = Some(body);
     let mut redirects = 0;
     let total = deadline.saturating_duration_since(Instant::now());
@@ -247,6 +247,9 @@ pub fn perform(
                     redirects += 1;
                     // next_hop refused to resend a streamed body, so only bytes remain.
                     body = if hop.drop_body {
+                        // Later hops have no body: a further 30x may be followed.
+                        has_body = false;
+                        streamed = false;
                         None
                     } else {
                         resent.map(OutBody::Bytes)
@@ -322,43 +325,6 @@ pub fn keep_header(name: &str) -> bool {
     !HOST_CONTROLLED.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// The streamed request body as ureq reads it.
-pub struct ChunkReader {
-    rx: Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl ChunkReader {
-    /// Reads the chunks `rx` delivers until its sender is dropped.
-    pub fn new(rx: Receiver<Vec<u8>>) -> Self {
-        ChunkReader {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.cur.len() {
-            match self.rx.recv() {
-                Ok(c) => {
-                    self.cur = c;
-                    self.pos = 0;
-                }
-                // The guest ended the body (or the fetch was dropped).
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,14 +369,62 @@ mod tests {
     }
 
     #[test]
-    fn chunk_reader_ends_when_the_sender_drops() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(b"ab".to_vec()).unwrap();
-        tx.send(b"cde".to_vec()).unwrap();
-        drop(tx);
-        let mut r = ChunkReader::new(rx);
-        let mut s = Vec::new();
-        r.read_to_end(&mut s).unwrap();
-        assert_eq!(s, b"abcde");
+    fn a_redirect_after_a_303_that_dropped_a_streamed_body_is_followed() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for answer in [
+                "HTTP/1.1 303 See Other\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 302 Found\r\nLocation: /c\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            ] {
+                let (mut s, _) = l.accept().unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    let chunked = text.to_ascii_lowercase().contains("transfer-encoding");
+                    if n == 0
+                        || (text.contains("\r\n\r\n") && (!chunked || text.ends_with("0\r\n\r\n")))
+                    {
+                        break;
+                    }
+                }
+                let text = String::from_utf8_lossy(&got).into_owned();
+                lines.push(text.lines().next().unwrap_or("").to_owned());
+                s.write_all(answer.as_bytes()).unwrap();
+            }
+            lines
+        });
+        let origin = format!("http://127.0.0.1:{port}");
+        let p = FetchPolicy {
+            allow: vec![super::super::Origin::parse(&origin).unwrap()],
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (w, r) = super::super::pipe::pipe(deadline);
+        w.write(b"data", deadline).unwrap();
+        w.end();
+        let out = Outgoing {
+            method: "POST".into(),
+            url: Url::parse(&format!("{origin}/a")).unwrap(),
+            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+            redirect: RedirectMode::Follow,
+        };
+        let (head, mut body) = perform(&p, out, OutBody::Stream(r), deadline).unwrap();
+        assert_eq!(head.status, 200);
+        assert!(head.redirected);
+        assert_eq!(head.url.path(), "/c");
+        let mut b = [0u8; 8];
+        assert_eq!(body.read(&mut b).unwrap(), 2);
+        let lines = server.join().unwrap();
+        assert_eq!(
+            lines,
+            ["POST /a HTTP/1.1", "GET /b HTTP/1.1", "GET /c HTTP/1.1"]
+        );
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod calls;
 pub mod client;
+pub mod pipe;
 pub mod policy;
 pub mod service;
 
@@ -59,9 +60,9 @@ pub enum FetchError {
     /// The request body is over the limit.
     #[error("the request body is larger than the program's fetch.max_request_body ({0} bytes)")]
     RequestTooLarge(u64),
-    /// Too many open at once, or started in one request.
-    #[error("too many fetches in this request ({0}); read responses to the end or cancel them first (fetch.max_open in tinykvm.json)")]
-    TooMany(String),
+    /// Too many open at once, started in one request, or running in the process.
+    #[error("{0}")]
+    TooMany(TooMany),
     /// A redirect that cannot be followed.
     #[error("fetch to {url} failed: {err}")]
     Redirect {
@@ -104,6 +105,20 @@ impl FetchError {
             FetchError::Fault(_) => 14,
         }
     }
+}
+
+/// Which fetch limit was reached.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TooMany {
+    /// `fetch.max_open` fetches are open (closed ones still waiting for their backend count).
+    #[error("too many fetches open at once in this request ({0}): read responses to the end or cancel them first, or raise fetch.max_open in tinykvm.json")]
+    Open(usize),
+    /// `fetch.max_per_request` fetches were started in this request.
+    #[error("too many fetches started in this request ({0}): make fewer, or raise fetch.max_per_request in tinykvm.json")]
+    Started(usize),
+    /// The process-wide cap on running fetch workers (super::service::MAX_WORKERS).
+    #[error("the host is running its maximum of {0} fetches at once: try again later")]
+    Workers(usize),
 }
 
 /// Upper bounds (ms) of the latency histogram's buckets; the last bucket is unbounded.
@@ -177,6 +192,9 @@ pub struct Fetches {
     started: usize,
     /// The last failure's message, for `fetch_error`.
     last_error: Option<String>,
+    /// Closed fetches' [`service::Remote::alive`] tokens: their workers count as open
+    /// until they end.
+    closing: Vec<std::sync::Arc<()>>,
 }
 
 impl std::fmt::Debug for Fetches {
@@ -189,9 +207,14 @@ impl std::fmt::Debug for Fetches {
 }
 
 impl Fetches {
-    /// Fetches open now.
+    /// Fetches open now, with closed ones whose worker still runs.
     pub fn open(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
+        let lingering = self
+            .closing
+            .iter()
+            .filter(|a| std::sync::Arc::strong_count(a) > 1)
+            .count();
+        self.slots.iter().filter(|s| s.is_some()).count() + lingering
     }
 
     /// Drops every open fetch (closing its connection).
@@ -200,6 +223,7 @@ impl Fetches {
     }
 
     fn insert(&mut self, t: service::Remote) -> u64 {
+        self.closing.retain(|a| std::sync::Arc::strong_count(a) > 1);
         match self.slots.iter().position(Option::is_none) {
             Some(i) => {
                 self.slots[i] = Some(t);
@@ -219,11 +243,15 @@ impl Fetches {
             .ok_or(FetchError::BadHandle(h))
     }
 
-    fn remove(&mut self, h: u64) -> Result<service::Remote, FetchError> {
-        h.checked_sub(1)
+    /// Closes fetch `h` (its upload, if unfinished, is aborted).
+    fn remove(&mut self, h: u64) -> Result<(), FetchError> {
+        let r = h
+            .checked_sub(1)
             .and_then(|i| self.slots.get_mut(usize::try_from(i).ok()?))
             .and_then(Option::take)
-            .ok_or(FetchError::BadHandle(h))
+            .ok_or(FetchError::BadHandle(h))?;
+        self.closing.push(r.alive());
+        Ok(())
     }
 }
 

@@ -44,11 +44,16 @@ impl Vm {
             // up): the guest is mid-request and is never resumed from there.
             self.stream_cancel();
         }
-        match self.pos {
+        let done = match self.pos {
             Position::ResetDue { .. } => self.finish_reset(),
             Position::Background(trap) => self.run_background(trap),
             _ => Finished::default(),
-        }
+        };
+        // The response is out and its background work (if any) done: a request's fetches
+        // end with it, also when no reset follows (they would hold workers and
+        // connections while the VM idles).
+        self.exchange.fetch.clear();
+        done
     }
 
     /// [`Vm::finish`]'s background work, when the last response left some: resumes the

@@ -58,8 +58,17 @@
     constructor(key = undefined) { if (key !== CREATE) throw new TypeError("Illegal constructor."); }
     get type() { return slot(this).type; }
     get extractable() { return slot(this).extractable; }
-    get algorithm() { return slot(this).algorithm; }
-    get usages() { return slot(this).usages; }
+    // The attributes are cached frozen copies of the [[algorithm]] and [[usages]] slots (as
+    // in deno): every check reads the slots, so script cannot widen a key's usages or
+    // change its algorithm by mutating what the getters return.
+    get algorithm() {
+      const s = slot(this);
+      return s.algorithmView ??= exposeAlgorithm(s.algorithm);
+    }
+    get usages() {
+      const s = slot(this);
+      return s.usagesView ??= Object.freeze(s.usages.slice());
+    }
   }
   tag(CryptoKey, "CryptoKey");
   for (const k of ["type", "extractable", "algorithm", "usages"]) {
@@ -69,8 +78,8 @@
 
   const USAGE_ORDER = ["encrypt", "decrypt", "sign", "verify", "deriveKey", "deriveBits", "wrapKey", "unwrapKey"];
 
-  // `data` is the algorithm's internal view (hash, curve); `algorithm` is the object the key
-  // exposes (the same object on every read, as specified). Usages stay in the caller's
+  // `data` is the algorithm's internal view (hash, curve); `algorithm` is the [[algorithm]]
+  // slot, never handed to script (the getter exposes a copy). Usages stay in the caller's
   // order, duplicates included, as the spec's steps (and deno) keep them.
   function makeKey(type, extractable, algorithm, usages, material, data) {
     const k = new CryptoKey(CREATE);
@@ -81,8 +90,15 @@
     const s = slot(k);
     const algorithm = cloneAlgorithm(s.algorithm);
     const c = new CryptoKey(CREATE);
-    keys.set(c, { ...s, algorithm, usages: s.usages.slice() });
+    keys.set(c, { ...s, algorithm, usages: s.usages.slice(), algorithmView: undefined, usagesView: undefined });
     return c;
+  }
+  // The algorithm attribute: a frozen copy with frozen nested dictionaries (hash); a
+  // Uint8Array (publicExponent) is copied, since a non-empty typed array cannot be frozen.
+  function exposeAlgorithm(a) {
+    const out = cloneAlgorithm(a);
+    for (const v of Object.values(out)) if (v !== null && typeof v === "object" && !(v instanceof Uint8Array)) Object.freeze(v);
+    return Object.freeze(out);
   }
   function cloneAlgorithm(a) {
     const out = {};
