@@ -1,5 +1,21 @@
 //! Host-side request and response: what crosses the guest ABI, without HTTP.
 
+/// Header fields that belong to one connection, not to the message (hop-by-hop, RFC 9110
+/// §7.6.1), and the body framing the host always sets itself. Whichever way a message
+/// crosses the host (a request into a listening guest, a guest's response, a guest's
+/// fetch()), the other side's values for these are dropped, so a guest can neither
+/// smuggle a second message into a connection nor see the client's connection details.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
 /// A request to hand to the guest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {

@@ -111,3 +111,15 @@ mod tests {
         );
     }
 }
+
+/// Helpers for the known-answer tests of the crypto modules.
+#[cfg(test)]
+mod test_util {
+    /// Bytes from a hex string (test vectors are written in hex).
+    pub fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}

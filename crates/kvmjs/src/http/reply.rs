@@ -10,23 +10,11 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response as HttpResponse, StatusCode};
-use kvmjs_vm::request::PlaceError;
+use kvmjs_vm::request::{PlaceError, HOP_BY_HOP};
 use kvmjs_vm::{RequestError, Response};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-
-/// Response headers a guest may not set: framing and connection management.
-const HOP_BY_HOP: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-connection",
-];
 
 /// A response body: whole (with a Content-Length), or streamed as the guest makes it
 /// (chunked).

@@ -11,20 +11,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// Headers the host sets itself (framing, hop-by-hop); the guest's values are dropped so a
-/// guest cannot smuggle a second request into the connection.
-const HOST_CONTROLLED: [&str; 9] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-connection",
-];
-
 /// A request to send.
 #[derive(Debug)]
 pub struct Outgoing {
@@ -322,7 +308,12 @@ fn run(
 
 /// Drops header fields the host controls.
 pub fn keep_header(name: &str) -> bool {
-    !HOST_CONTROLLED.iter().any(|h| h.eq_ignore_ascii_case(name))
+    // Host is the origin's (from the URL); the rest, crate::request::HOP_BY_HOP, is the
+    // client's own framing: a guest cannot smuggle a second request into the connection.
+    !name.eq_ignore_ascii_case("host")
+        && !crate::request::HOP_BY_HOP
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]

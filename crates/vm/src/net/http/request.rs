@@ -1,20 +1,7 @@
 //! The request side of the virtual connections: a [`Request`] written as HTTP/1.1 for
 //! the guest to read.
 
-use crate::request::Request;
-
-/// Request fields that belong to the client's connection to the host, not to the
-/// guest's (hop-by-hop, RFC 9110 §7.6.1), and the body framing the host sets itself.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+use crate::request::{Request, HOP_BY_HOP};
 
 /// Whether `b` may appear in a method (an RFC 9110 token character).
 fn is_tchar(b: u8) -> bool {
