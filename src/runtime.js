@@ -208,13 +208,18 @@
       }
       return handler !== null;
     },
-    // Evaluates a lazily loaded prelude group now (src/engine/lazy.rs), before the snapshot.
-    preload(group) {
-      loadLazy(group);
-    },
-    // After warm-up, before the snapshot: nothing the warm-up requests recorded stays.
-    afterWarmup() {
+    // After warm-up, before the snapshot: nothing the warm-up requests recorded stays, and
+    // the lazily loaded prelude groups the app's source names are evaluated now
+    // (src/engine/lazy.rs). A group that fails is logged (the app sees the failure on use).
+    afterWarmup(groups) {
       performanceHooks.clear();
+      for (const g of groups) {
+        try {
+          loadLazy(g);
+        } catch (e) {
+          console.error(`preloading ${g} failed:`, e);
+        }
+      }
     },
     reseed() {
       native.randomFill(s);

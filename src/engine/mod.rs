@@ -664,27 +664,15 @@ impl Engine {
 
     /// After warm-up: forgets what the warm-up requests recorded (performance marks) and
     /// loads the lazily evaluated prelude groups the app's sources name (src/engine/lazy.rs),
-    /// so that they are in the snapshot. A failure is logged: the group then loads on
-    /// first use, as for an app the scan missed.
+    /// so that they are in the snapshot. A failure is logged.
     pub fn after_warmup(&mut self) {
         let glue = self.glue.clone();
+        let groups = lazy::named();
         if let Err(f) = self
             .ctx
-            .with(|ctx| Self::call_glue::<()>(&ctx, &glue, &self.heap, "afterWarmup", ()))
+            .with(|ctx| Self::call_glue::<()>(&ctx, &glue, &self.heap, "afterWarmup", (groups,)))
         {
-            natives::log(
-                3,
-                &format!("clearing the warm-up's state failed: {f:?}"),
-                true,
-            );
-        }
-        for group in lazy::named() {
-            let r = self
-                .ctx
-                .with(|ctx| Self::call_glue::<()>(&ctx, &glue, &self.heap, "preload", (group,)));
-            if let Err(f) = r {
-                natives::log(3, &format!("preloading {group} failed: {f:?}"), true);
-            }
+            natives::log(3, &format!("after warm-up: {f:?}"), true);
         }
     }
 

@@ -43,6 +43,21 @@ impl Shared {
         // A panic while holding the lock leaves plain data: still usable.
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits for the other end to change the buffer, until `deadline`: `None` once it
+    /// has passed (both ends give up at their deadline rather than wait forever).
+    fn wait<'a>(&self, b: MutexGuard<'a, Buf>, deadline: Instant) -> Option<MutexGuard<'a, Buf>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        Some(
+            self.cond
+                .wait_timeout(b, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0,
+        )
+    }
 }
 
 /// Why a write did not go through.
@@ -101,16 +116,7 @@ impl PipeWriter {
                 return Ok(());
             }
             if b.bytes >= CAPACITY {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(PipeError::Timeout);
-                }
-                b = self
-                    .shared
-                    .cond
-                    .wait_timeout(b, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                b = self.shared.wait(b, deadline).ok_or(PipeError::Timeout)?;
                 continue;
             }
             let n = data.len().min(CAPACITY - b.bytes);
@@ -189,19 +195,12 @@ impl Read for PipeReader {
                     }
                     State::Open => {}
                 }
-                let left = self.deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::new(
+                b = self.shared.wait(b, self.deadline).ok_or_else(|| {
+                    Error::new(
                         ErrorKind::TimedOut,
                         "the request body did not arrive before the deadline",
-                    ));
-                }
-                b = self
-                    .shared
-                    .cond
-                    .wait_timeout(b, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                    )
+                })?;
             }
         }
         let n = buf.len().min(self.cur.len() - self.pos);

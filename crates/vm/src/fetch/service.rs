@@ -320,6 +320,21 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A policy allowing 127.0.0.1:`port` and a GET of /x there.
+    fn get_local(port: u16) -> (FetchPolicy, Outgoing) {
+        let policy = FetchPolicy {
+            allow: vec![super::super::Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap()],
+            ..Default::default()
+        };
+        let out = Outgoing {
+            method: "GET".into(),
+            url: url::Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap(),
+            headers: Vec::new(),
+            redirect: super::super::RedirectMode::Follow,
+        };
+        (policy, out)
+    }
     use std::io::{Read, Write};
 
     #[test]
@@ -338,16 +353,7 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
                 .unwrap();
         });
-        let policy = FetchPolicy {
-            allow: vec![super::super::Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap()],
-            ..Default::default()
-        };
-        let out = Outgoing {
-            method: "GET".into(),
-            url: url::Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap(),
-            headers: Vec::new(),
-            redirect: super::super::RedirectMode::Follow,
-        };
+        let (policy, out) = get_local(port);
         let mut r = open(
             &policy,
             out,
@@ -393,16 +399,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let hold = std::thread::spawn(move || l.accept().map(|(s, _)| s));
-        let policy = FetchPolicy {
-            allow: vec![super::super::Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap()],
-            ..Default::default()
-        };
-        let out = Outgoing {
-            method: "GET".into(),
-            url: url::Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap(),
-            headers: Vec::new(),
-            redirect: super::super::RedirectMode::Follow,
-        };
+        let (policy, out) = get_local(port);
         let deadline = Instant::now() + Duration::from_millis(300);
         let r = open(&policy, out, Some(Vec::new()), deadline, acquire().unwrap()).unwrap();
         let alive = r.alive();
