@@ -142,14 +142,19 @@ fn get_streamed(port: u16, path: &str) -> Streamed {
 
 /// The exits counter once it has moved past `before` (a stream's are recorded when it
 /// ends, just after its last byte left), or after a short wait.
+/// The exit counter once it has moved past `before` and settled: a streamed response's
+/// head is counted when it is sent and the stream's own exits when it ends, so the first
+/// increase alone may be only the head's.
 fn exits_after(port: u16, before: f64) -> f64 {
     let t = Instant::now();
+    let mut last = metric(port, EXITS);
     loop {
+        std::thread::sleep(Duration::from_millis(100));
         let now = metric(port, EXITS);
-        if now > before || t.elapsed() > Duration::from_secs(2) {
+        if (now > before && now == last) || t.elapsed() > Duration::from_secs(3) {
             return now;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        last = now;
     }
 }
 
