@@ -165,7 +165,12 @@ export default {
 "#;
 
     fn engine() -> Engine {
-        let dir = std::env::temp_dir().join(format!("kvmjs-engine-stream-{}", std::process::id()));
+        // One directory per engine: the tests run in parallel, and a main.js rewritten
+        // (truncated, then filled) while another test loads it reads as an empty app.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("kvmjs-engine-stream-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let app = dir.join("main.js");
         std::fs::write(&app, APP).unwrap();
