@@ -2,14 +2,16 @@
 """Turns bench/run's raw wrk results into bench/results.md and a PNG chart.
 
 Medians across rounds of mean/p50/p99 latency and req/s; kvmjs rows add VM exits, dirty
-pages and reset time per request. Ratios are computed within the same run only.
+pages and reset time per request. Ratios are computed within the same run only; the
+"Varnish in front" table sets the same ephemeral programs served directly, behind Varnish
+over HTTP and inside Varnish as the VMOD side by side.
 """
 import argparse
 import json
 import statistics
 from collections import defaultdict
 
-ORDER = ["deno", "node", "quickjs-process", "quickjs-fork", "kvmjs-nonephemeral", "kvmjs-ephemeral", "kvmjs-ephemeral-varnish", "kvmjs-deno-nonephemeral", "kvmjs-deno-ephemeral"]
+ORDER = ["deno", "node", "quickjs-process", "quickjs-fork", "kvmjs-nonephemeral", "kvmjs-ephemeral", "kvmjs-ephemeral-varnish", "kvmjs-ephemeral-vmod", "kvmjs-deno-nonephemeral", "kvmjs-deno-ephemeral"]
 LABELS = {
     "deno": "native deno (Deno.serve)",
     "node": "native node (http)",
@@ -18,6 +20,7 @@ LABELS = {
     "kvmjs-nonephemeral": "kvmjs non-ephemeral",
     "kvmjs-ephemeral": "kvmjs ephemeral",
     "kvmjs-ephemeral-varnish": "kvmjs ephemeral via Varnish",
+    "kvmjs-ephemeral-vmod": "kvmjs ephemeral in Varnish (VMOD)",
     "kvmjs-deno-nonephemeral": "kvmjs non-ephemeral, deno engine",
     "kvmjs-deno-ephemeral": "kvmjs ephemeral, deno engine",
 }
@@ -63,7 +66,8 @@ def main():
         f"- peers: {a.versions}",
         "- method: `wrk -t1 -cN -s bench/wrk.lua`, every server on 127.0.0.1, comparators interleaved within each round,"
         " a 1 s unrecorded warm-up before each measurement; figures are medians across rounds.",
-        "- kvmjs counters (exits, dirty pages, reset) are per request, from the server's /metrics before/after each run.",
+        "- kvmjs counters (exits, dirty pages, reset) are per request, from the server's /metrics before/after each run"
+        " (for the VMOD row, varnishd's /metrics, which vcl/kvmjs-vmod.vcl routes to the VMOD).",
         "",
     ]
     for w in WORKLOADS:
@@ -97,6 +101,20 @@ def main():
         out.append(
             f"| {w} | {ratio(w,'kvmjs-ephemeral','kvmjs-nonephemeral')} | {ratio(w,'kvmjs-ephemeral','deno')} | {ratio(w,'quickjs-process','deno')} | {ratio(w,'kvmjs-ephemeral','quickjs-process')} | {ratio(w,'kvmjs-deno-ephemeral','deno')} | {ratio(w,'kvmjs-deno-nonephemeral','deno')} |"
         )
+    out += ["", "## Varnish in front (p50 latency at -c1, same run)", ""]
+    out += [
+        "The same ephemeral QuickJS programs (one config) reached directly (`kvmjs serve`), through Varnish"
+        " proxying over HTTP to `kvmjs serve` (vcl/kvmjs.vcl), and inside varnishd as the kvmjs VMOD"
+        " (vcl/kvmjs-vmod.vcl, no HTTP hop to kvmjs).",
+        "",
+        "| workload | direct | Varnish → HTTP → kvmjs | Varnish VMOD | HTTP hop / direct | VMOD / direct | VMOD / HTTP hop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w in WORKLOADS:
+        d, h, v = (m(w, c, 1, "p50_us") for c in ("kvmjs-ephemeral", "kvmjs-ephemeral-varnish", "kvmjs-ephemeral-vmod"))
+        out.append(
+            f"| {w} | {fmt(d,'us')} | {fmt(h,'us')} | {fmt(v,'us')} | {ratio(w,'kvmjs-ephemeral-varnish','kvmjs-ephemeral')} | {ratio(w,'kvmjs-ephemeral-vmod','kvmjs-ephemeral')} | {ratio(w,'kvmjs-ephemeral-vmod','kvmjs-ephemeral-varnish')} |"
+        )
     out += ["", "![p50 and p99 latency per comparator and workload](chart.png)", ""]
     with open(a.md, "w") as f:
         f.write("\n".join(out))
@@ -118,7 +136,7 @@ def main():
         ax.set_title(f"{w} (wrk -c1)")
         ax.set_ylabel("latency, ms (log scale)")
         ax.set_xticks(list(x))
-        ax.set_xticklabels([LABELS[c].replace(", ", "\n").replace(" via", "\nvia") for c in comps], rotation=60, ha="right", fontsize=7)
+        ax.set_xticklabels([LABELS[c].replace(", ", "\n").replace(" via", "\nvia").replace(" in V", "\nin V") for c in comps], rotation=60, ha="right", fontsize=7)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"kvmjs vs native runtimes — {a.kvm} — {a.date}", fontsize=10)

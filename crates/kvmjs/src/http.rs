@@ -9,7 +9,7 @@ pub mod body;
 #[path = "http/conn.rs"]
 pub mod conn;
 #[path = "http/reply.rs"]
-mod reply;
+pub mod reply;
 #[path = "http/stream.rs"]
 pub mod stream;
 
@@ -116,8 +116,12 @@ impl State {
     }
 
     /// The program for a request: the VCL's header, then the Host, then the longest prefix.
-    fn route(&self, req: &HttpRequest<Incoming>) -> Result<&Arc<ProgramPool>, String> {
-        if let Some(name) = req.headers().get(PROGRAM_HEADER) {
+    pub fn route(
+        &self,
+        headers: &hyper::HeaderMap,
+        uri: &hyper::Uri,
+    ) -> Result<&Arc<ProgramPool>, String> {
+        if let Some(name) = headers.get(PROGRAM_HEADER) {
             let name = String::from_utf8_lossy(name.as_bytes());
             return self
                 .pools
@@ -127,11 +131,10 @@ impl State {
                     format!("no program named {name:?} (from the {PROGRAM_HEADER} header)")
                 });
         }
-        let host = req
-            .headers()
+        let host = headers
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
+            .or_else(|| uri.host())
             .map(|h| {
                 h.rsplit_once(':').map_or(h, |(name, port)| {
                     if port.bytes().all(|b| b.is_ascii_digit()) {
@@ -146,7 +149,7 @@ impl State {
         if let Some(p) = self.pools.iter().find(|p| p.cfg.hosts.contains(&host)) {
             return Ok(p);
         }
-        let path = req.uri().path();
+        let path = uri.path();
         self.pools
             .iter()
             .filter_map(|p| {
@@ -204,15 +207,7 @@ pub async fn handle(
             format!("{why}\n"),
         ))));
     }
-    if REFUSED_METHODS.contains(&req.method().as_str()) {
-        let mut r = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {} is not served here\n", req.method()),
-        );
-        r.headers_mut().insert(
-            hyper::header::ALLOW,
-            HeaderValue::from_static(ALLOWED_METHODS),
-        );
+    if let Some(r) = refused_method(req.method()) {
         // A CONNECT's "body" is tunnel data: no further request can follow on it.
         return Ok(whole(if req.method() == Method::CONNECT {
             reply::close(r)
@@ -220,26 +215,12 @@ pub async fn handle(
             r
         }));
     }
-    match req.uri().path() {
-        "/metrics" if !req.headers().contains_key(PROGRAM_HEADER) => {
-            st.metrics.set_front(st.conns.open(), st.budget.used());
-            let mut r = text(StatusCode::OK, st.metrics.render());
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            return Ok(whole(r));
-        }
-        "/healthz" if !req.headers().contains_key(PROGRAM_HEADER) => {
-            return Ok(whole(text(StatusCode::OK, "ok\n")))
-        }
-        _ => {}
+    if let Some(r) = own_route(&st, req.headers(), req.uri()) {
+        return Ok(whole(r));
     }
-    let pool = match st.route(&req) {
+    let pool = match st.route(req.headers(), req.uri()) {
         Ok(p) => p.clone(),
-        Err(msg) => return Ok(whole(text(StatusCode::NOT_FOUND, format!("{msg}\n")))),
+        Err(msg) => return Ok(whole(reply::not_found(&msg))),
     };
     let conn = req.extensions().get::<Arc<ConnInfo>>().cloned();
     let phase = PhaseGuard::start(conn);
@@ -295,6 +276,83 @@ pub async fn handle(
         }
     };
     phase.busy();
+    Ok(dispatch(
+        &st,
+        &pool,
+        parts,
+        body,
+        Box::new(claim),
+        Box::new(phase),
+        t0,
+        id,
+    )
+    .await)
+}
+
+/// The 405 for a method no program is sent ([`REFUSED_METHODS`]).
+pub fn refused_method(method: &Method) -> Option<HttpResponse<http_body_util::Full<bytes::Bytes>>> {
+    if !REFUSED_METHODS.contains(&method.as_str()) {
+        return None;
+    }
+    let message = format!("method {method} is not served here");
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("{message}\n"));
+    r.headers_mut().insert(
+        hyper::header::ALLOW,
+        HeaderValue::from_static(ALLOWED_METHODS),
+    );
+    r.extensions_mut().insert(reply::Reason(message));
+    Some(r)
+}
+
+/// Whether the front answers this request itself ([`own_route`]), without rendering
+/// anything.
+pub fn is_own_route(headers: &hyper::HeaderMap, uri: &hyper::Uri) -> bool {
+    !headers.contains_key(PROGRAM_HEADER) && matches!(uri.path(), "/metrics" | "/healthz")
+}
+
+/// The front's own resources, answered without a program: `/metrics` and `/healthz`
+/// (unless the VCL named a program, whose app may have such paths).
+pub fn own_route(
+    st: &State,
+    headers: &hyper::HeaderMap,
+    uri: &hyper::Uri,
+) -> Option<HttpResponse<http_body_util::Full<bytes::Bytes>>> {
+    if !is_own_route(headers, uri) {
+        return None;
+    }
+    match uri.path() {
+        "/metrics" => {
+            st.metrics.set_front(st.conns.open(), st.budget.used());
+            let mut r = text(StatusCode::OK, st.metrics.render());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            Some(r)
+        }
+        "/healthz" => Some(text(StatusCode::OK, "ok\n")),
+        _ => None,
+    }
+}
+
+/// Runs a request whose body has been read on `pool` and makes the HTTP response: the
+/// part of serving shared by the HTTP front and the in-process one ([`crate::embed`]).
+/// `claim` (the body's memory) is given back when the request is done, `hold` when the
+/// response body has been sent.
+#[allow(clippy::too_many_arguments)] // one request's parts, each used once
+pub async fn dispatch(
+    st: &State,
+    pool: &ProgramPool,
+    parts: hyper::http::request::Parts,
+    body: Vec<u8>,
+    claim: Box<dyn Send>,
+    hold: Box<dyn Send>,
+    t0: Instant,
+    id: RequestId,
+) -> HttpResponse<ReplyBody> {
+    let name = &pool.cfg.name;
     let headers: Vec<String> = parts
         .headers
         .iter()
@@ -316,40 +374,40 @@ pub async fn handle(
         body,
         ..Default::default()
     };
-    let outcome = match pool.submit(vreq, Box::new(claim)).await {
+    let outcome = match pool.submit(vreq, claim).await {
         Ok(o) => o,
         Err(e) => {
-            let r = reply::submit_error(&e, &name, &id);
+            let r = reply::submit_error(&e, name, &id);
             let kind = match e {
                 SubmitError::Boot { .. } => "boot",
                 SubmitError::Busy { .. } | SubmitError::Gone => "busy",
             };
-            st.metrics.error(&name, kind);
+            st.metrics.error(name, kind);
             st.metrics
-                .request(&name, r.status().as_u16(), t0.elapsed(), 0, 0, 0.0);
-            return Ok(whole(r));
+                .request(name, r.status().as_u16(), t0.elapsed(), 0, 0, 0.0);
+            return whole(r);
         }
     };
     let s = outcome.stats;
     let resp = match (outcome.result, outcome.stream) {
         // The head now; the body as the guest makes it (the connection stays busy).
-        (Ok(r), Some(rest)) => reply::streamed_response(r, rest.hold(Box::new(phase))),
+        (Ok(r), Some(rest)) => reply::streamed_response(r, rest.hold(hold)),
         (Ok(r), None) => whole(reply::guest_response(r)),
         (Err(e), _) => {
-            let (r, kind) = reply::request_error(&e, &name, &id);
-            st.metrics.error(&name, kind);
+            let (r, kind) = reply::request_error(&e, name, &id);
+            st.metrics.error(name, kind);
             whole(r)
         }
     };
     st.metrics.request(
-        &name,
+        name,
         resp.status().as_u16(),
         t0.elapsed(),
         s.exits,
         s.dirty_pages,
         s.reset_us,
     );
-    Ok(resp)
+    resp
 }
 
 /// How much of an oversized body is read on (and dropped) after the 413.

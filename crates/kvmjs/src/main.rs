@@ -1,16 +1,7 @@
 //! `kvmjs`: run JavaScript request handlers in per-request KVM micro-VMs.
 
-mod config;
-mod engine;
-mod http;
-mod mapped;
-mod metrics;
-mod pool;
-mod run;
-mod serve;
-mod summary;
-
 use clap::{Parser, Subcommand};
+use kvmjs::{config, run, serve};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -42,14 +33,6 @@ enum Command {
         #[arg(long)]
         record: bool,
     },
-}
-
-/// Runs the host probe once, logs its one-line summary, and refuses a host that cannot
-/// work with the probe's explanation.
-pub(crate) fn host_caps() -> Result<&'static kvmjs_vm::Caps, String> {
-    let hv = kvmjs_vm::Hypervisor::get()?;
-    tracing::info!("{}", hv.caps());
-    Ok(hv.caps())
 }
 
 fn probe(record: bool) -> Result<(), String> {

@@ -111,14 +111,13 @@ pub struct ServeArgs {
     app: Option<PathBuf>,
 }
 
-fn guest_path(arg: Option<PathBuf>) -> Result<PathBuf, ServeError> {
+/// The QuickJS guest: `arg`, else $KVMJS_GUEST, else kvmjs-guest in the directory of
+/// `beside` (the kvmjs executable, or the VMOD's shared object).
+fn guest_path(arg: Option<PathBuf>, beside: Option<&Path>) -> Result<PathBuf, ServeError> {
     let p = arg
+        .filter(|p| !p.as_os_str().is_empty())
         .or_else(|| std::env::var_os("KVMJS_GUEST").map(PathBuf::from))
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(|d| d.join("kvmjs-guest")))
-        })
+        .or_else(|| beside.and_then(|e| e.parent().map(|d| d.join("kvmjs-guest"))))
         .unwrap_or_else(|| PathBuf::from("kvmjs-guest"));
     if p.is_file() {
         Ok(p)
@@ -313,44 +312,110 @@ async fn signal() {
     }
 }
 
-pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
+/// The programs of `config` (tinykvm.json), checked against the host. `guest` is the
+/// QuickJS guest (`None`: $KVMJS_GUEST, else kvmjs-guest next to `beside`), needed only
+/// when a .js program runs on QuickJS; `engine` is the engine of .js programs that name
+/// none.
+pub fn load_programs(
+    config: &Path,
+    guest: Option<PathBuf>,
+    beside: Option<&Path>,
+    engine: Engine,
+) -> Result<Vec<Program>, ServeError> {
     // The fast path's in-memory files are made now, before any VM thread is confined by
     // seccomp (which does not allow memfd_create); a failure is logged where it matters.
     let _ = kvmjs_vm::fastpath::files();
-    let guest = guest_path(a.guest.clone());
+    let guest = guest_path(guest, beside);
+    // Programs with ELF guests need no guest binary; .js programs do (checked below).
+    let js_guest = guest.as_ref().map_or_else(
+        |e| match e {
+            ServeError::Guest(p) => p.clone(),
+            _ => PathBuf::new(),
+        },
+        Clone::clone,
+    );
+    let (programs, warnings) = config::load(config, &js_guest, engine)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    if programs.iter().any(|p| p.guest == js_guest) {
+        guest?;
+    }
+    check_host(&programs)?;
+    Ok(programs)
+}
+
+/// Refuses programs the host cannot run (huge pages missing, address space too large);
+/// returns the host's capabilities.
+fn check_host(programs: &[Program]) -> Result<&'static kvmjs_vm::Caps, ServeError> {
+    check_hugepages(programs)?;
+    let caps = crate::host_caps().map_err(ServeError::Host)?;
+    for p in programs {
+        caps.check_address_space(p.vm.address_space)
+            .map_err(|e| ServeError::Host(format!("program {:?}: {e}", p.name)))?;
+    }
+    Ok(caps)
+}
+
+/// The pools of `programs`, reporting to `metrics`, each logged with its route.
+pub fn pools(programs: Vec<Program>, metrics: &Arc<Metrics>) -> Vec<Arc<ProgramPool>> {
+    let pools: Vec<Arc<ProgramPool>> = programs
+        .into_iter()
+        .map(|p| Arc::new(ProgramPool::new(p, metrics.clone())))
+        .collect();
+    for p in &pools {
+        let route = match (&p.cfg.hosts[..], &p.cfg.prefix) {
+            ([], Some(pre)) => format!("prefix {pre}"),
+            (hosts, pre) => format!("host {hosts:?} prefix {pre:?}"),
+        };
+        tracing::info!(program = %p.cfg.name, "{route}, engine {}, concurrency {}, ephemeral {}", p.cfg.engine, p.cfg.concurrency, p.cfg.vm.ephemeral);
+    }
+    pools
+}
+
+/// Unloads idle programs (idle_timeout), checking twice a second; runs until aborted.
+pub async fn reap(pools: Vec<Arc<ProgramPool>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        for p in &pools {
+            p.unload_if_idle().await;
+        }
+    }
+}
+
+/// The host's labels for the metrics' host info.
+pub fn host_info() -> Vec<(String, String)> {
+    kvmjs_vm::Hypervisor::get()
+        .map(|hv| {
+            hv.caps()
+                .labels()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
     let programs = match &a.config {
         Some(path) => {
-            // Programs with ELF guests need no guest binary; .js programs do (checked below).
-            let js_guest = guest.as_ref().map_or_else(
-                |e| match e {
-                    ServeError::Guest(p) => p.clone(),
-                    _ => PathBuf::new(),
-                },
-                Clone::clone,
-            );
-            let (programs, warnings) = config::load(path, &js_guest, a.engine)?;
-            for w in warnings {
-                tracing::warn!("{w}");
-            }
-            if programs.iter().any(|p| p.guest == js_guest) {
-                guest?;
-            }
-            programs
+            let exe = std::env::current_exe().ok();
+            load_programs(path, a.guest.clone(), exe.as_deref(), a.engine)?
         }
         None => {
             let app = a
                 .app
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("js/hello.js"));
-            vec![app_program(&app, a.engine, || guest)?]
+            let exe = std::env::current_exe().ok();
+            let programs = vec![app_program(&app, a.engine, || {
+                guest_path(a.guest.clone(), exe.as_deref())
+            })?];
+            check_host(&programs)?;
+            programs
         }
     };
-    check_hugepages(&programs)?;
-    let caps = crate::host_caps().map_err(ServeError::Host)?;
-    for p in &programs {
-        caps.check_address_space(p.vm.address_space)
-            .map_err(|e| ServeError::Host(format!("program {:?}: {e}", p.name)))?;
-    }
     let io_threads = a.io_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
@@ -363,40 +428,18 @@ pub fn serve(a: ServeArgs) -> Result<(), ServeError> {
         .worker_threads(io_threads)
         .enable_all()
         .build()?;
-    let host_info: Vec<(String, String)> = caps
-        .labels()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let host_info = host_info();
     rt.block_on(async move {
         let metrics = Arc::new(Metrics::with_host_info(host_info));
-        let pools: Vec<Arc<ProgramPool>> = programs
-            .into_iter()
-            .map(|p| Arc::new(ProgramPool::new(p, metrics.clone())))
-            .collect();
-        for p in &pools {
-            let route = match (&p.cfg.hosts[..], &p.cfg.prefix) {
-                ([], Some(pre)) => format!("prefix {pre}"),
-                (hosts, pre) => format!("host {hosts:?} prefix {pre:?}"),
-            };
-            tracing::info!(program = %p.cfg.name, "{route}, engine {}, concurrency {}, ephemeral {}", p.cfg.engine, p.cfg.concurrency, p.cfg.vm.ephemeral);
-        }
+        let pools = pools(programs, &metrics);
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
-            .map_err(|source| ServeError::Listen { addr: a.listen, source })?;
+            .map_err(|source| ServeError::Listen {
+                addr: a.listen,
+                source,
+            })?;
         tracing::info!("listening on http://{}", a.listen);
-        let reaper = {
-            let pools = pools.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                loop {
-                    tick.tick().await;
-                    for p in &pools {
-                        p.unload_if_idle().await;
-                    }
-                }
-            })
-        };
+        let reaper = tokio::spawn(reap(pools.clone()));
         let state = Arc::new(State::new(pools.clone(), metrics, &limits));
         http::serve(listener, state, limits, signal()).await?;
         reaper.abort();

@@ -13,6 +13,31 @@ pub enum LimitsError {
     /// timer_create or the signal handler failed.
     #[error("cannot set up the request timer: {0}")]
     Timer(std::io::Error),
+    /// Another handler owns the timer signal: another copy of this code (e.g. a
+    /// different build of the VMOD, loaded by a newer VCL) runs in the process, and
+    /// only one copy's handler can stop its VMs at their time limit.
+    #[error("signal {0} (the request timer's) already has another handler: another copy of kvmjs, e.g. a different build of the VMOD, runs in this process; restart the process to load this one")]
+    SignalTaken(libc::c_int),
+}
+
+/// Checks that the timer signal is free or already this copy's: requests of VMs this
+/// copy runs could not be stopped at their time limit otherwise.
+pub fn check_timer_signal() -> Result<(), LimitsError> {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one into `old`.
+    let rc = unsafe { libc::sigaction(signal_number(), std::ptr::null(), old.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(LimitsError::Timer(std::io::Error::last_os_error()));
+    }
+    // SAFETY: sigaction succeeded and filled `old`.
+    let handler = unsafe { old.assume_init() }.sa_sigaction;
+    let ours = kick as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+        as libc::sighandler_t;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN || handler == ours {
+        Ok(())
+    } else {
+        Err(LimitsError::SignalTaken(signal_number()))
+    }
 }
 
 thread_local! {
@@ -153,5 +178,33 @@ mod tests {
         }
         disarm();
         assert_eq!(run.immediate_exit, 1);
+        assert!(check_timer_signal().is_ok(), "this copy's own handler");
+    }
+
+    extern "C" fn foreign(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+    #[test]
+    fn a_foreign_timer_signal_handler_is_refused() {
+        // In a child process: a foreign handler there cannot disturb the other tests'
+        // timers in this one.
+        if std::env::var_os("KVMJS_LIMITS_CHILD").is_some() {
+            vmm_sys_util::signal::register_signal_handler(signal_number(), foreign).unwrap();
+            let e = check_timer_signal().unwrap_err();
+            assert!(matches!(e, LimitsError::SignalTaken(_)), "{e}");
+            assert!(e.to_string().contains("restart the process"), "{e}");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "limits::tests::a_foreign_timer_signal_handler_is_refused",
+                "--exact",
+                "--test-threads=1",
+            ])
+            .env("KVMJS_LIMITS_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the child ran the check: {text}");
     }
 }

@@ -69,9 +69,23 @@ pub fn close(mut r: HttpResponse<Full<Bytes>>) -> HttpResponse<Full<Bytes>> {
     r
 }
 
+/// Why the front (not a program) made a response: its message, as a response extension.
+/// In-process (the Varnish VMOD) it becomes the status line's reason (`beresp.reason`).
+#[derive(Clone, Debug)]
+pub struct Reason(pub String);
+
+/// The answer when no program is routed for a request.
+pub fn not_found(message: &str) -> HttpResponse<Full<Bytes>> {
+    let mut r = text(StatusCode::NOT_FOUND, format!("{message}\n"));
+    r.extensions_mut().insert(Reason(message.to_string()));
+    r
+}
+
 /// A front-made error: `message` and the request id, in the body and `X-Request-Id`.
 pub fn failure(status: StatusCode, message: &str, id: &RequestId) -> HttpResponse<Full<Bytes>> {
     let mut r = text(status, format!("{message} (request id {id})\n"));
+    r.extensions_mut()
+        .insert(Reason(format!("{message} (request id {id})")));
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         r.headers_mut().insert(REQUEST_ID, v);
     }

@@ -34,6 +34,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port free on every one of `hosts` (loopback addresses such as 127.0.0.2) at once, so
+/// that several servers on different addresses can share one port number, as the nodes of
+/// a Varnish backend list sharing a port do.
+pub fn free_port_on(hosts: &[&str]) -> u16 {
+    let (first, rest) = hosts.split_first().expect("free_port_on: no hosts");
+    for _ in 0..100 {
+        let l = TcpListener::bind((*first, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        if rest.iter().all(|h| TcpListener::bind((*h, port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no port free on all of {hosts:?} in 100 tries");
+}
+
 pub fn guest() -> PathBuf {
     let g = Path::new(env!("CARGO_BIN_EXE_kvmjs")).with_file_name("kvmjs-guest");
     assert!(
@@ -63,11 +78,16 @@ impl Drop for Proc {
 }
 
 pub fn wait_port(port: u16, what: &str, p: &Proc) {
+    wait_addr(&format!("127.0.0.1:{port}"), what, p);
+}
+
+/// Waits until something accepts connections on `addr` ("host:port").
+pub fn wait_addr(addr: &str, what: &str, p: &Proc) {
     let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(addr).is_err() {
         assert!(
             t.elapsed() < Duration::from_secs(20),
-            "{what} did not listen on {port}:\n{}",
+            "{what} did not listen on {addr}:\n{}",
             p.log()
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -84,22 +104,41 @@ pub fn kvmjs(config: &str, tag: &str, extra: &[&str]) -> (Proc, u16) {
     kvmjs_with_nofile(config, tag, extra, None)
 }
 
-/// Starts `kvmjs serve`, optionally with RLIMIT_NOFILE set to `(soft, hard)`.
+/// Starts `kvmjs serve` on a free port of 127.0.0.1, optionally with RLIMIT_NOFILE set to
+/// `(soft, hard)`.
 pub fn kvmjs_with_nofile(
     config: &str,
     tag: &str,
     extra: &[&str],
     nofile: Option<(u64, u64)>,
 ) -> (Proc, u16) {
+    let port = free_port();
+    let p = kvmjs_start(config, tag, &format!("127.0.0.1:{port}"), extra, nofile);
+    (p, port)
+}
+
+/// Starts `kvmjs serve --listen addr` ("host:port", e.g. one of several nodes on
+/// 127.0.0.x sharing a port) and waits until it listens. Its config and log live in the
+/// tag's tmpdir: nodes running at once need different tags; a restart may reuse one.
+pub fn kvmjs_on(config: &str, tag: &str, addr: &str, extra: &[&str]) -> Proc {
+    kvmjs_start(config, tag, addr, extra, None)
+}
+
+fn kvmjs_start(
+    config: &str,
+    tag: &str,
+    addr: &str,
+    extra: &[&str],
+    nofile: Option<(u64, u64)>,
+) -> Proc {
     let dir = tmpdir(tag);
     let cfg = dir.join("tinykvm.json");
     std::fs::write(&cfg, config.replace("$REPO", &repo().to_string_lossy())).unwrap();
-    let port = free_port();
     let log = dir.join("kvmjs.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvmjs"));
     cmd.args(["serve", "--config"])
         .arg(&cfg)
-        .args(["--listen", &format!("127.0.0.1:{port}")]);
+        .args(["--listen", addr]);
     cmd.arg("--guest").arg(guest()).args(extra);
     if let Some((soft, hard)) = nofile {
         use std::os::unix::process::CommandExt;
@@ -124,21 +163,29 @@ pub fn kvmjs_with_nofile(
         .spawn()
         .unwrap();
     let p = Proc { child, log };
-    wait_port(port, "kvmjs serve", &p);
-    (p, port)
+    wait_addr(addr, "kvmjs serve", &p);
+    p
 }
 
+/// varnishd with vcl/kvmjs.vcl in front of one `kvmjs serve` on 127.0.0.1:`backend_port`.
 pub fn varnish(backend_port: u16, tag: &str) -> (Proc, u16) {
+    let vcl = std::fs::read_to_string(repo().join("vcl/kvmjs.vcl"))
+        .unwrap()
+        .replace("\"8080\"", &format!("\"{backend_port}\""));
+    varnishd_with(&vcl, tag, &[])
+}
+
+/// Starts varnishd in the foreground (-F, no jail) with `vcl_text` (written to the tag's
+/// tmpdir), listening on a free port of 127.0.0.1 (returned), its working directory and log
+/// in the tag's tmpdir. `extra_args` go after the others (e.g. `["-p", "max_retries=2"]`).
+pub fn varnishd_with(vcl_text: &str, tag: &str, extra_args: &[&str]) -> (Proc, u16) {
     let varnishd = ["/usr/sbin/varnishd", "/usr/bin/varnishd"]
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("varnishd is not installed: apt-get install varnish (.ci/run does)");
     let dir = tmpdir(tag);
-    let vcl = std::fs::read_to_string(repo().join("vcl/kvmjs.vcl"))
-        .unwrap()
-        .replace("\"8080\"", &format!("\"{backend_port}\""));
-    let vcl_path = dir.join("kvmjs.vcl");
-    std::fs::write(&vcl_path, vcl).unwrap();
+    let vcl_path = dir.join("varnish.vcl");
+    std::fs::write(&vcl_path, vcl_text).unwrap();
     let port = free_port();
     let log = dir.join("varnish.log");
     let child = Command::new(varnishd)
@@ -156,6 +203,7 @@ pub fn varnish(backend_port: u16, tag: &str) -> (Proc, u16) {
         .arg("-f")
         .arg(&vcl_path)
         .args(["-s", "malloc,32m"])
+        .args(extra_args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
