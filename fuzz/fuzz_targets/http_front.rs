@@ -21,6 +21,9 @@ mod metrics;
 #[path = "../../crates/kvmjs/src/pool.rs"]
 #[allow(dead_code)]
 mod pool;
+#[path = "../../crates/kvmjs/src/keepalive.rs"]
+#[allow(dead_code)]
+mod keepalive;
 
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;

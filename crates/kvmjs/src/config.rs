@@ -76,8 +76,12 @@ pub struct Program {
     pub hosts: Vec<String>,
     /// URL prefix that routes here.
     pub prefix: Option<String>,
-    /// Unload after this long without requests (None: never).
+    /// Unload after this long without requests (None: never); with the hybrid keep-alive,
+    /// the upper bound of its keep-alive window.
     pub idle_timeout: Option<Duration>,
+    /// Keep-alive by the hybrid-histogram policy (`"keep_alive": "hybrid"`; the pools'
+    /// `crate::keepalive`) instead of the fixed `idle_timeout`.
+    pub hybrid_keep_alive: bool,
     /// Requests that may wait for a VM.
     pub queue_size: usize,
     /// How long a request may wait for a VM before a 503.
@@ -284,6 +288,7 @@ fn program(
         hosts: Vec::new(),
         prefix: None,
         idle_timeout: Some(Duration::from_secs(300)),
+        hybrid_keep_alive: false,
         queue_size: 256,
         queue_timeout: Duration::from_secs(10),
         engine: "elf",
@@ -354,6 +359,13 @@ fn program(
             "idle_timeout" => {
                 let t = ctx.num(k, v, 0.0, 1e9)?;
                 p.idle_timeout = (t > 0.0).then(|| Duration::from_secs_f64(t));
+            }
+            "keep_alive" => {
+                p.hybrid_keep_alive = match ctx.string(k, v)?.as_str() {
+                    "fixed" => false,
+                    "hybrid" => true,
+                    _ => return Err(ctx.bad(k, "expected \"fixed\" (idle_timeout) or \"hybrid\" (the hybrid-histogram policy, capped by idle_timeout)", v)),
+                }
             }
             "max_background_time" => {
                 vm.max_background_time = Duration::from_secs_f64(ctx.num(k, v, 0.0, 3600.0)?)
@@ -701,6 +713,7 @@ mod tests {
             "warmup",
             "allowed_paths",
             "idle_timeout",
+            "keep_alive",
             "prefix",
             "host",
             "max_background_time",

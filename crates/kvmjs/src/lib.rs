@@ -6,6 +6,7 @@ pub mod config;
 pub mod embed;
 pub mod engine;
 pub mod http;
+pub mod keepalive;
 mod mapped;
 pub mod metrics;
 pub mod pool;

@@ -1,7 +1,7 @@
 //! `kvmjs`: run JavaScript request handlers in per-request KVM micro-VMs.
 
 use clap::{Parser, Subcommand};
-use kvmjs::{config, run, serve};
+use kvmjs::{config, keepalive, run, serve};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -26,6 +26,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print every tinykvm.json key kvmjs reads, with its meaning.
     Keys,
+    /// Replay an invocation trace (CSV `app,time_s`) under the fixed 10-minute and the
+    /// hybrid-histogram keep-alive policies; print cold starts and wasted memory-time.
+    KeepaliveSim(keepalive::sim::SimArgs),
     /// Run the host capability probe and print what it found and decided; `--record`
     /// prints the raw inputs instead (the format of the unit tests' CPU fixtures).
     Probe {
@@ -66,6 +69,9 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => serve::serve(args).map_err(|e| e.to_string()),
         Command::Probe { record } => probe(record),
+        Command::KeepaliveSim(args) => keepalive::sim::run(args)
+            .map(|out| print!("{out}"))
+            .map_err(|e| e.to_string()),
         Command::Keys => {
             for (k, doc) in config::KEYS {
                 println!("{k:<26} {doc}");

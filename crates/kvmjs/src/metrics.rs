@@ -37,6 +37,18 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    program: String,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabel {
+    program: String,
+    window: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     program: String,
     kind: String,
@@ -62,6 +74,8 @@ pub struct Metrics {
     reset: Family<ProgramLabel, Histogram, fn() -> Histogram>,
     cold_starts: Family<ProgramLabel, Counter>,
     cold_start_seconds: Family<ProgramLabel, Histogram, fn() -> Histogram>,
+    cold_start_causes: Family<CauseLabel, Counter>,
+    keep_alive: Family<WindowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     errors: Family<ErrorLabel, Counter>,
     loaded: Family<ProgramLabel, Gauge>,
     programs: Family<EngineLabel, Gauge>,
@@ -83,6 +97,8 @@ impl Default for Metrics {
             reset: Family::new_with_constructor(reset_histogram),
             cold_starts: Family::default(),
             cold_start_seconds: Family::new_with_constructor(latency_histogram),
+            cold_start_causes: Family::default(),
+            keep_alive: Family::default(),
             errors: Family::default(),
             loaded: Family::default(),
             programs: Family::default(),
@@ -123,6 +139,19 @@ impl Default for Metrics {
             "cold_starts",
             "Program boots (first request, or after an idle unload)",
             m.cold_starts.clone(),
+        );
+        registry.register(
+            "cold_start_causes",
+            "Program boots by cause: first (its first request), after_unload (a request after \
+             a keep-alive unload), after_failure (after its VMs went away), prewarm (loaded \
+             ahead of the predicted next request by the hybrid keep-alive policy)",
+            m.cold_start_causes.clone(),
+        );
+        registry.register(
+            "keep_alive_seconds",
+            "The keep-alive policy's current windows: prewarm (unloaded this long after a \
+             request, then loaded again) and keep_alive (then kept loaded this long)",
+            m.keep_alive.clone(),
         );
         registry.register(
             "cold_start_seconds",
@@ -246,9 +275,15 @@ impl Metrics {
             .set(1);
     }
 
-    /// Records a boot.
-    pub fn cold_start(&self, program: &str, took: Duration) {
+    /// Records a boot and its cause (see the `cold_start_causes` help).
+    pub fn cold_start(&self, program: &str, took: Duration, cause: &'static str) {
         self.cold_starts.get_or_create(&p(program)).inc();
+        self.cold_start_causes
+            .get_or_create(&CauseLabel {
+                program: program.to_string(),
+                cause,
+            })
+            .inc();
         self.cold_start_seconds
             .get_or_create(&p(program))
             .observe(took.as_secs_f64());
@@ -288,6 +323,18 @@ impl Metrics {
         self.fetch.add(program, m);
     }
 
+    /// Sets the keep-alive windows the policy chose for `program`.
+    pub fn keep_alive(&self, program: &str, prewarm: Duration, keep_alive: Duration) {
+        for (window, d) in [("prewarm", prewarm), ("keep_alive", keep_alive)] {
+            self.keep_alive
+                .get_or_create(&WindowLabel {
+                    program: program.to_string(),
+                    window,
+                })
+                .set(d.as_secs_f64());
+        }
+    }
+
     /// Records an idle unload.
     pub fn unload(&self, program: &str) {
         self.loaded.get_or_create(&p(program)).set(0);
@@ -311,7 +358,8 @@ mod tests {
         let m = Metrics::default();
         m.request("hello", 200, Duration::from_micros(80), 1, 50, 13.0);
         m.error("hello", "timeout");
-        m.cold_start("hello", Duration::from_millis(15));
+        m.cold_start("hello", Duration::from_millis(15), "first");
+        m.keep_alive("hello", Duration::from_secs(1620), Duration::from_secs(426));
         m.connection_closed("shed");
         m.set_front(3, 4096);
         m.program("hello", "deno");
@@ -322,6 +370,9 @@ mod tests {
             "kvmjs_dirty_pages_total{program=\"hello\"} 50",
             "kvmjs_errors_total{program=\"hello\",kind=\"timeout\"} 1",
             "kvmjs_cold_starts_total{program=\"hello\"} 1",
+            "kvmjs_cold_start_causes_total{program=\"hello\",cause=\"first\"} 1",
+            "kvmjs_keep_alive_seconds{program=\"hello\",window=\"prewarm\"} 1620",
+            "kvmjs_keep_alive_seconds{program=\"hello\",window=\"keep_alive\"} 426",
             "kvmjs_request_duration_seconds_bucket",
             "kvmjs_connections_closed_total{reason=\"shed\"} 1",
             "kvmjs_connections 3",

@@ -6,9 +6,10 @@
 
 use crate::config::Program;
 use crate::http::stream::{self, ChunkBody, ChunkSender};
+use crate::keepalive::{HybridConfig, IdleHistogram, Policy};
 use crate::metrics::Metrics;
 use kvmjs_vm::{Request, RequestError, RequestStats, Response, Snapshot, Vm};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Mutex};
@@ -76,6 +77,51 @@ pub struct ProgramPool {
     in_flight: AtomicUsize,
     epoch: Instant,
     metrics: Arc<Metrics>,
+    /// When to unload and pre-warm (None: never unload).
+    keep_alive: Option<Policy>,
+    /// Idle times between requests, for the hybrid policy.
+    idle_times: std::sync::Mutex<IdleHistogram>,
+    /// A request has reached the pool (idle times are measured from then on).
+    served: AtomicBool,
+    /// Why the next boot happens, for the metrics: see [`Cause`].
+    next_cause: std::sync::atomic::AtomicU8,
+}
+
+/// Why a program boots (`kvmjs_cold_start_causes_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Cause {
+    /// Its first request.
+    First,
+    /// A request after a keep-alive unload.
+    AfterUnload,
+    /// A request after its VMs went away.
+    AfterFailure,
+    /// Loaded by the policy ahead of the predicted next request.
+    Prewarm,
+}
+
+impl Cause {
+    fn label(self) -> &'static str {
+        match self {
+            Cause::First => "first",
+            Cause::AfterUnload => "after_unload",
+            Cause::AfterFailure => "after_failure",
+            Cause::Prewarm => "prewarm",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        [
+            Cause::First,
+            Cause::AfterUnload,
+            Cause::AfterFailure,
+            Cause::Prewarm,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == v)
+        .unwrap_or(Cause::First)
+    }
 }
 
 struct InFlight<'a>(&'a AtomicUsize);
@@ -91,6 +137,12 @@ impl ProgramPool {
     pub fn new(cfg: Program, metrics: Arc<Metrics>) -> Self {
         metrics.program(&cfg.name, cfg.engine);
         metrics.fetch_program(&cfg.name, cfg.vm.fetch.metrics.clone());
+        let hybrid = cfg.hybrid_keep_alive.then(HybridConfig::default);
+        let keep_alive = Policy::from_settings(hybrid, cfg.idle_timeout).unwrap_or_else(|e| {
+            // The defaults are valid; should that ever change, keep the fixed policy.
+            tracing::warn!(program = %cfg.name, "keep-alive: {e}; using idle_timeout");
+            cfg.idle_timeout.map(Policy::Fixed)
+        });
         ProgramPool {
             cfg,
             state: Mutex::new(None),
@@ -98,6 +150,10 @@ impl ProgramPool {
             in_flight: AtomicUsize::new(0),
             epoch: Instant::now(),
             metrics,
+            keep_alive,
+            idle_times: std::sync::Mutex::new(IdleHistogram::new()),
+            served: AtomicBool::new(false),
+            next_cause: std::sync::atomic::AtomicU8::new(Cause::First as u8),
         }
     }
 
@@ -105,8 +161,15 @@ impl ProgramPool {
     pub async fn submit(&self, req: Request, hold: Box<dyn Send>) -> Result<Outcome, SubmitError> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _guard = InFlight(&self.in_flight);
+        if self.served.load(Ordering::Relaxed) {
+            self.idle_times
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(self.idle());
+        }
         self.touch();
-        let tx = self.ensure_running().await?;
+        let tx = self.ensure_running(None).await?;
+        self.served.store(true, Ordering::Relaxed);
         let start = Instant::now();
         let (reply, rx) = oneshot::channel();
         let job = Job {
@@ -131,6 +194,8 @@ impl ProgramPool {
                 {
                     *st = None;
                     self.metrics.unload(&self.cfg.name);
+                    self.next_cause
+                        .store(Cause::AfterFailure as u8, Ordering::Relaxed);
                 }
                 return Err(SubmitError::Gone);
             }
@@ -141,16 +206,29 @@ impl ProgramPool {
         outcome.ok_or_else(busy)
     }
 
+    /// Time since the last request started or ended.
+    fn idle(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(
+            self.last_used_ms.load(Ordering::Relaxed),
+        ))
+    }
+
     fn touch(&self) {
         self.last_used_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    async fn ensure_running(&self) -> Result<async_channel::Sender<Job>, SubmitError> {
+    /// The running pool, booted now if it is not (`cause`: why, when not a request's).
+    async fn ensure_running(
+        &self,
+        cause: Option<Cause>,
+    ) -> Result<async_channel::Sender<Job>, SubmitError> {
         let mut st = self.state.lock().await;
         if let Some(r) = st.as_ref() {
             return Ok(r.tx.clone());
         }
+        let cause =
+            cause.unwrap_or_else(|| Cause::from_u8(self.next_cause.load(Ordering::Relaxed)));
         let t0 = Instant::now();
         let cfg = self.cfg.clone();
         let metrics = self.metrics.clone();
@@ -161,7 +239,11 @@ impl ProgramPool {
             Ok(running) => {
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
                 tracing::info!(program = %self.cfg.name, "cold start in {ms:.1} ms ({} VMs)", self.cfg.concurrency);
-                self.metrics.cold_start(&self.cfg.name, t0.elapsed());
+                self.metrics
+                    .cold_start(&self.cfg.name, t0.elapsed(), cause.label());
+                // Any later boot follows an unload (or a failure, which says so).
+                self.next_cause
+                    .store(Cause::AfterUnload as u8, Ordering::Relaxed);
                 let tx = running.tx.clone();
                 *st = Some(running);
                 Ok(tx)
@@ -177,22 +259,43 @@ impl ProgramPool {
         }
     }
 
-    /// Unloads the program if it has been idle for its idle_timeout.
+    /// Applies the keep-alive policy (called twice a second): unloads the program once
+    /// the policy's windows say it should not be loaded at its current idle time, and
+    /// pre-warms it (boots it without a request) when its pre-warm window has passed.
+    /// The fixed policy is `idle_timeout`: unload after that long, never pre-warm.
     pub async fn unload_if_idle(&self) {
-        let Some(limit) = self.cfg.idle_timeout else {
+        let Some(policy) = &self.keep_alive else {
             return;
         };
-        let idle = self.epoch.elapsed().saturating_sub(Duration::from_millis(
-            self.last_used_ms.load(Ordering::Relaxed),
-        ));
-        if idle < limit || self.in_flight.load(Ordering::SeqCst) > 0 {
+        if !self.served.load(Ordering::Relaxed) || self.in_flight.load(Ordering::SeqCst) > 0 {
             return;
         }
-        let mut st = self.state.lock().await;
-        if let Some(running) = st.take() {
-            tracing::info!(program = %self.cfg.name, "idle for {:.0} s: unloading", idle.as_secs_f64());
-            self.metrics.unload(&self.cfg.name);
-            stop(running).await;
+        let windows = policy.windows(
+            &self
+                .idle_times
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.metrics
+            .keep_alive(&self.cfg.name, windows.prewarm, windows.keep_alive);
+        let idle = self.idle();
+        let wanted = windows.loaded_at(idle);
+        let loaded = self.state.lock().await.is_some();
+        if loaded && !wanted {
+            let mut st = self.state.lock().await;
+            if self.in_flight.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            if let Some(running) = st.take() {
+                tracing::info!(program = %self.cfg.name, "idle for {:.0} s: unloading ({}: pre-warm {:?}, keep-alive {:?})", idle.as_secs_f64(), windows.reason, windows.prewarm, windows.keep_alive);
+                self.metrics.unload(&self.cfg.name);
+                stop(running).await;
+            }
+        } else if !loaded && wanted && !windows.prewarm.is_zero() {
+            tracing::info!(program = %self.cfg.name, "pre-warming after {:.0} s idle (keep-alive {:?})", idle.as_secs_f64(), windows.keep_alive);
+            // A failed boot is logged and counted by ensure_running; the next request
+            // tries again.
+            let _ = self.ensure_running(Some(Cause::Prewarm)).await;
         }
     }
 
@@ -222,7 +325,10 @@ fn start(p: &Program, metrics: Arc<Metrics>) -> Result<Running, String> {
         .map_err(|e| format!("cannot read guest {}: {e}", p.guest.display()))?;
     let (tx, rx) = async_channel::bounded::<Job>(p.queue_size);
     let (snap_tx, snap_rx) = std::sync::mpsc::channel::<Result<Arc<Snapshot>, String>>();
-    let cfg = Arc::new(p.vm.clone());
+    let mut vm_cfg = p.vm.clone();
+    // The guest's file backs its read-only pages (shared page cache, not a copy).
+    vm_cfg.image_file = Some(p.guest.clone());
+    let cfg = Arc::new(vm_cfg);
     let rx0 = rx.clone();
     let m0 = metrics.clone();
     let mut workers = Vec::with_capacity(p.concurrency);

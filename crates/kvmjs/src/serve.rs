@@ -174,6 +174,7 @@ fn app_program(
         hosts: Vec::new(),
         prefix: Some("/".into()),
         idle_timeout: None,
+        hybrid_keep_alive: false,
         queue_size: 256,
         queue_timeout: Duration::from_secs(10),
         engine: engine.name(),

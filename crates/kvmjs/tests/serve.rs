@@ -140,6 +140,25 @@ fn varnish_routes_to_programs_and_limits_hold() {
         metric(kport, "kvmjs_cold_starts_total{program=\"idle\"}"),
         2.0
     );
+    // ... by cause: its first request, then one after the keep-alive unload.
+    for (cause, n) in [("first", 1.0), ("after_unload", 1.0), ("prewarm", 0.0)] {
+        assert_eq!(
+            metric(
+                kport,
+                &format!("kvmjs_cold_start_causes_total{{program=\"idle\",cause=\"{cause}\"}}")
+            ),
+            n,
+            "{cause}"
+        );
+    }
+    // The fixed policy's window is its idle_timeout (1 s), with no pre-warm.
+    assert_eq!(
+        metric(
+            kport,
+            "kvmjs_keep_alive_seconds{program=\"idle\",window=\"keep_alive\"}"
+        ),
+        1.0
+    );
     // Counters per program.
     assert!(metric(kport, "kvmjs_vm_exits_total{program=\"hello\"}") >= 1.0);
     // The host probe is exported as an info metric, with the guest's XCR0 in it.

@@ -115,6 +115,10 @@ pub struct VmConfig {
     /// The program's guest path (readlink /proc/self/exe, the program's line in
     /// /proc/self/maps); `None`: /proc/self/exe does not exist.
     pub program_path: Option<String>,
+    /// The host file the guest's ELF bytes were read from (e.g. kvmjs-guest): its pages
+    /// back the program's read-only slot, shared with the host's page cache, where the
+    /// guest may not open the file itself. `None`: a private copy (a memfd) backs it.
+    pub image_file: Option<std::path::PathBuf>,
     /// A program that serves HTTP itself: the address it listens on. `Some`: boot runs it
     /// to its first blocking wait on the listener and snapshots there, and each request is
     /// handed to it as a connection. `None`: the guest speaks the kvmjs request API.
@@ -167,6 +171,7 @@ impl Default for VmConfig {
             scratch_paths: vec!["/tmp".into()],
             max_scratch_bytes: 64 * MIB,
             program_path: None,
+            image_file: None,
             listen: None,
             fast_path: true,
             fetch: Default::default(),

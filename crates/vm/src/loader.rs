@@ -319,8 +319,14 @@ pub fn load_program(
     elf_bytes: &[u8],
     path: &str,
 ) -> Result<Program, LoaderError> {
-    // The program's own file, when the guest may read it, backs its read-only slot.
-    let file = open_allowed(cfg, path).ok();
+    // The program's own file backs its read-only slot: the one the guest may open, else
+    // the host file its bytes came from (without either, each program's slot would be a
+    // private copy of the whole binary). load_elf checks the length still matches.
+    let file = open_allowed(cfg, path).ok().or_else(|| {
+        cfg.image_file
+            .as_deref()
+            .and_then(|p| std::fs::File::open(p).ok())
+    });
     let main = load_elf(mem, mm, elf_bytes, path, Placement::Main, file.as_ref())?;
     let Some(interp) = main.interp.clone() else {
         let start = main.entry;

@@ -120,6 +120,20 @@ impl Mapping {
                 hint,
             });
         }
+        if !hugepages {
+            // Transparent huge pages (THP "always" on some hosts) would make the kernel
+            // back each touched 2 MiB region of this mostly-empty mapping with a whole
+            // huge page: a hello program touches ~500 scattered 4 KiB pages, which THP
+            // turns into megabytes. Huge pages are what `hugepages` asks for explicitly.
+            // SAFETY: advice on the mapping just created; it changes no contents.
+            let rc = unsafe { libc::madvise(ptr, size as usize, libc::MADV_NOHUGEPAGE) };
+            if rc != 0 {
+                tracing::debug!(
+                    "madvise(MADV_NOHUGEPAGE) on guest memory failed: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
         Ok(Mapping {
             ptr: NonNull::new(ptr.cast()).expect("mmap returned a non-null pointer"),
             size: size as usize,
@@ -697,6 +711,21 @@ fn is_zero(page: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_memory_opts_out_of_transparent_huge_pages() {
+        let m = Mapping::new(4 << 20, false).unwrap();
+        let start = format!("{:x}-", m.ptr.as_ptr() as usize);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let entry = smaps
+            .split_inclusive("VmFlags:")
+            .zip(smaps.split("VmFlags:").skip(1))
+            .find(|(head, _)| head.lines().any(|l| l.starts_with(&start)))
+            .map(|(_, flags)| flags.lines().next().unwrap_or("").to_string())
+            .expect("the mapping is in /proc/self/smaps");
+        // "nh": VM_NOHUGEPAGE, set by MADV_NOHUGEPAGE.
+        assert!(entry.split_whitespace().any(|f| f == "nh"), "{entry}");
+    }
 
     #[test]
     fn bounds_are_checked_including_overflow() {

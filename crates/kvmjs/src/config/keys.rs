@@ -92,6 +92,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "kvmjs: seconds without requests before the program is unloaded (0: never; default 300)",
     ),
     (
+        "keep_alive",
+        "kvmjs: \"fixed\" (default: unload after idle_timeout) or \"hybrid\" (the ATC'20 hybrid-histogram policy: per-program idle-time histogram chooses a pre-warm and a keep-alive window, capped by idle_timeout; fixed 10 min while it learns)",
+    ),
+    (
         "max_background_time",
         "kvmjs: seconds of ctx.waitUntil work a VM may run after a response, before it is reset (default 30)",
     ),
