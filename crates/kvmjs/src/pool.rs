@@ -263,7 +263,7 @@ impl ProgramPool {
     /// the policy's windows say it should not be loaded at its current idle time, and
     /// pre-warms it (boots it without a request) when its pre-warm window has passed.
     /// The fixed policy is `idle_timeout`: unload after that long, never pre-warm.
-    pub async fn unload_if_idle(&self) {
+    pub async fn unload_if_idle(self: &Arc<Self>) {
         let Some(policy) = &self.keep_alive else {
             return;
         };
@@ -280,7 +280,13 @@ impl ProgramPool {
             .keep_alive(&self.cfg.name, windows.prewarm, windows.keep_alive);
         let idle = self.idle();
         let wanted = windows.loaded_at(idle);
-        let loaded = self.state.lock().await.is_some();
+        // Busy (a boot in progress, or another unload): look again at the next tick
+        // rather than hold up the other programs' keep-alive behind a boot.
+        let Ok(state) = self.state.try_lock() else {
+            return;
+        };
+        let loaded = state.is_some();
+        drop(state);
         if loaded && !wanted {
             let mut st = self.state.lock().await;
             if self.in_flight.load(Ordering::SeqCst) > 0 {
@@ -293,9 +299,12 @@ impl ProgramPool {
             }
         } else if !loaded && wanted && !windows.prewarm.is_zero() {
             tracing::info!(program = %self.cfg.name, "pre-warming after {:.0} s idle (keep-alive {:?})", idle.as_secs_f64(), windows.keep_alive);
-            // A failed boot is logged and counted by ensure_running; the next request
-            // tries again.
-            let _ = self.ensure_running(Some(Cause::Prewarm)).await;
+            // In the background: the caller checks every program in turn. A failed boot
+            // is logged and counted by ensure_running; the next request tries again.
+            let pool = self.clone();
+            tokio::spawn(async move {
+                let _ = pool.ensure_running(Some(Cause::Prewarm)).await;
+            });
         }
     }
 
