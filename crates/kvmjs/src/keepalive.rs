@@ -106,7 +106,10 @@ impl IdleHistogram {
         match self.counts.get_mut(bin) {
             // A bin saturating at u32::MAX (4 billion idle periods) only stops growing.
             Some(c) if *c < u32::MAX => {
-                self.sum_sq += 2 * u64::from(*c) + 1;
+                // Saturating: a bin at u32::MAX keeps this near u64::MAX; a wrapped sum
+                // would turn the busiest program's CV into 0 (and its policy into the
+                // fallback).
+                self.sum_sq = self.sum_sq.saturating_add(2 * u64::from(*c) + 1);
                 *c += 1;
                 self.in_range += 1;
             }

@@ -5,6 +5,7 @@
 pub struct MappedFile {
     ptr: *mut libc::c_void,
     len: usize,
+    file: std::sync::Arc<std::fs::File>,
 }
 
 impl MappedFile {
@@ -36,7 +37,16 @@ impl MappedFile {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(MappedFile { ptr, len })
+        Ok(MappedFile {
+            ptr,
+            len,
+            file: std::sync::Arc::new(f),
+        })
+    }
+
+    /// The open file the bytes are mapped from.
+    pub fn file(&self) -> &std::sync::Arc<std::fs::File> {
+        &self.file
     }
 
     /// The file's bytes.

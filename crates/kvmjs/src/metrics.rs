@@ -137,7 +137,7 @@ impl Default for Metrics {
         );
         registry.register(
             "cold_starts",
-            "Program boots (first request, or after an idle unload)",
+            "Program boots a request waited for (first request, after an unload or a failure; not pre-warms)",
             m.cold_starts.clone(),
         );
         registry.register(
@@ -277,16 +277,20 @@ impl Metrics {
 
     /// Records a boot and its cause (see the `cold_start_causes` help).
     pub fn cold_start(&self, program: &str, took: Duration, cause: &'static str) {
-        self.cold_starts.get_or_create(&p(program)).inc();
+        // A pre-warm boots ahead of a request: no request waited, so it is not a cold
+        // start (counted only by cause).
+        if cause != "prewarm" {
+            self.cold_starts.get_or_create(&p(program)).inc();
+            self.cold_start_seconds
+                .get_or_create(&p(program))
+                .observe(took.as_secs_f64());
+        }
         self.cold_start_causes
             .get_or_create(&CauseLabel {
                 program: program.to_string(),
                 cause,
             })
             .inc();
-        self.cold_start_seconds
-            .get_or_create(&p(program))
-            .observe(took.as_secs_f64());
         self.loaded.get_or_create(&p(program)).set(1);
     }
 

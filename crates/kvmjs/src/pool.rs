@@ -73,9 +73,9 @@ pub struct ProgramPool {
     /// Its settings.
     pub cfg: Program,
     state: Mutex<Option<Running>>,
-    last_used_ms: AtomicU64,
+    /// When the program was last busy, and how many jobs its VMs are still on.
+    activity: Arc<Activity>,
     in_flight: AtomicUsize,
-    epoch: Instant,
     metrics: Arc<Metrics>,
     /// When to unload and pre-warm (None: never unload).
     keep_alive: Option<Policy>,
@@ -85,6 +85,41 @@ pub struct ProgramPool {
     served: AtomicBool,
     /// Why the next boot happens, for the metrics: see [`Cause`].
     next_cause: std::sync::atomic::AtomicU8,
+    /// The idle period (its start, `Activity::last_ms`) a pre-warm was tried for: one try
+    /// per idle period, so a failing boot is not repeated every tick.
+    prewarmed_for: AtomicU64,
+    /// Set by shutdown: no boot (a late pre-warm) starts after it.
+    closed: AtomicBool,
+}
+
+/// A program's activity, shared with its VM threads: a job counts as busy from when a
+/// VM takes it until its streamed body, background work and reset are done (the
+/// response head returns earlier), and the program's idle time runs from then.
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+    busy: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// Why a program boots (`kvmjs_cold_start_causes_total`).
@@ -146,14 +181,15 @@ impl ProgramPool {
         ProgramPool {
             cfg,
             state: Mutex::new(None),
-            last_used_ms: AtomicU64::new(0),
+            activity: Arc::new(Activity::new()),
             in_flight: AtomicUsize::new(0),
-            epoch: Instant::now(),
             metrics,
             keep_alive,
             idle_times: std::sync::Mutex::new(IdleHistogram::new()),
             served: AtomicBool::new(false),
             next_cause: std::sync::atomic::AtomicU8::new(Cause::First as u8),
+            prewarmed_for: AtomicU64::new(u64::MAX),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -161,7 +197,8 @@ impl ProgramPool {
     pub async fn submit(&self, req: Request, hold: Box<dyn Send>) -> Result<Outcome, SubmitError> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _guard = InFlight(&self.in_flight);
-        if self.served.load(Ordering::Relaxed) {
+        if self.served.load(Ordering::Relaxed) && matches!(self.keep_alive, Some(Policy::Hybrid(_)))
+        {
             self.idle_times
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -206,16 +243,13 @@ impl ProgramPool {
         outcome.ok_or_else(busy)
     }
 
-    /// Time since the last request started or ended.
+    /// Time since the program was last busy.
     fn idle(&self) -> Duration {
-        self.epoch.elapsed().saturating_sub(Duration::from_millis(
-            self.last_used_ms.load(Ordering::Relaxed),
-        ))
+        self.activity.idle()
     }
 
     fn touch(&self) {
-        self.last_used_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.activity.touch();
     }
 
     /// The running pool, booted now if it is not (`cause`: why, when not a request's).
@@ -227,12 +261,16 @@ impl ProgramPool {
         if let Some(r) = st.as_ref() {
             return Ok(r.tx.clone());
         }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(SubmitError::Gone);
+        }
         let cause =
             cause.unwrap_or_else(|| Cause::from_u8(self.next_cause.load(Ordering::Relaxed)));
         let t0 = Instant::now();
         let cfg = self.cfg.clone();
         let metrics = self.metrics.clone();
-        let started = tokio::task::spawn_blocking(move || start(&cfg, metrics))
+        let activity = self.activity.clone();
+        let started = tokio::task::spawn_blocking(move || start(&cfg, metrics, activity))
             .await
             .unwrap_or_else(|e| Err(format!("boot thread failed: {e}")));
         match started {
@@ -267,7 +305,7 @@ impl ProgramPool {
         let Some(policy) = &self.keep_alive else {
             return;
         };
-        if !self.served.load(Ordering::Relaxed) || self.in_flight.load(Ordering::SeqCst) > 0 {
+        if !self.served.load(Ordering::Relaxed) || self.busy() {
             return;
         }
         let windows = policy.windows(
@@ -289,15 +327,18 @@ impl ProgramPool {
         drop(state);
         if loaded && !wanted {
             let mut st = self.state.lock().await;
-            if self.in_flight.load(Ordering::SeqCst) > 0 {
+            if self.busy() {
                 return;
             }
             if let Some(running) = st.take() {
+                drop(st);
                 tracing::info!(program = %self.cfg.name, "idle for {:.0} s: unloading ({}: pre-warm {:?}, keep-alive {:?})", idle.as_secs_f64(), windows.reason, windows.prewarm, windows.keep_alive);
                 self.metrics.unload(&self.cfg.name);
-                stop(running).await;
+                // Joining the VM threads waits for nothing (none is busy), but not on
+                // the caller's time: it checks every program in turn.
+                tokio::spawn(stop(running));
             }
-        } else if !loaded && wanted && !windows.prewarm.is_zero() {
+        } else if !loaded && wanted && !windows.prewarm.is_zero() && self.first_prewarm() {
             tracing::info!(program = %self.cfg.name, "pre-warming after {:.0} s idle (keep-alive {:?})", idle.as_secs_f64(), windows.keep_alive);
             // In the background: the caller checks every program in turn. A failed boot
             // is logged and counted by ensure_running; the next request tries again.
@@ -308,8 +349,20 @@ impl ProgramPool {
         }
     }
 
-    /// Stops the workers (after the requests already queued).
+    /// Whether a request is on its way to the program or one of its VMs is still on a job.
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0 || self.activity.busy.load(Ordering::SeqCst) > 0
+    }
+
+    /// Whether this idle period has not had its pre-warm yet (and now has).
+    fn first_prewarm(&self) -> bool {
+        let period = self.activity.last_ms.load(Ordering::Relaxed);
+        self.prewarmed_for.swap(period, Ordering::Relaxed) != period
+    }
+
+    /// Stops the workers (after the requests already queued); no boot starts after it.
     pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         if let Some(running) = self.state.lock().await.take() {
             stop(running).await;
         }
@@ -328,18 +381,20 @@ async fn stop(running: Running) {
 }
 
 /// Boots the program on worker 0 and forks the other workers from its snapshot.
-fn start(p: &Program, metrics: Arc<Metrics>) -> Result<Running, String> {
+fn start(p: &Program, metrics: Arc<Metrics>, activity: Arc<Activity>) -> Result<Running, String> {
     // Mapped, not read: deno is ~95 MB, and worker 0 holds this for the VM's life.
     let elf = crate::mapped::MappedFile::open(&p.guest)
         .map_err(|e| format!("cannot read guest {}: {e}", p.guest.display()))?;
     let (tx, rx) = async_channel::bounded::<Job>(p.queue_size);
     let (snap_tx, snap_rx) = std::sync::mpsc::channel::<Result<Arc<Snapshot>, String>>();
     let mut vm_cfg = p.vm.clone();
-    // The guest's file backs its read-only pages (shared page cache, not a copy).
-    vm_cfg.image_file = Some(p.guest.clone());
+    // The guest's file backs its read-only pages (shared page cache, not a copy): the
+    // very file the bytes are mapped from.
+    vm_cfg.image_file = Some(elf.file().clone());
     let cfg = Arc::new(vm_cfg);
     let rx0 = rx.clone();
     let m0 = metrics.clone();
+    let a0 = activity.clone();
     let mut workers = Vec::with_capacity(p.concurrency);
     let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
@@ -353,7 +408,7 @@ fn start(p: &Program, metrics: Arc<Metrics>) -> Result<Running, String> {
             Ok(vm) => {
                 let snap = vm.snapshot().expect("a booted VM has a snapshot");
                 let _ = snap_tx.send(Ok(snap.clone()));
-                serve(vm, snap, rx0, m0);
+                serve(vm, snap, rx0, m0, a0);
             }
             Err(e) => {
                 let _ = snap_tx.send(Err(boot_error(e)));
@@ -365,11 +420,12 @@ fn start(p: &Program, metrics: Arc<Metrics>) -> Result<Running, String> {
         .map_err(|_| "the boot thread died".to_string())??;
     for i in 1..p.concurrency {
         let (snap, rx, metrics) = (snap.clone(), rx.clone(), metrics.clone());
+        let activity = activity.clone();
         let name = p.name.clone();
         workers.push(spawn(
             i,
             Box::new(move || match Vm::from_snapshot(snap.clone()) {
-                Ok(vm) => serve(vm, snap, rx, metrics),
+                Ok(vm) => serve(vm, snap, rx, metrics, activity),
                 Err(e) => tracing::error!(program = %name, "cannot fork VM {i}: {e}"),
             }),
         )?);
@@ -435,6 +491,23 @@ fn pump(vm: &mut Vm, tx: ChunkSender, deadline: Instant, metrics: &Metrics) {
     }
 }
 
+/// A job in progress on a VM ([`Activity::busy`]); its end is the program's last activity.
+struct Busy<'a>(&'a Activity);
+
+impl<'a> Busy<'a> {
+    fn start(a: &'a Activity) -> Self {
+        a.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(a)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Whether a response to `method` with `status` goes out without a body (RFC 9110: a
 /// HEAD response, 1xx, 204 and 304), so a streamed body is not wanted.
 fn bodiless(method: &str, status: u16) -> bool {
@@ -442,7 +515,13 @@ fn bodiless(method: &str, status: u16) -> bool {
 }
 
 /// A worker: one VM, requests until the queue closes.
-fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metrics: Arc<Metrics>) {
+fn serve(
+    mut vm: Vm,
+    snap: Arc<Snapshot>,
+    rx: async_channel::Receiver<Job>,
+    metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
+) {
     if let Err(e) = confine() {
         tracing::error!("VM thread not started: {e}");
         return;
@@ -476,6 +555,8 @@ fn serve(mut vm: Vm, snap: Arc<Snapshot>, rx: async_channel::Receiver<Job>, metr
             let _ = job.reply.send(None);
             continue;
         }
+        // Busy until the job is wholly done (the keep-alive never unloads meanwhile).
+        let _busy = Busy::start(&activity);
         // The reset (ephemeral mode, or after a failure) is not on the client's critical
         // path: it runs once the response is on its way, and before this VM takes
         // another job (respond() would run it first anyway).

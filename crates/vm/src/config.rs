@@ -115,10 +115,12 @@ pub struct VmConfig {
     /// The program's guest path (readlink /proc/self/exe, the program's line in
     /// /proc/self/maps); `None`: /proc/self/exe does not exist.
     pub program_path: Option<String>,
-    /// The host file the guest's ELF bytes were read from (e.g. kvmjs-guest): its pages
-    /// back the program's read-only slot, shared with the host's page cache, where the
-    /// guest may not open the file itself. `None`: a private copy (a memfd) backs it.
-    pub image_file: Option<std::path::PathBuf>,
+    /// The open host file the guest's ELF bytes were mapped from (e.g. kvmjs-guest): its
+    /// pages back the program's read-only slot, shared with the host's page cache, where
+    /// the guest may not open the file itself. The same open file as the bytes, so a file
+    /// renamed over it meanwhile changes nothing (replace guests by rename, never in
+    /// place). `None`: a private copy (a memfd) backs the slot.
+    pub image_file: Option<std::sync::Arc<std::fs::File>>,
     /// A program that serves HTTP itself: the address it listens on. `Some`: boot runs it
     /// to its first blocking wait on the listener and snapshots there, and each request is
     /// handed to it as a connection. `None`: the guest speaks the kvmjs request API.

@@ -322,12 +322,9 @@ pub fn load_program(
     // The program's own file backs its read-only slot: the one the guest may open, else
     // the host file its bytes came from (without either, each program's slot would be a
     // private copy of the whole binary). load_elf checks the length still matches.
-    let file = open_allowed(cfg, path).ok().or_else(|| {
-        cfg.image_file
-            .as_deref()
-            .and_then(|p| std::fs::File::open(p).ok())
-    });
-    let main = load_elf(mem, mm, elf_bytes, path, Placement::Main, file.as_ref())?;
+    let own = open_allowed(cfg, path).ok();
+    let file = own.as_ref().or(cfg.image_file.as_deref());
+    let main = load_elf(mem, mm, elf_bytes, path, Placement::Main, file)?;
     let Some(interp) = main.interp.clone() else {
         let start = main.entry;
         return Ok(Program {

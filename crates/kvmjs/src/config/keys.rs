@@ -93,7 +93,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "keep_alive",
-        "kvmjs: \"fixed\" (default: unload after idle_timeout) or \"hybrid\" (the ATC'20 hybrid-histogram policy: per-program idle-time histogram chooses a pre-warm and a keep-alive window, capped by idle_timeout; fixed 10 min while it learns)",
+        "kvmjs: \"fixed\" (default: unload after idle_timeout) or \"hybrid\" (the ATC'20 hybrid-histogram policy: a per-program idle-time histogram chooses a pre-warm and a keep-alive window; while it learns, a fixed 10 min; idle_timeout caps every window, and idle_timeout 0 leaves them uncapped, up to ~4.4 h)",
     ),
     (
         "max_background_time",

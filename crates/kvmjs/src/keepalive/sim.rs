@@ -345,8 +345,12 @@ pub fn simulate<R: BufRead>(
             .trim()
             .parse()
             .map_err(|_| row(format!("time {:?} is not a number", time.trim())))?;
-        if !t.is_finite() {
-            return Err(row(format!("time {t} is not finite")));
+        // Durations are built from differences of these times: beyond ~3e11 s (10,000
+        // years) they could not be represented.
+        if !t.is_finite() || !(0.0..=MAX_SECONDS).contains(&t) {
+            return Err(row(format!(
+                "time {t} is out of range; use seconds from 0 to {MAX_SECONDS:e}"
+            )));
         }
         if t < previous {
             return Err(SimError::Unsorted {
@@ -376,10 +380,14 @@ fn fixed_name(minutes: f64) -> String {
     format!("fixed-{minutes}min")
 }
 
+/// The largest time or duration (seconds) the simulator takes, ~10,000 years: far
+/// beyond any trace, and far inside what a `Duration` holds.
+const MAX_SECONDS: f64 = 3e11;
+
 /// `kvmjs keepalive-sim`: runs both policies over the trace and returns what to print.
 pub fn run(args: SimArgs) -> Result<String, SimError> {
     let flag = |flag, value: f64, ok: bool, problem| {
-        if ok && value.is_finite() {
+        if ok && value.is_finite() && value <= MAX_SECONDS {
             Ok(value)
         } else {
             Err(SimError::Flag {
