@@ -40,6 +40,13 @@ t2=$(date +%s.%N)
 # The container whose log a failure shows.
 current=$name
 fail() { echo "$1" >&2; podman logs "$current" >&2; exit 1; }
+# expect_hello URL WHAT [curl args]: the body must be exactly js/hello.js's 14 bytes.
+expect_hello() {
+  local url=$1 what=$2
+  shift 2
+  curl -sf "$@" -o "$conf/body" "$url" || fail "$what: no answer"
+  printf 'Hello, World!\n' | cmp -s - "$conf/body" || fail "$what answered $(od -c "$conf/body" | head -3)"
+}
 body=$(curl -sf "http://127.0.0.1:$port/hello/") || fail "hello: no answer"
 [ "$body" = "Hello, World!" ] || fail "unexpected body: $body"
 render=$(curl -sf "http://127.0.0.1:$port/renderer/" | wc -c)
@@ -47,11 +54,9 @@ render=$(curl -sf "http://127.0.0.1:$port/renderer/" | wc -c)
 t3=$(date +%s.%N)
 # The deno engine: the first request boots deno in a VM (loader and libraries from the
 # image), warms it up and snapshots it; the body must be exactly js/hello.js's 14 bytes.
-curl -sf --max-time 120 -o "$conf/deno-body" "http://127.0.0.1:$port/hello-deno/" || fail "hello-deno: no answer"
-printf 'Hello, World!\n' | cmp -s - "$conf/deno-body" || fail "hello-deno answered $(od -c "$conf/deno-body" | head -3)"
+expect_hello "http://127.0.0.1:$port/hello-deno/" hello-deno --max-time 120
 t4=$(date +%s.%N)
-curl -sf -o "$conf/deno-body" "http://127.0.0.1:$port/hello-deno/" || fail "hello-deno (warm): no answer"
-printf 'Hello, World!\n' | cmp -s - "$conf/deno-body" || fail "hello-deno (warm) answered $(od -c "$conf/deno-body" | head -3)"
+expect_hello "http://127.0.0.1:$port/hello-deno/" "hello-deno (warm)"
 t5=$(date +%s.%N)
 engine=$(curl -sf "http://127.0.0.1:$port/metrics" | grep -c 'kvmjs_program_info{program="hello-deno",engine="deno"}') || true
 [ "$engine" = 1 ] || fail "metrics do not show hello-deno on the deno engine"
@@ -82,16 +87,14 @@ for _ in $(seq 1 300); do
 done
 [ -n "$up" ] || fail "varnish container: no 200 from /healthz on 127.0.0.1:$vport"
 t2=$(date +%s.%N)
-curl -sf -D "$conf/varnish-head" -o "$conf/varnish-body" "http://127.0.0.1:$vport/hello/" || fail "varnish hello: no answer"
-printf 'Hello, World!\n' | cmp -s - "$conf/varnish-body" || fail "varnish hello answered $(od -c "$conf/varnish-body" | head -3)"
+expect_hello "http://127.0.0.1:$vport/hello/" "varnish hello" -D "$conf/varnish-head"
 # The VCL's mark: the answer came through vcl/kvmjs-vmod.vcl, not another listener.
 grep -qi '^X-Served-By: varnish+kvmjs-vmod' "$conf/varnish-head" || fail "varnish hello: no X-Served-By from kvmjs-vmod.vcl: $(cat "$conf/varnish-head")"
 render=$(curl -sf "http://127.0.0.1:$vport/renderer/" | wc -c)
 [ "$render" -gt 30000 ] || fail "varnish renderer answered $render bytes"
 t3=$(date +%s.%N)
 # The config's deno program loads from the image's deno in varnishd's child too.
-curl -sf --max-time 120 -o "$conf/varnish-body" "http://127.0.0.1:$vport/hello-deno/" || fail "varnish hello-deno: no answer"
-printf 'Hello, World!\n' | cmp -s - "$conf/varnish-body" || fail "varnish hello-deno answered $(od -c "$conf/varnish-body" | head -3)"
+expect_hello "http://127.0.0.1:$vport/hello-deno/" "varnish hello-deno" --max-time 120
 t4=$(date +%s.%N)
 podman stop -t 10 "$vname" >/dev/null
 t5=$(date +%s.%N)

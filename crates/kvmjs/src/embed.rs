@@ -60,6 +60,8 @@ pub enum Target {
 pub struct Embedded {
     st: Arc<State>,
     names: Vec<String>,
+    /// Program index by name: VCL looks a program up on every request.
+    by_name: HashMap<String, usize>,
     reaper: tokio::task::JoinHandle<()>,
     // Last: dropped after the tasks above are aborted.
     rt: Option<tokio::runtime::Runtime>,
@@ -131,7 +133,8 @@ impl Embedded {
             Err(ServeError::Guest(_)) if guest.is_none() => return Err(EmbedError::NoGuest),
             r => r?,
         };
-        let names = programs.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<String> = programs.iter().map(|p| p.name.clone()).collect();
+        let by_name = names.iter().cloned().zip(0..).collect();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
             .thread_name("kvmjs-embed")
@@ -153,6 +156,7 @@ impl Embedded {
         Ok(Embedded {
             st,
             names,
+            by_name,
             reaper,
             rt: Some(rt),
         })
@@ -161,6 +165,11 @@ impl Embedded {
     /// Program names, in configuration order ([`Target::Program`] indexes).
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// The index of the program called `name` ([`Target::Program`]).
+    pub fn program_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// A request for `target` with the request line's method and URL (origin form, or
@@ -188,6 +197,7 @@ impl Embedded {
             refused: refused.map(|m| (StatusCode::BAD_REQUEST, m)),
             body_error: None,
             t0: Instant::now(),
+            pool: None,
         }
     }
 
@@ -214,23 +224,30 @@ impl Embedded {
 
     /// The most body bytes the program `p` is for takes (its max_request_body); the
     /// caller stops feeding the body beyond (the answer is then a 413).
-    pub fn body_limit(&self, p: &Pending) -> usize {
+    /// The program it finds is kept for [`Embedded::send`]: the request is routed once.
+    pub fn body_limit(&self, p: &mut Pending) -> usize {
         if p.target == Target::Front && http::is_own_route(&p.parts.headers, &p.parts.uri) {
             return 0;
         }
-        self.pool(p)
+        p.pool = self.pool(p).ok();
+        p.pool
+            .as_ref()
             .map_or(0, |pool| pool.cfg.vm.max_request_body as usize)
     }
 
     /// Runs `p` and waits for the response head (and a whole body, or the start of a
     /// streamed one). Blocks the calling thread, which must not be one of this
     /// instance's runtime threads.
-    pub fn send(&self, p: Pending) -> Reply {
+    pub fn send(&self, mut p: Pending) -> Reply {
         let handle = self.rt().handle().clone();
         if let Some(r) = http::refused_method(&p.parts.method) {
             return Reply::new(reply::whole(r), handle);
         }
-        let resp = match self.pool(&p) {
+        let routed = match p.pool.take() {
+            Some(pool) => Ok(pool),
+            None => self.pool(&p),
+        };
+        let resp = match routed {
             Err(r) => *r,
             Ok(pool) => {
                 let id = RequestId::next();
@@ -321,6 +338,8 @@ pub struct Pending {
     refused: Option<(StatusCode, String)>,
     body_error: Option<BodyError>,
     t0: Instant,
+    /// The program, once [`Embedded::body_limit`] has routed the request.
+    pool: Option<Arc<ProgramPool>>,
 }
 
 impl Pending {

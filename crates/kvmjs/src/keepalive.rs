@@ -24,6 +24,8 @@
 use std::time::Duration;
 
 // Explicit paths: the fuzz targets include the pools (and so this file) with #[path].
+#[path = "keepalive/cli.rs"]
+pub mod cli;
 #[path = "keepalive/report.rs"]
 pub mod report;
 #[path = "keepalive/sim.rs"]

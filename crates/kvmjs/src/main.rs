@@ -28,7 +28,7 @@ enum Command {
     Keys,
     /// Replay an invocation trace (CSV `app,time_s`) under the fixed 10-minute and the
     /// hybrid-histogram keep-alive policies; print cold starts and wasted memory-time.
-    KeepaliveSim(keepalive::sim::SimArgs),
+    KeepaliveSim(keepalive::cli::SimArgs),
     /// Run the host capability probe and print what it found and decided; `--record`
     /// prints the raw inputs instead (the format of the unit tests' CPU fixtures).
     Probe {
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => serve::serve(args).map_err(|e| e.to_string()),
         Command::Probe { record } => probe(record),
-        Command::KeepaliveSim(args) => keepalive::sim::run(args)
+        Command::KeepaliveSim(args) => keepalive::cli::run(args)
             .map(|out| print!("{out}"))
             .map_err(|e| e.to_string()),
         Command::Keys => {

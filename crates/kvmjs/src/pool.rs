@@ -90,6 +90,8 @@ pub struct ProgramPool {
     prewarmed_for: AtomicU64,
     /// Set by shutdown: no boot (a late pre-warm) starts after it.
     closed: AtomicBool,
+    /// The windows last exported to the metrics.
+    shown_windows: std::sync::Mutex<Option<crate::keepalive::Windows>>,
 }
 
 /// A program's activity, shared with its VM threads: a job counts as busy from when a
@@ -189,6 +191,7 @@ impl ProgramPool {
             served: AtomicBool::new(false),
             next_cause: std::sync::atomic::AtomicU8::new(Cause::First as u8),
             prewarmed_for: AtomicU64::new(u64::MAX),
+            shown_windows: std::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
         }
     }
@@ -202,9 +205,9 @@ impl ProgramPool {
             self.idle_times
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .record(self.idle());
+                .record(self.activity.idle());
         }
-        self.touch();
+        self.activity.touch();
         let tx = self.ensure_running(None).await?;
         self.served.store(true, Ordering::Relaxed);
         let start = Instant::now();
@@ -238,18 +241,9 @@ impl ProgramPool {
             }
             Err(_) => return Err(busy()),
         }
+        // (The VM marks the program's last activity when the job is wholly done.)
         let outcome = rx.await.map_err(|_| SubmitError::Gone)?;
-        self.touch();
         outcome.ok_or_else(busy)
-    }
-
-    /// Time since the program was last busy.
-    fn idle(&self) -> Duration {
-        self.activity.idle()
-    }
-
-    fn touch(&self) {
-        self.activity.touch();
     }
 
     /// The running pool, booted now if it is not (`cause`: why, when not a request's).
@@ -314,9 +308,19 @@ impl ProgramPool {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        self.metrics
-            .keep_alive(&self.cfg.name, windows.prewarm, windows.keep_alive);
-        let idle = self.idle();
+        // The gauges change only with the histogram: set them only then.
+        {
+            let mut shown = self
+                .shown_windows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *shown != Some(windows) {
+                self.metrics
+                    .keep_alive(&self.cfg.name, windows.prewarm, windows.keep_alive);
+                *shown = Some(windows);
+            }
+        }
+        let idle = self.activity.idle();
         let wanted = windows.loaded_at(idle);
         // Busy (a boot in progress, or another unload): look again at the next tick
         // rather than hold up the other programs' keep-alive behind a boot.

@@ -24,13 +24,16 @@ void kvmjs_release(struct kvmjs *);
 size_t kvmjs_programs(const struct kvmjs *);
 /* Program i's name, NUL-terminated, valid until kvmjs_release. */
 const char *kvmjs_program_name(const struct kvmjs *, size_t i);
+/* The index of the program called `name` (NUL-terminated), or -1. */
+long kvmjs_program_index(const struct kvmjs *, const char *name);
 
 struct kvmjs_req *kvmjs_req_new(const struct kvmjs *, long target,
     const char *method, size_t mlen, const char *url, size_t ulen);
 /* One "Name: value" field. */
 void kvmjs_req_header(struct kvmjs_req *, const char *field, size_t len);
-/* The most body bytes this request may carry (after its headers are in). */
-size_t kvmjs_req_body_limit(const struct kvmjs *, const struct kvmjs_req *);
+/* The most body bytes this request may carry (after its headers are in; this routes
+ * the request, once). */
+size_t kvmjs_req_body_limit(const struct kvmjs *, struct kvmjs_req *);
 /* Appends body bytes: 1, or 0 once over the limit (stop feeding; the reply says 413). */
 int kvmjs_req_body(struct kvmjs_req *, const void *p, size_t len, size_t limit);
 /* Runs the request (consumed) and waits for the response head; never NULL. */

@@ -149,6 +149,24 @@ pub unsafe extern "C" fn kvmjs_program_name(k: *const Loaded, i: usize) -> *cons
 /// See kvmjs_vmod.h.
 ///
 /// # Safety
+/// `k` came from [`kvmjs_load`]; `name` is NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn kvmjs_program_index(k: *const Loaded, name: *const c_char) -> c_long {
+    if name.is_null() {
+        return -1;
+    }
+    // SAFETY: a live Loaded and a NUL-terminated string (the caller's guarantee).
+    let (k, name) = unsafe { (&*k, CStr::from_ptr(name)) };
+    name.to_str()
+        .ok()
+        .and_then(|n| k.embedded.program_index(n))
+        .and_then(|i| c_long::try_from(i).ok())
+        .unwrap_or(-1)
+}
+
+/// See kvmjs_vmod.h.
+///
+/// # Safety
 /// `k` came from [`kvmjs_load`]; the strings have the given lengths.
 #[no_mangle]
 pub unsafe extern "C" fn kvmjs_req_new(
@@ -182,9 +200,9 @@ pub unsafe extern "C" fn kvmjs_req_header(req: *mut Pending, field: *const c_cha
 /// # Safety
 /// `k` and `req` are live.
 #[no_mangle]
-pub unsafe extern "C" fn kvmjs_req_body_limit(k: *const Loaded, req: *const Pending) -> usize {
+pub unsafe extern "C" fn kvmjs_req_body_limit(k: *const Loaded, req: *mut Pending) -> usize {
     // SAFETY: live objects (the caller's guarantee).
-    unsafe { (*k).embedded.body_limit(&*req) }
+    unsafe { (*k).embedded.body_limit(&mut *req) }
 }
 
 /// See kvmjs_vmod.h.

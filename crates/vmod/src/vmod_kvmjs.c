@@ -348,14 +348,13 @@ kvmjs_loaded(VRT_CTX, const struct vmod_priv *priv, const char *fn)
 static const struct kvmjs_be *
 kvmjs_find(const struct kvmjs_vcl *v, const char *name)
 {
-	size_t i;
+	long i;
 
-	if (name == NULL)
+	/* A hash lookup: VCL names a program on every request. */
+	i = kvmjs_program_index(v->k, name);
+	if (i < 0 || (size_t)i + 1 >= v->n)
 		return (NULL);
-	for (i = 0; i + 1 < v->n; i++)
-		if (!strcmp(kvmjs_program_name(v->k, i), name))
-			return (&v->be[i]);
-	return (NULL);
+	return (&v->be[i]);
 }
 
 VCL_BACKEND
