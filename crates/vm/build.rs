@@ -64,6 +64,7 @@ fn main() {
         "building the vDSO with {cc:?} failed ({status}); see the compiler output above"
     );
     build_fast_library(&cc, &dir);
+    source_hash(&dir);
 }
 
 fn build_fast_library(cc: &str, dir: &std::path::Path) {
@@ -93,5 +94,45 @@ fn build_fast_library(cc: &str, dir: &std::path::Path) {
     assert!(
         status.success(),
         "building the fast-path library with {cc:?} failed ({status}); see the compiler output above"
+    );
+}
+
+/// `KVMJS_VM_SOURCE_HASH`: a hash of every file under src/ (paths and bytes) and the crate
+/// version. Snapshot files (src/persist) record it and refuse a file written by other host
+/// code, since a snapshot's process state and memory layout are only meaningful to the
+/// code that made them. FNV-1a: build scripts have no sha2, and this only has to change
+/// whenever a source file does.
+fn source_hash(dir: &std::path::Path) {
+    println!("cargo:rerun-if-changed=src");
+    let mut files = Vec::new();
+    let mut stack = vec![dir.join("src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("src/ is readable").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    eat(env!("CARGO_PKG_VERSION").as_bytes());
+    for f in &files {
+        let rel = f.strip_prefix(dir).unwrap_or(f);
+        eat(rel.to_string_lossy().as_bytes());
+        eat(&[0]);
+        eat(&std::fs::read(f).expect("source files are readable"));
+        eat(&[0]);
+    }
+    println!(
+        "cargo:rustc-env=KVMJS_VM_SOURCE_HASH={}-{h:016x}",
+        env!("CARGO_PKG_VERSION")
     );
 }

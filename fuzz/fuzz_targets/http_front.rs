@@ -24,6 +24,9 @@ mod pool;
 #[path = "../../crates/kvmjs/src/keepalive.rs"]
 #[allow(dead_code)]
 mod keepalive;
+#[path = "../../crates/kvmjs/src/snapfile.rs"]
+#[allow(dead_code)]
+mod snapfile;
 
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;

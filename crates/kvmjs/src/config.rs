@@ -70,8 +70,11 @@ pub struct Program {
     pub guest: PathBuf,
     /// VM settings.
     pub vm: VmConfig,
-    /// VMs serving it in parallel.
+    /// VMs serving it in parallel, at most.
     pub concurrency: usize,
+    /// VMs forked when the pool starts (at most `concurrency`); the pool adds VMs when
+    /// requests wait, up to `concurrency` (`"start_vms"`, default: all of them).
+    pub start_vms: usize,
     /// Host header values that route here.
     pub hosts: Vec<String>,
     /// URL prefix that routes here.
@@ -89,6 +92,9 @@ pub struct Program {
     /// What runs it, for logs and metrics: "quickjs", "deno", "server" (a Linux program
     /// listening on `listen`) or "elf" (a guest speaking the request API).
     pub engine: &'static str,
+    /// Where the program's warm snapshot is kept between runs (`"snapshot_file"`;
+    /// crate::snapfile): restored at pool start when valid, else written after the boot.
+    pub snapshot_file: Option<PathBuf>,
 }
 
 // An explicit path (relative to this file's directory) so the fuzz targets, which load
@@ -255,7 +261,20 @@ pub fn parse(
             None => return Err(ctx.entry_err(format!("group \"{group}\" is not defined"))),
         }
         s.extend(o.clone());
-        programs.push(program(&ctx, &s, guest_js, default_engine, &mut warnings)?);
+        let p = program(&ctx, &s, guest_js, default_engine, &mut warnings)?;
+        if let Some(f) = &p.snapshot_file {
+            if let Some(other) = programs
+                .iter()
+                .find(|q: &&Program| q.snapshot_file.as_ref() == Some(f))
+            {
+                return Err(ctx.entry_err(format!(
+                    "snapshot_file {} is also program \"{}\"'s; give each program its own file (a group's snapshot_file applies to every program of the group)",
+                    f.display(),
+                    other.name
+                )));
+            }
+        }
+        programs.push(p);
     }
     if programs.is_empty() {
         return Err(ConfigError::Entry {
@@ -285,6 +304,7 @@ fn program(
         guest: PathBuf::new(),
         vm: VmConfig::default(),
         concurrency: 2,
+        start_vms: 0,
         hosts: Vec::new(),
         prefix: None,
         idle_timeout: Some(Duration::from_secs(300)),
@@ -292,6 +312,7 @@ fn program(
         queue_size: 256,
         queue_timeout: Duration::from_secs(10),
         engine: "elf",
+        snapshot_file: None,
     };
     let mut filename = None;
     let mut address_space = None;
@@ -307,6 +328,7 @@ fn program(
                 return Err(ctx.bad(k, "remote programs are not supported by kvmjs; download the file and use \"filename\"", v))
             }
             "concurrency" => p.concurrency = ctx.int(k, v, 1, 255)? as usize,
+            "start_vms" => p.start_vms = ctx.int(k, v, 1, 255)? as usize,
             "engine" => {
                 let e = ctx.string(k, v)?;
                 engine = Some(Engine::parse(&e).ok_or_else(|| ctx.bad(k, "expected \"quickjs\" or \"deno\"", v))?);
@@ -369,6 +391,17 @@ fn program(
             }
             "max_background_time" => {
                 vm.max_background_time = Duration::from_secs_f64(ctx.num(k, v, 0.0, 3600.0)?)
+            }
+            "snapshot_file" => {
+                let f = ctx.string(k, v)?;
+                if f.is_empty() || f.ends_with('/') {
+                    return Err(ctx.bad(k, "expected the path of a file kvmjs may write (its directory must exist)", v));
+                }
+                let f = ctx.resolve(&f);
+                if !f.parent().is_some_and(Path::is_dir) {
+                    return Err(ctx.bad(k, "its directory does not exist; create it or choose another path", v));
+                }
+                p.snapshot_file = Some(f);
             }
             "queue_size" => p.queue_size = ctx.int(k, v, 1, 1 << 20)? as usize,
             "queue_timeout" => p.queue_timeout = Duration::from_secs_f64(ctx.num(k, v, 0.001, 3600.0)?),
@@ -435,6 +468,15 @@ fn program(
             }
             p.guest = file;
         }
+    }
+    if let (Some(f), Some(_)) = (&p.snapshot_file, &vm.listen) {
+        return Err(ctx.bad("snapshot_file", "snapshot files hold programs that take requests through the kvmjs API (QuickJS apps, request-API guests); a program that listens (engine deno, a Linux server) keeps a listening socket and connections a file cannot hold: remove snapshot_file", &Value::String(f.display().to_string())));
+    }
+    if p.start_vms == 0 {
+        p.start_vms = p.concurrency;
+    } else if p.start_vms > p.concurrency {
+        let n = serde_json::Value::from(p.start_vms);
+        return Err(ctx.bad("start_vms", "more VMs at start than the program's concurrency (the most VMs it runs): lower start_vms or raise concurrency", &n));
     }
     if p.prefix.is_none() && p.hosts.is_empty() {
         p.prefix = Some(format!("/{}", ctx.entry));
@@ -707,6 +749,35 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_file_is_resolved_and_checked() {
+        let (ps, _) =
+            parse_str(r#"{ "a": { "filename": "kvmjs-cfg-app.js", "snapshot_file": "a.snap" } }"#)
+                .unwrap();
+        assert_eq!(
+            ps[0].snapshot_file,
+            Some(std::env::temp_dir().join("a.snap"))
+        );
+        let e = parse_str(
+            r#"{ "a": { "filename": "kvmjs-cfg-app.js", "snapshot_file": "no/such/dir/a.snap" } }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("its directory does not exist"), "{e}");
+        let e = parse_str(
+            r#"{ "a": { "filename": "/bin/true", "listen": "127.0.0.1:8000", "snapshot_file": "a.snap" } }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a program that listens"), "{e}");
+        let e = parse_str(
+            r#"{ "g": { "snapshot_file": "same.snap" }, "a": { "group": "g", "filename": "kvmjs-cfg-app.js" }, "b": { "group": "g", "filename": "kvmjs-cfg-app.js" } }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is also program \"a\"'s"), "{e}");
+    }
+
+    #[test]
     fn every_key_is_documented() {
         for k in [
             "concurrency",
@@ -720,6 +791,8 @@ mod tests {
             "engine",
             "listen",
             "deno",
+            "snapshot_file",
+            "start_vms",
         ] {
             assert!(KEYS.iter().any(|(n, _)| *n == k), "{k}");
         }

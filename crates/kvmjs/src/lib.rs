@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod pool;
 pub mod run;
 pub mod serve;
+pub mod snapfile;
+pub mod snapfile_cli;
 mod summary;
 
 /// Runs the host probe once, logs its one-line summary, and refuses a host that cannot

@@ -1,7 +1,7 @@
 //! `kvmjs`: run JavaScript request handlers in per-request KVM micro-VMs.
 
 use clap::{Parser, Subcommand};
-use kvmjs::{config, keepalive, run, serve};
+use kvmjs::{config, keepalive, run, serve, snapfile_cli};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -24,6 +24,10 @@ enum Command {
     /// Serve HTTP: route requests to the programs of tinykvm.json (or to one JS app),
     /// each in a pool of per-request-isolated micro-VMs.
     Serve(serve::ServeArgs),
+    /// Boot the programs that set "snapshot_file" (or those named with --program) and
+    /// write their snapshot files, which `kvmjs serve` then restores instead of booting;
+    /// `--check` only says whether the existing files are valid here.
+    Snapshot(snapfile_cli::SnapshotArgs),
     /// Print every tinykvm.json key kvmjs reads, with its meaning.
     Keys,
     /// Replay an invocation trace (CSV `app,time_s`) under the fixed 10-minute and the
@@ -68,6 +72,9 @@ fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
         Command::Serve(args) => serve::serve(args).map_err(|e| e.to_string()),
+        Command::Snapshot(args) => snapfile_cli::run(args)
+            .map(|out| print!("{out}"))
+            .map_err(|e| e.to_string()),
         Command::Probe { record } => probe(record),
         Command::KeepaliveSim(args) => keepalive::cli::run(args)
             .map(|out| print!("{out}"))

@@ -49,6 +49,18 @@ struct WindowLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabel {
+    program: String,
+    part: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SnapshotFileLabel {
+    program: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabel {
     program: String,
     kind: String,
@@ -75,7 +87,9 @@ pub struct Metrics {
     cold_starts: Family<ProgramLabel, Counter>,
     cold_start_seconds: Family<ProgramLabel, Histogram, fn() -> Histogram>,
     cold_start_causes: Family<CauseLabel, Counter>,
+    snapshot_file: Family<SnapshotFileLabel, Counter>,
     keep_alive: Family<WindowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    memory: Family<PartLabel, Gauge>,
     errors: Family<ErrorLabel, Counter>,
     loaded: Family<ProgramLabel, Gauge>,
     programs: Family<EngineLabel, Gauge>,
@@ -98,7 +112,9 @@ impl Default for Metrics {
             cold_starts: Family::default(),
             cold_start_seconds: Family::new_with_constructor(latency_histogram),
             cold_start_causes: Family::default(),
+            snapshot_file: Family::default(),
             keep_alive: Family::default(),
+            memory: Family::default(),
             errors: Family::default(),
             loaded: Family::default(),
             programs: Family::default(),
@@ -144,14 +160,30 @@ impl Default for Metrics {
             "cold_start_causes",
             "Program boots by cause: first (its first request), after_unload (a request after \
              a keep-alive unload), after_failure (after its VMs went away), prewarm (loaded \
-             ahead of the predicted next request by the hybrid keep-alive policy)",
+             ahead of the predicted next request by the hybrid keep-alive policy), \
+             pool_growth (one more VM forked because requests waited)",
             m.cold_start_causes.clone(),
+        );
+        registry.register(
+            "snapshot_file",
+            "Snapshot files (the program's snapshot_file) at pool start: hit (restored, no \
+             boot), written (booted and written), refused (stale or foreign: booted instead; \
+             the reason is logged), write_failed (booted, the file could not be written)",
+            m.snapshot_file.clone(),
         );
         registry.register(
             "keep_alive_seconds",
             "The keep-alive policy's current windows: prewarm (unloaded this long after a \
              request, then loaded again) and keep_alive (then kept loaded this long)",
             m.keep_alive.clone(),
+        );
+        registry.register(
+            "program_memory_bytes",
+            "Host memory a loaded program holds, by part: snapshot (its warm snapshot's \
+             pages, one copy shared by its VMs) and vms (what its VMs hold on their own: \
+             pages they wrote or allocated; measured when a VM starts and then after a \
+             request at most once a second per 256 MiB of address space)",
+            m.memory.clone(),
         );
         registry.register(
             "cold_start_seconds",
@@ -278,8 +310,9 @@ impl Metrics {
     /// Records a boot and its cause (see the `cold_start_causes` help).
     pub fn cold_start(&self, program: &str, took: Duration, cause: &'static str) {
         // A pre-warm boots ahead of a request: no request waited, so it is not a cold
-        // start (counted only by cause).
-        if cause != "prewarm" {
+        // start; a pool growth forks one more VM of a running program (a few ms, not a
+        // boot). Both are counted only by cause.
+        if cause != "prewarm" && cause != "pool_growth" {
             self.cold_starts.get_or_create(&p(program)).inc();
             self.cold_start_seconds
                 .get_or_create(&p(program))
@@ -292,6 +325,16 @@ impl Metrics {
             })
             .inc();
         self.loaded.get_or_create(&p(program)).set(1);
+    }
+
+    /// Counts a snapshot-file outcome at pool start (see `crate::snapfile`).
+    pub fn snapshot_file(&self, program: &str, result: &'static str) {
+        self.snapshot_file
+            .get_or_create(&SnapshotFileLabel {
+                program: program.to_string(),
+                result,
+            })
+            .inc();
     }
 
     /// Counts a connection closed or refused by the server: `shed` (closed to make room
@@ -339,9 +382,31 @@ impl Metrics {
         }
     }
 
+    /// Sets the size of `program`'s snapshot (0: unloaded).
+    pub fn snapshot_memory(&self, program: &str, bytes: u64) {
+        self.memory
+            .get_or_create(&PartLabel {
+                program: program.to_string(),
+                part: "snapshot",
+            })
+            .set(bytes as i64);
+    }
+
+    /// Changes what `program`'s VMs hold on their own by `delta` bytes (each VM reports
+    /// its own changes, and takes its figure back when it stops).
+    pub fn vm_memory(&self, program: &str, delta: i64) {
+        self.memory
+            .get_or_create(&PartLabel {
+                program: program.to_string(),
+                part: "vms",
+            })
+            .inc_by(delta);
+    }
+
     /// Records an idle unload.
     pub fn unload(&self, program: &str) {
         self.loaded.get_or_create(&p(program)).set(0);
+        self.snapshot_memory(program, 0);
     }
 
     /// The Prometheus text exposition.

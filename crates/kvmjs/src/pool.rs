@@ -58,6 +58,8 @@ struct Job {
     reply: oneshot::Sender<Option<Outcome>>,
     /// A job still queued after this is answered as busy rather than run.
     queue_deadline: Instant,
+    /// Set when a VM takes the job (a job waiting long untaken grows the pool).
+    taken: Arc<AtomicBool>,
     /// Kept until the job is dropped (served or discarded): the request body's claim on
     /// the front's body-memory budget, since the body lives here until then.
     _hold: Box<dyn Send>,
@@ -65,7 +67,106 @@ struct Job {
 
 struct Running {
     tx: async_channel::Sender<Job>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    vms: Arc<Vms>,
+}
+
+/// A pool's VMs: started at pool start (`start_vms`), and forked from the snapshot when
+/// a request waited [`GROW_AFTER`] without a VM taking it, up to `concurrency`.
+struct Vms {
+    snap: Arc<Snapshot>,
+    /// Weak: the queue's receivers are the VMs' own, so that when the last VM is gone
+    /// sends fail and the next request boots the program again.
+    rx: async_channel::WeakReceiver<Job>,
+    metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
+    name: String,
+    max: usize,
+    /// VMs running or starting (each VM thread takes itself off when it ends).
+    count: Arc<AtomicUsize>,
+    /// When a fork last failed: no new try for [`GROW_RETRY`].
+    failed: std::sync::Mutex<Option<Instant>>,
+    /// Their threads; `None` once the pool stopped (no VM starts after that).
+    threads: std::sync::Mutex<Option<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+/// How long a request waits for a VM before the pool forks another: longer than a
+/// VM's reset (tens of µs), so a client sending its next request the moment it has the
+/// previous answer does not grow the pool.
+const GROW_AFTER: Duration = Duration::from_millis(2);
+/// Pause after a failed fork before the pool tries again.
+const GROW_RETRY: Duration = Duration::from_secs(1);
+
+/// Counts a VM thread in [`Vms::count`] until it ends, however it ends.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Vms {
+    /// Whether the pool may still grow.
+    fn can_grow(&self) -> bool {
+        self.count.load(Ordering::SeqCst) < self.max
+    }
+
+    /// A request waited for a VM: forks one more, unless the pool has `concurrency` VMs
+    /// or a fork failed moments ago.
+    fn grow(self: &Arc<Self>) {
+        let recent = |t: &Option<Instant>| t.is_some_and(|t| t.elapsed() < GROW_RETRY);
+        if recent(&self.failed.lock().unwrap_or_else(|e| e.into_inner())) {
+            return;
+        }
+        let max = self.max;
+        let counted = self
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if let Ok(n) = counted {
+            self.fork(n, true);
+        }
+    }
+
+    /// Starts VM `i` (already counted) on its own thread, forked from the snapshot;
+    /// `growth`: a waiting request asked for it (cause pool_growth).
+    fn fork(self: &Arc<Self>, i: usize, growth: bool) {
+        let counted = Counted(self.count.clone());
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(list), Some(rx)) = (threads.as_mut(), self.rx.upgrade()) else {
+            return; // stopped, or every VM is gone (the next request boots again)
+        };
+        let me = self.clone();
+        let t0 = Instant::now();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-vm{i}", self.name))
+            .spawn(move || {
+                let _counted = counted;
+                match Vm::from_snapshot(me.snap.clone()) {
+                    Ok(vm) => {
+                        let stopped = me.threads.lock().map_or(true, |t| t.is_none());
+                        if growth && !stopped {
+                            me.metrics.cold_start(
+                                &me.name,
+                                t0.elapsed(),
+                                Cause::PoolGrowth.label(),
+                            );
+                        }
+                        let (m, a) = (me.metrics.clone(), me.activity.clone());
+                        serve(vm, me.snap.clone(), rx, m, a);
+                    }
+                    Err(e) => {
+                        *me.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                        tracing::error!(program = %me.name, "cannot fork VM {i}: {e}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(t) => list.push(t),
+            Err(e) => tracing::error!(program = %self.name, "cannot start a VM thread: {e}"),
+        }
+    }
 }
 
 /// One program and its pool.
@@ -136,6 +237,8 @@ enum Cause {
     AfterFailure,
     /// Loaded by the policy ahead of the predicted next request.
     Prewarm,
+    /// One more VM, forked from the snapshot because requests waited for a VM.
+    PoolGrowth,
 }
 
 impl Cause {
@@ -145,6 +248,7 @@ impl Cause {
             Cause::AfterUnload => "after_unload",
             Cause::AfterFailure => "after_failure",
             Cause::Prewarm => "prewarm",
+            Cause::PoolGrowth => "pool_growth",
         }
     }
 
@@ -154,6 +258,7 @@ impl Cause {
             Cause::AfterUnload,
             Cause::AfterFailure,
             Cause::Prewarm,
+            Cause::PoolGrowth,
         ]
         .into_iter()
         .find(|c| *c as u8 == v)
@@ -208,13 +313,15 @@ impl ProgramPool {
                 .record(self.activity.idle());
         }
         self.activity.touch();
-        let tx = self.ensure_running(None).await?;
+        let (tx, vms) = self.ensure_running(None).await?;
         self.served.store(true, Ordering::Relaxed);
         let start = Instant::now();
         let (reply, rx) = oneshot::channel();
+        let taken = Arc::new(AtomicBool::new(false));
         let job = Job {
             req,
             reply,
+            taken: taken.clone(),
             queue_deadline: start + self.cfg.queue_timeout,
             _hold: hold,
         };
@@ -242,7 +349,21 @@ impl ProgramPool {
             Err(_) => return Err(busy()),
         }
         // (The VM marks the program's last activity when the job is wholly done.)
-        let outcome = rx.await.map_err(|_| SubmitError::Gone)?;
+        let mut rx = rx;
+        let answer = if vms.can_grow() {
+            tokio::select! {
+                a = &mut rx => a,
+                () = tokio::time::sleep(GROW_AFTER) => {
+                    if !taken.load(Ordering::SeqCst) {
+                        vms.grow();
+                    }
+                    rx.await
+                }
+            }
+        } else {
+            rx.await
+        };
+        let outcome = answer.map_err(|_| SubmitError::Gone)?;
         outcome.ok_or_else(busy)
     }
 
@@ -250,10 +371,10 @@ impl ProgramPool {
     async fn ensure_running(
         &self,
         cause: Option<Cause>,
-    ) -> Result<async_channel::Sender<Job>, SubmitError> {
+    ) -> Result<(async_channel::Sender<Job>, Arc<Vms>), SubmitError> {
         let mut st = self.state.lock().await;
         if let Some(r) = st.as_ref() {
-            return Ok(r.tx.clone());
+            return Ok((r.tx.clone(), r.vms.clone()));
         }
         if self.closed.load(Ordering::SeqCst) {
             return Err(SubmitError::Gone);
@@ -270,15 +391,15 @@ impl ProgramPool {
         match started {
             Ok(running) => {
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
-                tracing::info!(program = %self.cfg.name, "cold start in {ms:.1} ms ({} VMs)", self.cfg.concurrency);
+                tracing::info!(program = %self.cfg.name, "cold start in {ms:.1} ms ({} of up to {} VMs)", self.cfg.start_vms, self.cfg.concurrency);
                 self.metrics
                     .cold_start(&self.cfg.name, t0.elapsed(), cause.label());
                 // Any later boot follows an unload (or a failure, which says so).
                 self.next_cause
                     .store(Cause::AfterUnload as u8, Ordering::Relaxed);
-                let tx = running.tx.clone();
+                let r = (running.tx.clone(), running.vms.clone());
                 *st = Some(running);
-                Ok(tx)
+                Ok(r)
             }
             Err(message) => {
                 tracing::error!(program = %self.cfg.name, "{message}");
@@ -375,7 +496,10 @@ impl ProgramPool {
 
 async fn stop(running: Running) {
     running.tx.close();
-    let workers = running.workers;
+    let workers = (running.vms.threads.lock())
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_default();
     let _ = tokio::task::spawn_blocking(move || {
         for w in workers {
             let _ = w.join();
@@ -396,45 +520,50 @@ fn start(p: &Program, metrics: Arc<Metrics>, activity: Arc<Activity>) -> Result<
     // very file the bytes are mapped from.
     vm_cfg.image_file = Some(elf.file().clone());
     let cfg = Arc::new(vm_cfg);
+    // Worker 0 restores the program's snapshot file instead of booting, when it has a
+    // valid one (crate::snapfile).
+    let plan = crate::snapfile::Plan::of(p);
     let rx0 = rx.clone();
     let m0 = metrics.clone();
     let a0 = activity.clone();
-    let mut workers = Vec::with_capacity(p.concurrency);
-    let spawn = |i: usize, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(format!("{}-vm{i}", p.name))
-            .spawn(f)
-            .map_err(|e| format!("cannot start a VM thread: {e}"))
-    };
-    workers.push(spawn(
-        0,
-        Box::new(move || match Vm::boot(cfg, elf.bytes()) {
-            Ok(vm) => {
-                let snap = vm.snapshot().expect("a booted VM has a snapshot");
-                let _ = snap_tx.send(Ok(snap.clone()));
-                serve(vm, snap, rx0, m0, a0);
+    let count = Arc::new(AtomicUsize::new(1));
+    let counted = Counted(count.clone());
+    let boot = std::thread::Builder::new()
+        .name(format!("{}-vm0", p.name))
+        .spawn(move || {
+            let _counted = counted;
+            match plan.first_vm(cfg, elf.bytes(), &m0) {
+                Ok(vm) => {
+                    let snap = vm.snapshot().expect("a booted VM has a snapshot");
+                    let _ = snap_tx.send(Ok(snap.clone()));
+                    serve(vm, snap, rx0, m0, a0);
+                }
+                Err(e) => {
+                    let _ = snap_tx.send(Err(boot_error(e)));
+                }
             }
-            Err(e) => {
-                let _ = snap_tx.send(Err(boot_error(e)));
-            }
-        }),
-    )?);
+        })
+        .map_err(|e| format!("cannot start a VM thread: {e}"))?;
     let snap = snap_rx
         .recv()
         .map_err(|_| "the boot thread died".to_string())??;
-    for i in 1..p.concurrency {
-        let (snap, rx, metrics) = (snap.clone(), rx.clone(), metrics.clone());
-        let activity = activity.clone();
-        let name = p.name.clone();
-        workers.push(spawn(
-            i,
-            Box::new(move || match Vm::from_snapshot(snap.clone()) {
-                Ok(vm) => serve(vm, snap, rx, metrics, activity),
-                Err(e) => tracing::error!(program = %name, "cannot fork VM {i}: {e}"),
-            }),
-        )?);
+    metrics.snapshot_memory(&p.name, snap.pages() as u64 * 4096);
+    let vms = Arc::new(Vms {
+        snap,
+        rx: rx.downgrade(),
+        metrics,
+        activity,
+        name: p.name.clone(),
+        max: p.concurrency,
+        count,
+        failed: std::sync::Mutex::new(None),
+        threads: std::sync::Mutex::new(Some(vec![boot])),
+    });
+    for i in 1..p.start_vms.clamp(1, p.concurrency) {
+        vms.count.fetch_add(1, Ordering::SeqCst);
+        vms.fork(i, false);
     }
-    Ok(Running { tx, workers })
+    Ok(Running { tx, vms })
 }
 
 /// A boot failure without the "program X failed to boot:" prefix that
@@ -518,6 +647,53 @@ fn bodiless(method: &str, status: u16) -> bool {
     method.eq_ignore_ascii_case("HEAD") || matches!(status, 100..=199 | 204 | 304)
 }
 
+/// What one VM holds on its own, in the program's memory metric: measured when the VM
+/// starts and then after a job at most once a second per 256 MiB of address space (a
+/// measurement reads the VM's page residency, ~0.1 ms per 256 MiB), taken back when the
+/// VM stops.
+struct MemoryReport<'a> {
+    metrics: &'a Metrics,
+    program: String,
+    shown: u64,
+    at: Instant,
+}
+
+impl<'a> MemoryReport<'a> {
+    fn new(metrics: &'a Metrics, vm: &Vm) -> Self {
+        let mut r = MemoryReport {
+            metrics,
+            program: vm.config().name.clone(),
+            shown: 0,
+            at: Instant::now(),
+        };
+        r.measure(vm);
+        r
+    }
+
+    fn update(&mut self, vm: &Vm) {
+        // A second per 256 MiB of address space: the residency scan reads a byte per
+        // page of it (deno's 4 GiB: every 16 s).
+        let every = Duration::from_secs((vm.config().address_space >> 28).max(1));
+        if self.at.elapsed() >= every {
+            self.measure(vm);
+        }
+    }
+
+    fn measure(&mut self, vm: &Vm) {
+        let now = vm.private_memory();
+        self.metrics
+            .vm_memory(&self.program, now as i64 - self.shown as i64);
+        self.shown = now;
+        self.at = Instant::now();
+    }
+}
+
+impl Drop for MemoryReport<'_> {
+    fn drop(&mut self) {
+        self.metrics.vm_memory(&self.program, -(self.shown as i64));
+    }
+}
+
 /// A worker: one VM, requests until the queue closes.
 fn serve(
     mut vm: Vm,
@@ -530,6 +706,7 @@ fn serve(
         tracing::error!("VM thread not started: {e}");
         return;
     }
+    let mut memory = MemoryReport::new(&metrics, &vm);
     loop {
         // Requests often arrive back to back: poll briefly before sleeping on the queue,
         // which saves a futex wake-up (a cross-CPU wake costs tens of µs here).
@@ -552,6 +729,7 @@ fn serve(
                 Err(_) => return,
             },
         };
+        job.taken.store(true, Ordering::SeqCst);
         if job.reply.is_closed() {
             continue; // the client went away while the job was queued
         }
@@ -601,6 +779,7 @@ fn serve(
             }
             metrics.background(name, bg.duration, bg.result.as_ref().err());
         }
+        memory.update(&vm);
         // A reset can fail (after the background work too).
         if vm.is_broken() {
             // A VM whose reset failed is discarded; a fresh fork takes its place.

@@ -171,6 +171,7 @@ fn app_program(
         guest,
         vm,
         concurrency: 2,
+        start_vms: 2,
         hosts: Vec::new(),
         prefix: Some("/".into()),
         idle_timeout: None,
@@ -178,6 +179,7 @@ fn app_program(
         queue_size: 256,
         queue_timeout: Duration::from_secs(10),
         engine: engine.name(),
+        snapshot_file: None,
     })
 }
 

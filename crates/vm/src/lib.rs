@@ -19,6 +19,7 @@ pub mod loader;
 pub mod memory;
 pub mod mm;
 pub mod net;
+pub mod persist;
 pub mod process;
 pub mod program;
 pub mod request;

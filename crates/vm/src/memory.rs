@@ -13,11 +13,13 @@ use std::sync::Mutex;
 
 mod mapping;
 mod restore;
+pub mod shared;
 pub mod slots;
 mod uffd;
 mod user;
 use mapping::Mapping;
 pub use restore::{HotPages, MemorySnapshot, ResetStats};
+pub use shared::{ShareError, SharedPages};
 pub use slots::{FileSlot, FileSlots, SharedSlots};
 pub use uffd::UffdError;
 
@@ -143,6 +145,8 @@ pub struct GuestMemory {
     /// The pool registered for write-protection ([`Invalidation::WriteProtect`]);
     /// `None`: mprotect.
     uffd: Option<uffd::Uffd>,
+    /// Snapshot pages mapped copy-on-write over the pool ([`shared`]).
+    shared: Option<std::sync::Arc<SharedPages>>,
 }
 
 impl GuestMemory {
@@ -164,7 +168,84 @@ impl GuestMemory {
             // No slots until the VM says how many KVM allows (tests copy files instead).
             slots: FileSlots::new(size, 0, 0),
             uffd,
+            shared: None,
         })
+    }
+
+    /// Maps the snapshot's pages over this memory copy-on-write ([`shared`]): it must
+    /// hold the snapshot's contents already (the VM that took it) or be fresh (a fork).
+    /// Write-protection is registered again, since the new mappings are not.
+    pub fn share(
+        &mut self,
+        pages: &std::sync::Arc<SharedPages>,
+    ) -> std::result::Result<(), ShareError> {
+        self.flush();
+        let wp = self.uffd.take().is_some();
+        let r = self.remap_shared(pages);
+        if wp {
+            self.uffd = Self::register_pool(&self.map);
+        }
+        r
+    }
+
+    fn remap_shared(
+        &mut self,
+        pages: &std::sync::Arc<SharedPages>,
+    ) -> std::result::Result<(), ShareError> {
+        // A snapshot taken again (a listening program settling): this memory holds the
+        // new snapshot's contents, so the previous snapshot's runs become anonymous with
+        // the new one's bytes, and no mapping keeps the old memfd alive.
+        if let Some(old) = self.shared.take() {
+            for &(s, n) in old.runs() {
+                if let Err(e) = pages.unshare(&self.map, s, n, true) {
+                    // The runs not done still map the old memfd (through copies where
+                    // written, so they read right): dropping there must still store zeros.
+                    self.shared = Some(old);
+                    return Err(e);
+                }
+            }
+        }
+        pages.overlay(&self.map)?;
+        self.shared = Some(pages.clone());
+        Ok(())
+    }
+
+    /// Host memory this VM's guest memory holds on its own, bytes: pages resident in its
+    /// pool that are not shared with the snapshot (see [`shared::private_pages`]).
+    pub fn private_bytes(&self) -> u64 {
+        shared::private_pages(&self.map) * PAGE_SIZE
+    }
+
+    /// The snapshot pages this memory maps copy-on-write, if any.
+    pub fn shared(&self) -> Option<&std::sync::Arc<SharedPages>> {
+        self.shared.as_ref()
+    }
+
+    /// Makes pages at `[off, off+len)` read as zero where they may be dropped: outside
+    /// shared snapshot pages, MADV_DONTNEED; inside, stores (a dropped page there would
+    /// read as the snapshot's again).
+    pub(super) fn discard(&self, off: usize, len: usize) {
+        let ps = PAGE_SIZE as usize;
+        let Some(shared) = &self.shared else {
+            return self.map.discard(off, len);
+        };
+        for (start, n, in_run) in shared.split(off / ps, len.div_ceil(ps)) {
+            if !in_run {
+                self.map.discard(start * ps, n * ps);
+                continue;
+            }
+            for page in start..start + n {
+                // SAFETY: the page lies inside the mapping (callers pass ranges inside it);
+                // pages already zero are left alone so that they stay shared.
+                unsafe {
+                    let p =
+                        std::slice::from_raw_parts_mut(self.map.ptr.as_ptr().add(page * ps), ps);
+                    if !is_zero(p) {
+                        p.fill(0);
+                    }
+                }
+            }
+        }
     }
 
     /// Registers the pool for write-protection when the probe found it works; `None`
@@ -391,7 +472,7 @@ impl GuestMemory {
         } else if self.keep_mapped {
             self.zero_in_place(off, len as usize);
         } else {
-            self.map.discard(off, len as usize);
+            self.discard(off, len as usize);
         }
         Ok(())
     }
@@ -538,7 +619,7 @@ impl GuestMemory {
                 run = match run {
                     Some((s, n)) if s + n == at => Some((s, n + ps)),
                     Some((s, n)) => {
-                        self.map.discard(s, n);
+                        self.discard(s, n);
                         Some((at, ps))
                     }
                     None => Some((at, ps)),
@@ -551,7 +632,7 @@ impl GuestMemory {
             }
         }
         if let Some((s, n)) = run {
-            self.map.discard(s, n);
+            self.discard(s, n);
         }
     }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub use crate::fs::{FdTable, MAX_FDS};
 
 /// Signal state: recorded so the calls succeed; kvmjs never delivers signals.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Signals {
     /// Raw kernel `struct sigaction` (32 bytes) per signal 1..=64.
     pub actions: Vec<[u8; 32]>,

@@ -93,6 +93,11 @@ impl Snapshot {
     pub fn pages(&self) -> usize {
         self.memory.present_pages()
     }
+
+    /// Whether its VMs share its pages copy-on-write (otherwise each holds a copy).
+    pub fn shares_pages(&self) -> bool {
+        self.memory.is_shared()
+    }
 }
 
 impl Vm {
@@ -151,6 +156,9 @@ impl Vm {
             Some((self.proc.memory_used(), self.cfg.max_request_memory));
         self.proc.memory_refused = false;
         let memory = MemorySnapshot::capture(&self.mem)?;
+        // This VM too reads the snapshot's pages from the shared copy from now on: its
+        // private copies of them are given back.
+        memory.share_into(&mut self.mem);
         // Mappings made before the snapshot are part of it: nothing to undo at resets.
         self.mem
             .forget_mapping_changes()
@@ -213,7 +221,9 @@ impl Vm {
         let hv = Hypervisor::get().map_err(VmError::Hypervisor)?;
         let cfg = snap.cfg.clone();
         let mut mem = GuestMemory::new(snap.memory.size(), cfg.hugepages)?;
-        snap.memory.copy_into(&mut mem);
+        if !snap.memory.share_into(&mut mem) {
+            snap.memory.copy_into(&mut mem);
+        }
         mem.set_root(Some(snap.cr3));
         mem.set_slots(snap.slots.clone());
         mem.protect(snap.protected.clone());
@@ -438,5 +448,86 @@ impl Vm {
             t0.elapsed()
         );
         Ok(st.dirty_pages)
+    }
+}
+
+/// A snapshot taken apart, for snapshot files (crate::persist): everything but the
+/// configuration, which the process restoring the file supplies (its own, checked
+/// against the file's).
+pub(crate) struct Parts {
+    pub memory: MemorySnapshot,
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+    pub proc: Process,
+    pub req_ptr: u64,
+    pub cr3: u64,
+    pub boot_stats: RequestStats,
+    pub protected: Vec<(u64, u64)>,
+    pub slots: crate::memory::SharedSlots,
+    pub tsc_delta: i64,
+    /// The calibrated writable set and the calibration requests that succeeded.
+    pub calibration: Option<(HotPages, Vec<Request>)>,
+    pub pause_call: Option<(u64, u64)>,
+}
+
+/// [`Parts`] borrowed from a live snapshot (writing a file).
+pub(crate) struct PartsRef<'a> {
+    pub memory: &'a MemorySnapshot,
+    pub regs: &'a kvm_regs,
+    pub sregs: &'a kvm_sregs,
+    pub proc: &'a Process,
+    pub req_ptr: u64,
+    pub cfg: &'a Arc<VmConfig>,
+    pub cr3: u64,
+    pub boot_stats: RequestStats,
+    pub protected: &'a [(u64, u64)],
+    pub slots: &'a crate::memory::SharedSlots,
+    pub tsc_delta: i64,
+    pub calibration: Option<(&'a HotPages, &'a [Request])>,
+    pub pause_call: Option<(u64, u64)>,
+}
+
+impl Snapshot {
+    /// The snapshot's parts, to write them to a file (crate::persist).
+    pub(crate) fn parts(&self) -> PartsRef<'_> {
+        PartsRef {
+            memory: &self.memory,
+            regs: &self.regs,
+            sregs: &self.sregs,
+            proc: &self.proc,
+            req_ptr: self.req_ptr,
+            cfg: &self.cfg,
+            cr3: self.cr3,
+            boot_stats: self.boot_stats,
+            protected: &self.protected,
+            slots: &self.slots,
+            tsc_delta: self.tsc_delta,
+            calibration: self
+                .calibration
+                .as_ref()
+                .map(|c| (&c.writable, c.requests.as_slice())),
+            pause_call: self.pause_call,
+        }
+    }
+
+    /// A snapshot from parts read back from a file, for VMs of `cfg`.
+    pub(crate) fn from_parts(p: Parts, cfg: Arc<VmConfig>) -> Snapshot {
+        Snapshot {
+            memory: p.memory,
+            regs: p.regs,
+            sregs: p.sregs,
+            proc: p.proc,
+            req_ptr: p.req_ptr,
+            cfg,
+            cr3: p.cr3,
+            boot_stats: p.boot_stats,
+            protected: p.protected,
+            slots: p.slots,
+            tsc_delta: p.tsc_delta,
+            calibration: p
+                .calibration
+                .map(|(writable, requests)| Calibration { writable, requests }),
+            pause_call: p.pause_call,
+        }
     }
 }

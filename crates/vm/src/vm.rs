@@ -373,6 +373,12 @@ impl Vm {
         }
     }
 
+    /// Host memory this VM holds on its own, bytes: guest pages it wrote or allocated,
+    /// not those it still shares with its snapshot (measured: mincore and pagemap).
+    pub fn private_memory(&self) -> u64 {
+        self.mem.private_bytes()
+    }
+
     /// Settings of this VM.
     pub fn config(&self) -> &VmConfig {
         &self.cfg

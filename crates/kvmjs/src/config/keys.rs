@@ -28,6 +28,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "VMs serving the program in parallel, each on its own thread (1-255, default 2)",
     ),
     (
+        "start_vms",
+        "kvmjs: VMs started with the program (1 to concurrency, default concurrency); more are forked from its snapshot when requests wait, up to concurrency (cold start cause pool_growth)",
+    ),
+    (
         "max_boot_time",
         "seconds from start to the guest's first pause (default 16)",
     ),
@@ -98,6 +102,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "max_background_time",
         "kvmjs: seconds of ctx.waitUntil work a VM may run after a response, before it is reset (default 30)",
+    ),
+    (
+        "snapshot_file",
+        "kvmjs: file that keeps the program's warm snapshot between runs: restored at pool start instead of booting when it matches this kvmjs build, the host's CPU/KVM, the guest binary, the app files and the settings; otherwise (refused and logged with the reason) or when missing the program boots and the file is (re)written in the background. Not for programs that listen (engine deno, Linux servers). `kvmjs snapshot` writes it ahead of time, `kvmjs snapshot --check` tells whether it is valid here",
     ),
     (
         "queue_size",

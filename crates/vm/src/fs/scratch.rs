@@ -254,6 +254,13 @@ impl ScratchFs {
         lock(&self.usage).used
     }
 
+    /// Whether the tree is as at boot: no file or directory made, none open. Snapshot
+    /// files (crate::persist) only hold such a tree.
+    pub fn is_pristine(&self) -> bool {
+        let fresh = ScratchFs::default();
+        self.nodes.is_empty() && self.used() == 0 && self.next_ino == fresh.next_ino
+    }
+
     fn is_dir(&self, root: &str, path: &str) -> Result<()> {
         if path == root {
             return Ok(());

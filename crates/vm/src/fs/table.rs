@@ -173,6 +173,10 @@ impl FdTable {
     }
 }
 
+// Snapshot files: the table as plain data (crate::persist).
+mod persist;
+pub(crate) use persist::PersistedFds;
+
 /// Copies shared state once per deep clone, so what was shared stays shared among the
 /// copies and nothing is shared with the originals. Keys are the originals' addresses,
 /// which stay valid because the originals outlive the clone.

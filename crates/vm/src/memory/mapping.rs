@@ -70,6 +70,14 @@ impl Mapping {
         })
     }
 
+    /// Takes ownership of a mapping made elsewhere (unmapped on drop).
+    pub(super) fn adopt(ptr: *mut u8, size: usize) -> Self {
+        Mapping {
+            ptr: NonNull::new(ptr).expect("mmap returned a non-null pointer"),
+            size,
+        }
+    }
+
     /// Page `page` of the mapping.
     pub(super) fn page_mut(&mut self, page: usize) -> &mut [u8] {
         let ps = PAGE_SIZE as usize;

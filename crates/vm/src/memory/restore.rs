@@ -8,16 +8,21 @@
 //! its first touch in a VM) is in the README, "What a request can learn about earlier
 //! ones".
 
-use super::{is_zero, GuestMemory, Mapping, Result};
+use super::{is_zero, GuestMemory, Mapping, Result, SharedPages};
 use crate::layout::PAGE_SIZE;
+use std::sync::Arc;
 
 /// A read-only copy of guest memory taken at the snapshot point.
 #[derive(Debug)]
 pub struct MemorySnapshot {
+    /// The pages: a read-only view of `shared`, or (huge pages, or the memfd failed) a
+    /// private anonymous copy.
     map: Mapping,
     /// Per page: whether the snapshot holds data there (otherwise the page is zero).
     present: Vec<bool>,
     present_pages: usize,
+    /// The pages in a sealed memfd that VMs map copy-on-write ([`super::shared`]).
+    shared: Option<Arc<SharedPages>>,
 }
 
 /// What one reset did.
@@ -121,26 +126,101 @@ impl HotPages {
 impl MemorySnapshot {
     /// Copies every page of `mem` that holds data.
     pub fn capture(mem: &GuestMemory) -> Result<Self> {
-        let map = Mapping::new(mem.size(), false)?;
         let present = mem.resident_pages();
-        let mut present_pages = 0;
         let ps = PAGE_SIZE as usize;
-        for (page, _) in present.iter().enumerate().filter(|(_, &p)| p) {
-            present_pages += 1;
-            // SAFETY: both mappings have the same size and `page` indexes a page in them.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    mem.map.ptr.as_ptr().add(page * ps),
-                    map.ptr.as_ptr().add(page * ps),
-                    ps,
-                );
+        let pages = present
+            .iter()
+            .enumerate()
+            .filter(|(_, &p)| p)
+            .map(|(page, _)| {
+                // SAFETY: `page` indexes a page of the mapping (one flag per page).
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(mem.map.ptr.as_ptr().add(page * ps), ps) };
+                (page, bytes)
+            });
+        Self::from_pages(mem.size(), mem.hugepages, pages)
+    }
+
+    /// Builds a snapshot of guest memory of `size` bytes from its pages (page index,
+    /// 4096 bytes), as [`MemorySnapshot::pages`] lists them. Without `hugepages` the
+    /// pages go into a sealed memfd that VMs share copy-on-write; with them (or when the
+    /// memfd fails) into a private copy.
+    pub fn from_pages<'a>(
+        size: u64,
+        hugepages: bool,
+        pages: impl IntoIterator<Item = (usize, &'a [u8])>,
+    ) -> Result<Self> {
+        let n = (size / PAGE_SIZE) as usize;
+        let mut present = vec![false; n];
+        let mut list: Vec<(usize, &[u8])> = Vec::new();
+        for (page, bytes) in pages {
+            if page >= n || bytes.len() != PAGE_SIZE as usize {
+                return Err(super::MemoryError::OutOfBounds {
+                    addr: page as u64 * PAGE_SIZE,
+                    len: bytes.len() as u64,
+                    size,
+                });
             }
+            if !present[page] {
+                present[page] = true;
+                list.push((page, bytes));
+            }
+        }
+        list.sort_unstable_by_key(|&(p, _)| p);
+        let present_pages = list.len();
+        if !hugepages {
+            match SharedPages::new(size, list.iter().copied()).and_then(|s| Ok((s.view()?, s))) {
+                Ok((map, shared)) => {
+                    return Ok(MemorySnapshot {
+                        map,
+                        present,
+                        present_pages,
+                        shared: Some(Arc::new(shared)),
+                    })
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        let mut map = Mapping::new(size, false)?;
+        for (page, bytes) in list {
+            map.page_mut(page).copy_from_slice(bytes);
         }
         Ok(MemorySnapshot {
             map,
             present,
             present_pages,
+            shared: None,
         })
+    }
+
+    /// Maps the snapshot's pages copy-on-write into `mem` (fresh, or the memory the
+    /// snapshot was taken from); false when they are not shared (huge pages, or a memfd
+    /// or mapping failed): the caller copies them instead.
+    pub fn share_into(&self, mem: &mut GuestMemory) -> bool {
+        let Some(s) = &self.shared else {
+            return false;
+        };
+        match mem.share(s) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("{e}");
+                false
+            }
+        }
+    }
+
+    /// Whether VMs share the snapshot's pages copy-on-write.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Every page holding data: (page index, its 4096 bytes), in ascending order.
+    pub fn pages(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
+        self.present
+            .iter()
+            .enumerate()
+            .filter(|(_, &p)| p)
+            .map(|(i, _)| (i, Self::page(&self.map, i)))
     }
 
     /// Pages holding data in the snapshot.
@@ -261,7 +341,7 @@ impl MemorySnapshot {
                     zero_run = match zero_run {
                         Some((start, n)) if start + n == page => Some((start, n + 1)),
                         Some(run) => {
-                            discard_run(&mem.map, run);
+                            discard_run(mem, run);
                             Some((page, 1))
                         }
                         None => Some((page, 1)),
@@ -283,7 +363,7 @@ impl MemorySnapshot {
             }
         }
         if let Some(run) = zero_run {
-            discard_run(&mem.map, run);
+            discard_run(mem, run);
         }
         if streamed {
             // SAFETY: SFENCE only orders stores; non-temporal stores need it before the
@@ -321,13 +401,13 @@ fn stream_page(dst: &mut [u8], src: Option<&[u8]>) {
 
 /// Zeroes pages `start..start+n` where pages may be dropped: madvise for long runs,
 /// memset for short ones.
-fn discard_run(map: &Mapping, (start, n): (usize, usize)) {
+fn discard_run(mem: &GuestMemory, (start, n): (usize, usize)) {
     let ps = PAGE_SIZE as usize;
     if n >= DISCARD_RUN_PAGES {
-        map.discard(start * ps, n * ps);
+        mem.discard(start * ps, n * ps);
     } else {
         // SAFETY: pages `start..start+n` lie inside the mapping (they came from its bitmap).
-        unsafe { std::ptr::write_bytes(map.ptr.as_ptr().add(start * ps), 0, n * ps) };
+        unsafe { std::ptr::write_bytes(mem.map.ptr.as_ptr().add(start * ps), 0, n * ps) };
     }
 }
 
@@ -360,7 +440,14 @@ mod tests {
         let m = GuestMemory::new(4 << 20, false).unwrap();
         let snap = MemorySnapshot::capture(&m).unwrap();
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        for base in [m.host_base(), snap.map.ptr.as_ptr() as u64] {
+        assert!(
+            snap.is_shared(),
+            "without huge pages the snapshot is a memfd"
+        );
+        for (base, want) in [
+            (m.host_base(), "rw-"),
+            (snap.map.ptr.as_ptr() as u64, "r--"),
+        ] {
             let line = maps
                 .lines()
                 .find(|l| {
@@ -374,8 +461,80 @@ mod tests {
                 })
                 .expect("mapping listed");
             let perms = line.split_whitespace().nth(1).unwrap();
-            assert_eq!(&perms[..3], "rw-", "{line}");
+            assert_eq!(&perms[..3], want, "{line}");
         }
+    }
+
+    #[test]
+    fn forks_share_the_snapshot_and_zeroing_a_shared_page_reads_zero() {
+        let mut m = GuestMemory::new(1 << 20, false).unwrap();
+        m.write(0x2000, b"snapshot").unwrap();
+        m.write(0x9000, b"second").unwrap();
+        let snap = MemorySnapshot::capture(&m).unwrap();
+        assert!(
+            snap.share_into(&mut m),
+            "the VM it was taken from shares too"
+        );
+        let mut f = GuestMemory::new(1 << 20, false).unwrap();
+        let wp = f.invalidation();
+        assert!(snap.share_into(&mut f));
+        assert_eq!(f.shared().unwrap().runs(), &[(2, 1), (9, 1)]);
+        assert_eq!(
+            f.invalidation(),
+            wp,
+            "write-protection registered again over the shared pages"
+        );
+        assert_eq!(f.slice(0x2000, 8).unwrap(), b"snapshot");
+        f.clear_host_dirty();
+        f.write(0x2000, b"request!").unwrap();
+        assert_eq!(m.slice(0x2000, 8).unwrap(), b"snapshot", "copy-on-write");
+        let none = vec![0u64; (f.size() / PAGE_SIZE / 64) as usize];
+        let (st, _) = snap.restore(&mut f, &none, None, None);
+        assert_eq!(st.copied_pages, 1);
+        assert_eq!(f.slice(0x2000, 8).unwrap(), b"snapshot");
+        // Dropping a shared page would bring the snapshot back: zeroing stores instead.
+        f.phys_zero(0x2000, 0x8000).unwrap();
+        assert_eq!(f.slice(0x2000, 8).unwrap(), &[0; 8]);
+        assert_eq!(f.slice(0x9000, 6).unwrap(), &[0; 6]);
+        assert_eq!(m.slice(0x9000, 6).unwrap(), b"second");
+    }
+
+    /// Inodes of the memfds mapped inside `m`'s range (/proc/self/maps).
+    fn snapshot_inodes(m: &GuestMemory) -> std::collections::BTreeSet<String> {
+        let (lo, hi) = (m.host_base(), m.host_base() + m.size());
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("kvmjs-snapshot"))
+            .filter(|l| {
+                let (a, _) = l.split_once('-').unwrap();
+                (lo..hi).contains(&u64::from_str_radix(a, 16).unwrap())
+            })
+            .map(|l| l.split_whitespace().nth(4).unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn sharing_a_new_snapshot_lets_go_of_the_old_one() {
+        let mut m = GuestMemory::new(1 << 20, false).unwrap();
+        m.write(0x2000, b"first").unwrap();
+        m.write(0x40000, b"far").unwrap();
+        let a = MemorySnapshot::capture(&m).unwrap();
+        assert!(a.share_into(&mut m));
+        assert_eq!(snapshot_inodes(&m).len(), 1);
+        // The program runs on (a listening program settling), then is captured again.
+        m.phys_zero(0x40000, 0x1000).unwrap();
+        m.write(0x8000, b"second").unwrap();
+        let b = MemorySnapshot::capture(&m).unwrap();
+        assert!(b.share_into(&mut m));
+        let inodes = snapshot_inodes(&m);
+        assert_eq!(inodes.len(), 1, "only the new memfd is mapped: {inodes:?}");
+        assert_eq!(m.slice(0x2000, 5).unwrap(), b"first");
+        assert_eq!(m.slice(0x8000, 6).unwrap(), b"second");
+        assert_eq!(m.slice(0x40000, 3).unwrap(), &[0; 3]);
+        // The old runs are anonymous now: dropping reads zero, whichever way it is done.
+        m.phys_zero(0x2000, 0x1000).unwrap();
+        assert_eq!(m.slice(0x2000, 5).unwrap(), &[0; 5]);
     }
 
     #[test]

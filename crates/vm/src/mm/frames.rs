@@ -12,7 +12,7 @@
 use crate::layout::PAGE_SIZE;
 
 /// Frame allocator state: plain data, cloned into the snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frames {
     /// Table range: next free and end.
     table_next: u64,

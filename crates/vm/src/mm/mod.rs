@@ -189,7 +189,7 @@ impl FileBytes<'_> {
 }
 
 /// The guest's address space. Plain data: cloned into the snapshot and back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AddressSpace {
     vmas: VmaTree,
     frames: Frames,

@@ -61,7 +61,7 @@ pub enum PagingError {
 }
 
 /// A page-table tree: its root (CR3). Plain data; the tables live in guest memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PageTable {
     root: u64,
 }

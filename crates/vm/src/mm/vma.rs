@@ -12,7 +12,7 @@ pub const PROT_WRITE: u32 = 2;
 pub const PROT_EXEC: u32 = 4;
 
 /// What backs a mapping.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Backing {
     /// Anonymous memory (zero-filled).
     Anon,
@@ -31,7 +31,7 @@ pub enum Backing {
 }
 
 /// Special names Linux shows in /proc/self/maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Special {
     /// Not special.
     None,
@@ -50,7 +50,7 @@ pub enum Special {
 }
 
 /// One mapping.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Vma {
     /// Start (page-aligned).
     pub start: u64,
@@ -129,7 +129,7 @@ impl Vma {
 }
 
 /// The mappings, keyed by start; never overlapping.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmaTree {
     map: BTreeMap<u64, Vma>,
 }

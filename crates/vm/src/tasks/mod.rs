@@ -48,7 +48,7 @@ pub enum TaskError {
 
 /// What a blocked task waits for. Tasks blocked on a key become runnable when some system
 /// call wakes that key ([`Tasks::notify`], futex wake).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WaitKey {
     /// A futex word at guest address `addr`; FUTEX_WAKE_BITSET wakes waiters whose
     /// `bitset` shares a bit with its own (plain FUTEX_WAIT uses all ones).
@@ -73,7 +73,7 @@ impl fmt::Display for WaitKey {
 }
 
 /// What a blocked call does when its task runs again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Resume {
     /// The call returns this value (RAX).
     Return(u64),
@@ -83,11 +83,13 @@ pub enum Resume {
 }
 
 /// A blocking system call's request to the scheduler (see `Flow::Block`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     /// Keys that wake the task early; empty: only the deadline ends the wait.
     pub keys: Vec<WaitKey>,
-    /// When the wait ends by itself (host monotonic clock); `None`: never.
+    /// When the wait ends by itself (host monotonic clock); `None`: never. A host instant
+    /// means nothing in another process: snapshot files refuse it (crate::persist).
+    #[serde(with = "crate::persist::state::no_deadline")]
     pub deadline: Option<Instant>,
     /// What the call does when a key wakes it.
     pub on_wake: Resume,
@@ -119,7 +121,7 @@ impl Block {
 }
 
 /// The system call a blocked task is in: re-dispatched on [`Resume::Retry`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Call {
     /// System call number.
     pub nr: u64,
@@ -128,7 +130,7 @@ pub struct Call {
 }
 
 /// A task's scheduling state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum State {
     /// On the vCPU (the current task).
     Running,
@@ -151,7 +153,7 @@ pub enum State {
 pub type Xsave = Arc<[u32; 1024]>;
 
 /// One guest thread.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// Its id.
     pub tid: Tid,
@@ -163,6 +165,7 @@ pub struct Task {
     /// FS base while not running (the running task's is `Process::fs_base`).
     pub fs_base: u64,
     /// FPU/SSE/AVX state while not running; `None` until it first leaves the vCPU.
+    #[serde(with = "crate::persist::state::xsave")]
     pub xsave: Option<Xsave>,
     /// Signal mask while not running.
     pub sigmask: u64,
@@ -212,7 +215,7 @@ pub enum Next {
 }
 
 /// The task table and run queue.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Tasks {
     tasks: BTreeMap<Tid, Task>,
     current: Tid,
