@@ -61,8 +61,8 @@ def free_port():
     return p
 
 
-def http(port, path):
-    s = socket.create_connection(("127.0.0.1", port))
+def get_on(s, path):
+    """Sends GET `path` on connected socket `s` and reads the answer to its end."""
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
     data = b""
     while True:
@@ -72,6 +72,10 @@ def http(port, path):
         data += b
     s.close()
     return data
+
+
+def http(port, path):
+    return get_on(socket.create_connection(("127.0.0.1", port)), path)
 
 
 def one(name, tail, configs, mode):
@@ -91,15 +95,8 @@ def one(name, tail, configs, mode):
                     raise RuntimeError(f"kvmjs serve did not listen (see {log.name})")
                 time.sleep(0.0005)
         t1 = time.perf_counter()
-        s.sendall(f"GET /{name}/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
+        data = get_on(s, f"/{name}/")
         t2 = time.perf_counter()
-        s.close()
         if b" 200 " not in data.split(b"\r\n", 1)[0] or not data.rstrip().endswith(tail.rstrip()):
             raise RuntimeError(f"unexpected response {data[:200]!r}")
         metrics = http(port, "/metrics").decode()

@@ -89,10 +89,11 @@ struct Vms {
     threads: std::sync::Mutex<Option<Vec<std::thread::JoinHandle<()>>>>,
 }
 
-/// How long a request waits for a VM before the pool forks another: longer than a
-/// VM's reset (tens of µs), so a client sending its next request the moment it has the
-/// previous answer does not grow the pool.
-const GROW_AFTER: Duration = Duration::from_millis(2);
+/// How long a request waits for a VM before the pool forks another: far longer than a
+/// VM's reset (tens of µs) and than a busy host's scheduling delays, so a client sending
+/// its next request the moment it has the previous answer does not grow the pool; short
+/// next to a fork (~4 ms for hello here).
+const GROW_AFTER: Duration = Duration::from_millis(10);
 /// Pause after a failed fork before the pool tries again.
 const GROW_RETRY: Duration = Duration::from_secs(1);
 

@@ -91,27 +91,24 @@ impl SharedPages {
             return Err(os("ftruncate"));
         }
         let ps = PAGE_SIZE as usize;
+        let file = std::mem::ManuallyDrop::new(
+            // SAFETY: a borrowed view of the descriptor, never closed (ManuallyDrop).
+            unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) },
+        );
         let mut present: Vec<usize> = Vec::new();
+        // Contiguous pages go out in one pwritev (a hello snapshot: ~500 pages in ~8 runs).
+        let mut batch: Vec<&[u8]> = Vec::new();
         for (page, bytes) in pages {
             debug_assert_eq!(bytes.len(), ps);
-            let mut done = 0;
-            while done < ps {
-                // SAFETY: pwrite reads `ps - done` bytes of `bytes`, which has `ps`.
-                let n = unsafe {
-                    libc::pwrite(
-                        fd.as_raw_fd(),
-                        bytes[done..].as_ptr().cast(),
-                        ps - done,
-                        (page * ps + done) as libc::off_t,
-                    )
-                };
-                if n <= 0 {
-                    return Err(os("pwrite"));
-                }
-                done += n as usize;
+            let next = present.last().is_some_and(|&p| p + 1 == page);
+            if !next || batch.len() == IOV_BATCH {
+                write_pages(&file, present.len() - batch.len(), &present, &batch)?;
+                batch.clear();
             }
             present.push(page);
+            batch.push(bytes);
         }
+        write_pages(&file, present.len() - batch.len(), &present, &batch)?;
         let runs = merge_runs(&present, MAX_RUNS, MAX_GAP_PAGES);
         for &(start, n) in &runs {
             // The gaps merged into runs become zero pages of the memfd now, once: left as
@@ -265,6 +262,55 @@ impl SharedPages {
         }
         out
     }
+}
+
+/// Pages per pwritev (IOV_MAX is 1024).
+const IOV_BATCH: usize = 256;
+
+/// Writes `batch` (contiguous pages, the first being `present[first]`) into the memfd.
+fn write_pages(
+    file: &std::fs::File,
+    first: usize,
+    present: &[usize],
+    batch: &[&[u8]],
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let Some(&page) = present.get(first) else {
+        return Ok(());
+    };
+    let ps = PAGE_SIZE as usize;
+    let iov: Vec<libc::iovec> = batch
+        .iter()
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: each iovec names one of `batch`'s slices, alive and unchanged for the call.
+    let n = unsafe {
+        libc::pwritev(
+            file.as_raw_fd(),
+            iov.as_ptr(),
+            iov.len() as libc::c_int,
+            (page * ps) as libc::off_t,
+        )
+    };
+    let done = if n < 0 { 0 } else { n as usize };
+    // A short write (not seen on a memfd, but allowed): the rest page by page.
+    let mut at = 0;
+    for (i, b) in batch.iter().enumerate() {
+        let end = at + b.len();
+        if end > done {
+            let skip = done.saturating_sub(at);
+            file.write_all_at(&b[skip..], ((page + i) * ps + skip) as u64)
+                .map_err(|source| ShareError::Os {
+                    call: "pwrite",
+                    source,
+                })?;
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 /// Pages of `map` (guest memory) that are this VM's own: present in its page tables,
