@@ -97,17 +97,24 @@ fn build_fast_library(cc: &str, dir: &std::path::Path) {
     );
 }
 
-/// `KVMJS_VM_SOURCE_HASH`: a hash of every file under src/ (paths and bytes) and the crate
-/// version. Snapshot files (src/persist) record it and refuse a file written by other host
+/// `KVMJS_VM_SOURCE_HASH`: a hash of every file under src/ and ../abi/src, build.rs and
+/// the workspace's Cargo.lock (paths and bytes) and the crate version. Snapshot files (src/persist) record it and refuse a file written by other host
 /// code, since a snapshot's process state and memory layout are only meaningful to the
 /// code that made them. FNV-1a: build scripts have no sha2, and this only has to change
 /// whenever a source file does.
 fn source_hash(dir: &std::path::Path) {
     println!("cargo:rerun-if-changed=src");
-    let mut files = Vec::new();
-    let mut stack = vec![dir.join("src")];
+    println!("cargo:rerun-if-changed=../abi/src");
+    println!("cargo:rerun-if-changed=../../Cargo.lock");
+    // This crate, its build script (the vDSO and fast-library flags), the guest ABI crate
+    // and the locked dependency versions (kvm-bindings' struct layouts, serde/postcard).
+    let mut files = vec![dir.join("build.rs"), dir.join("../../Cargo.lock")];
+    let mut stack = vec![dir.join("src"), dir.join("../abi/src")];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("src/ is readable").flatten() {
+        for e in std::fs::read_dir(&d)
+            .expect("source directories are readable")
+            .flatten()
+        {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
@@ -128,7 +135,8 @@ fn source_hash(dir: &std::path::Path) {
         let rel = f.strip_prefix(dir).unwrap_or(f);
         eat(rel.to_string_lossy().as_bytes());
         eat(&[0]);
-        eat(&std::fs::read(f).expect("source files are readable"));
+        // (Cargo.lock is absent when the crate is built outside this workspace.)
+        eat(&std::fs::read(f).unwrap_or_default());
         eat(&[0]);
     }
     println!(

@@ -284,7 +284,43 @@ pub fn parse(
                 .into(),
         });
     }
+    snapshot_files_out_of_reach(path, &programs)?;
     Ok((programs, warnings))
+}
+
+/// A snapshot file holds a program's memory (its environment, its keys): no other
+/// program's guest may be able to read it through its allowed paths (its app directory
+/// included).
+fn snapshot_files_out_of_reach(path: &Path, programs: &[Program]) -> Result<(), ConfigError> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    for p in programs {
+        let Some(f) = &p.snapshot_file else {
+            continue;
+        };
+        let file = match (f.parent(), f.file_name()) {
+            (Some(dir), Some(name)) => canon(dir).join(name),
+            _ => f.clone(),
+        };
+        for q in programs.iter().filter(|q| q.name != p.name) {
+            let reach = q.vm.allowed_paths.iter().find(|a| {
+                let real = canon(&a.real);
+                file == real || (a.prefix && file.starts_with(&real))
+            });
+            if let Some(a) = reach {
+                return Err(ConfigError::Entry {
+                    path: path.to_path_buf(),
+                    entry: format!("\"{}\"", p.name),
+                    problem: format!(
+                        "snapshot_file {} lies under {}, which program \"{}\" may read: its guest could read this program's memory; keep snapshot files out of every program's app directory and allowed_paths",
+                        f.display(),
+                        a.real.display(),
+                        q.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn program(
@@ -775,6 +811,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("is also program \"a\"'s"), "{e}");
+        // In a directory another program reads (both apps live in the temp dir here).
+        let e = parse_str(
+            r#"{ "a": { "filename": "kvmjs-cfg-app.js", "snapshot_file": "a.snap" }, "b": { "filename": "kvmjs-cfg-app.js" } }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("which program \"b\" may read") && e.contains("\"a\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -62,6 +62,8 @@ impl Plan {
             metrics.snapshot_file(&self.name, "refused");
             tracing::warn!(program = %self.name, "snapshot file refused, booting from scratch and rewriting it: {why}");
         }
+        // What the boot reads, taken before it (the file must name what it read).
+        let before = persist::boot_files(&cfg, path, &self.guest);
         let vm = Vm::boot(cfg, elf)?;
         let snap = vm.snapshot().expect("a booted VM has a snapshot");
         let (name, path, guest, m) = (
@@ -74,7 +76,7 @@ impl Plan {
             .name(format!("{name}-snapfile"))
             .spawn(move || {
                 let t0 = Instant::now();
-                match persist::write(&snap, &path, &guest) {
+                match before.and_then(|b| persist::write(&snap, &path, &guest, &b)) {
                     Ok(w) => {
                         m.snapshot_file(&name, "written");
                         tracing::info!(

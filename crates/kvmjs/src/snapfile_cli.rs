@@ -159,17 +159,24 @@ fn check(p: &Program) -> Result<String, SnapfileError> {
 fn write(p: &Program) -> Result<String, SnapfileError> {
     let (cfg, elf) = vm_config(p)?;
     let t0 = Instant::now();
+    let before = persist::boot_files(&cfg, file_of(p), &p.guest).map_err(|source| {
+        SnapfileError::Persist {
+            program: p.name.clone(),
+            source,
+        }
+    })?;
     let vm = Vm::boot(cfg, elf.bytes()).map_err(|e| SnapfileError::Boot {
         program: p.name.clone(),
         message: e.to_string(),
     })?;
     let boot = t0.elapsed();
     let snap = vm.snapshot().expect("a booted VM has a snapshot");
-    let w =
-        persist::write(&snap, file_of(p), &p.guest).map_err(|source| SnapfileError::Persist {
+    let w = persist::write(&snap, file_of(p), &p.guest, &before).map_err(|source| {
+        SnapfileError::Persist {
             program: p.name.clone(),
             source,
-        })?;
+        }
+    })?;
     Ok(format!(
         "{}: wrote {} ({} pages, {:.1} MB; boot {:.1} ms, write {:.1} ms)",
         p.name,

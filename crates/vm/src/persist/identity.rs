@@ -35,8 +35,13 @@ pub struct HostFingerprint {
     pub cpuid: Vec<(u32, u32, u32, u32, u32, u32, u32)>,
     /// Guest physical address width.
     pub maxphyaddr: u8,
-    /// The guest reads time from the TSC (KVMJS_TSC_KHZ was passed at boot).
-    pub tsc_clock: bool,
+    /// The TSC rate the guest reads time with (KVMJS_TSC_KHZ and the vDSO's factors at
+    /// boot), `None`: no TSC clock.
+    pub tsc_khz: Option<u32>,
+    /// /proc/sys/kernel/random/boot_id of the host (empty for recorded fixtures): the
+    /// guest's monotonic clock continues the writer's, which only holds within one boot
+    /// of the host (the host answers clock and timeout calls with its own).
+    pub boot_id: String,
     /// Manual dirty-log protection (decides whether the snapshot carries a calibration).
     pub manual_dirty_log: bool,
     /// How the syscall entry returns and whether RIP is past an MMIO trap (the probe).
@@ -80,7 +85,8 @@ impl HostFingerprint {
             xsave_size: caps.xsave.size,
             cpuid: caps.cpuid.iter().map(without_cpu_ids).collect(),
             maxphyaddr: caps.maxphyaddr,
-            tsc_clock: caps.guest_tsc_khz().is_some(),
+            tsc_khz: caps.guest_tsc_khz(),
+            boot_id: String::new(),
             manual_dirty_log: caps.manual_dirty_log,
             flavour: caps.flavour.map(|f| (f.syscall_cpl, f.rip_past_trap)),
             readonly_slots,
@@ -90,7 +96,11 @@ impl HostFingerprint {
     /// This host's fingerprint.
     pub fn live() -> Result<HostFingerprint, String> {
         let hv = crate::vcpu::Hypervisor::get()?;
-        Ok(Self::from_caps(hv.caps(), hv.readonly_slots()))
+        let mut f = Self::from_caps(hv.caps(), hv.readonly_slots());
+        f.boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Ok(f)
     }
 
     /// The first difference between the file's host (`self`) and `here`, in words.
@@ -130,9 +140,15 @@ impl HostFingerprint {
                 });
             return d(format!("the guest's CPUID differs ({leaf})"));
         }
+        if self.boot_id != here.boot_id {
+            return d(format!(
+                "the host booted again since the snapshot (boot_id {} vs {}): the guest's monotonic clock would not be the host's",
+                self.boot_id, here.boot_id
+            ));
+        }
         let rest = [
             (self.maxphyaddr != here.maxphyaddr, "physical address width"),
-            (self.tsc_clock != here.tsc_clock, "TSC clock availability"),
+            (self.tsc_khz != here.tsc_khz, "TSC clock rate"),
             (
                 self.manual_dirty_log != here.manual_dirty_log,
                 "KVM manual dirty-log protection",
@@ -164,7 +180,7 @@ pub struct GuestId {
     pub sha256: [u8; 32],
 }
 
-fn stamp(m: &std::fs::Metadata) -> (u64, u64, i128, i128) {
+pub(super) fn stamp(m: &std::fs::Metadata) -> (u64, u64, i128, i128) {
     let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
     (
         m.dev(),
@@ -352,7 +368,20 @@ pub fn config_digest(cfg: &VmConfig) -> Vec<(String, String)> {
         ("program_path", format!("{:?}", cfg.program_path)),
         ("listen", format!("{:?}", cfg.listen)),
         ("fast_path", cfg.fast_path.to_string()),
-        ("fetch", format!("{:?}", cfg.fetch)),
+        // The policy's settings, not its counters (`metrics`: live and process-wide).
+        (
+            "fetch",
+            format!(
+                "{:?} {:?} {:?} {} {} {} {}",
+                cfg.fetch.allow,
+                cfg.fetch.connect_timeout,
+                cfg.fetch.timeout,
+                cfg.fetch.max_response_size,
+                cfg.fetch.max_request_body,
+                cfg.fetch.max_open,
+                cfg.fetch.max_per_request
+            ),
+        ),
     ];
     v.drain(..)
         .map(|(k, val)| (k.to_string(), val))

@@ -136,6 +136,14 @@ pub enum PersistError {
         /// The configuration's.
         expected: String,
     },
+    /// A file the boot read changed while it ran (not written).
+    #[error("snapshot file {path}: the {what} changed while the program booted, so the snapshot may hold the old one; not written (the next start boots again and writes it)")]
+    ChangedDuringBoot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What changed.
+        what: String,
+    },
     /// The snapshot holds state a file cannot carry (refused at write time).
     #[error("the program's snapshot holds {what}; snapshot files support programs whose snapshot holds only memory, threads and the standard streams or /dev devices (QuickJS apps); leave snapshot_file unset for this program")]
     Unsupported {
@@ -168,6 +176,7 @@ impl PersistError {
             PersistError::App { .. } => "app",
             PersistError::Config { .. } => "config",
             PersistError::Unsupported { .. } => "unsupported",
+            PersistError::ChangedDuringBoot { .. } => "changed",
             PersistError::Restore { .. } => "restore",
         }
     }
@@ -210,8 +219,36 @@ fn file_key(f: &std::fs::File) -> std::io::Result<(u64, u64, u64)> {
     Ok((m.dev(), m.ino(), m.len()))
 }
 
-/// Writes `snap`, booted from the guest binary at `guest`, to `path` (atomically).
-pub fn write(snap: &Snapshot, path: &Path, guest: &Path) -> Result<Written, PersistError> {
+/// What a boot reads from disk (the guest binary, the app files, the app directories),
+/// taken before the boot: the file then names what the boot read, and a change during
+/// the boot is noticed instead of being written under the new files' identity.
+pub struct BootFiles {
+    /// The guest's size and stamp (hashing it waits for the write, off the boot path;
+    /// an unchanged stamp means unchanged bytes, see [`GuestId`]).
+    guest: (u64, (u64, u64, i128, i128)),
+    apps: Vec<identity::AppId>,
+    trees: Vec<identity::TreeStamp>,
+}
+
+/// [`BootFiles`] of a program about to boot with `cfg` from `guest`, whose file is `path`.
+pub fn boot_files(cfg: &VmConfig, path: &Path, guest: &Path) -> Result<BootFiles, PersistError> {
+    Ok(BootFiles {
+        guest: std::fs::metadata(guest)
+            .map(|m| (m.len(), identity::stamp(&m)))
+            .map_err(io(guest, "reading the guest binary"))?,
+        apps: identity::apps_of(cfg).map_err(io(path, "reading the app files for it"))?,
+        trees: identity::app_trees(cfg, path).map_err(|what| PersistError::Unsupported { what })?,
+    })
+}
+
+/// Writes `snap`, booted from the guest binary at `guest` with the files `before` (taken
+/// before the boot), to `path` (atomically).
+pub fn write(
+    snap: &Snapshot,
+    path: &Path,
+    guest: &Path,
+    before: &BootFiles,
+) -> Result<Written, PersistError> {
     let host = HostFingerprint::live().map_err(|what| PersistError::Restore {
         path: path.to_path_buf(),
         what,
@@ -219,6 +256,28 @@ pub fn write(snap: &Snapshot, path: &Path, guest: &Path) -> Result<Written, Pers
     // What the file cannot hold is refused before the guest is hashed.
     supported(snap)?;
     let ident = identity_of(snap, path, guest, host)?;
+    let changed = |what: &str| {
+        Err(PersistError::ChangedDuringBoot {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+        })
+    };
+    if (ident.guest.size, ident.guest.stamp) != before.guest {
+        return changed("guest binary");
+    }
+    if ident.apps != before.apps || ident.trees != before.trees {
+        return changed("app");
+    }
+    // The guest the VM runs is the file opened at pool start (its read-only pages are
+    // mapped from it): the one at the path now must be that file.
+    if let Some(f) = &snap.parts().cfg.image_file {
+        let m = f
+            .metadata()
+            .map_err(io(guest, "reading the guest binary"))?;
+        if (m.dev(), m.ino()) != (ident.guest.stamp.0, ident.guest.stamp.1) {
+            return changed("guest binary (replaced since the program opened it)");
+        }
+    }
     let (bytes, pages) = encode(snap, guest, &ident)?;
     write_atomically(path, &bytes)?;
     Ok(Written {
@@ -340,9 +399,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     let name = path
         .file_name()
         .map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // One writer at a time in this process (a pool restarted while its previous write
+    // still runs writes the same path); a name no other writer uses, created exclusively.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp, "creating the temporary file"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io(&tmp, "creating the temporary file"))?;
         f.write_all(bytes).map_err(io(&tmp, "writing"))?;
         f.sync_all().map_err(io(&tmp, "syncing"))?;
         std::fs::rename(&tmp, path).map_err(io(path, "renaming the temporary file over it"))?;
@@ -358,7 +427,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
 }
 
 /// Removes the temporary files of writers of `name` that died mid-write (killed before
-/// their rename): `.{name}.{pid}.tmp` whose process is gone.
+/// their rename): `.{name}.{pid}.{n}.tmp` whose process is gone and which nobody wrote for
+/// [`STALE_AFTER`] (a writer in another PID namespace, a container sharing the volume,
+/// has a pid this process cannot see).
 fn remove_stale_temporaries(dir: &Path, name: &str) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -369,14 +440,22 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
         let pid = f
             .strip_prefix(&prefix)
             .and_then(|r| r.strip_suffix(".tmp"))
+            .and_then(|r| r.split('.').next())
             .and_then(|p| p.parse::<u32>().ok());
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER));
         if let Some(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if old && !Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
 }
+
+/// Age after which a dead writer's temporary file is removed.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Reads the snapshot file at `path` for VMs of `cfg` booted from the guest binary at
 /// `guest`, checking everything it depends on first.
@@ -466,6 +545,22 @@ fn check<'a>(
         .guest
         .check(guest)
         .map_err(|what| PersistError::Guest { path: pb(), what })?;
+    // The VM will map the guest file opened at pool start: it must be the checked one.
+    if let Some(f) = &cfg.image_file {
+        let m = f.metadata().map_err(|e| PersistError::Guest {
+            path: pb(),
+            what: format!("the opened guest binary: {e}"),
+        })?;
+        if (m.dev(), m.ino()) != (ident.guest.stamp.0, ident.guest.stamp.1) {
+            return Err(PersistError::Guest {
+                path: pb(),
+                what: format!(
+                    "{} was replaced after this process opened it",
+                    guest.display()
+                ),
+            });
+        }
+    }
     identity::check_apps(&ident.apps, cfg).map_err(|(app, what)| PersistError::App {
         path: pb(),
         app,
@@ -508,6 +603,25 @@ fn decode(
     };
     let st: SnapState =
         postcard::from_bytes(sections.state).map_err(|e| corrupt(format!("state section: {e}")))?;
+    // Sizes the rest trusts: guest memory as this configuration boots it (the settings
+    // were checked equal), and a writable-page bitmap of exactly that many pages (KVM
+    // reads it whole).
+    let space = crate::layout::align_up(cfg.address_space, crate::layout::HUGE_PAGE);
+    if st.memory_size != space {
+        return Err(corrupt(format!(
+            "guest memory of {} bytes where the settings give {space}",
+            st.memory_size
+        )));
+    }
+    let words = (space / crate::layout::PAGE_SIZE).div_ceil(64) as usize;
+    if let Some((bits, _)) = &st.calibration {
+        if bits.len() != words {
+            return Err(corrupt(format!(
+                "a writable-page bitmap of {} words, not {words}",
+                bits.len()
+            )));
+        }
+    }
     let proc = st.proc.into_process().map_err(corrupt)?;
     let t_state = t0.elapsed();
     let memory = MemorySnapshot::from_pages(st.memory_size, cfg.hugepages, sections.pages)

@@ -88,7 +88,8 @@ fn snapshot(cfg: Arc<VmConfig>, proc: Process, pause_call: Option<(u64, u64)>) -
         slots: FileSlots::new(cfg.address_space, 0, 0),
         tsc_delta: -12345,
         calibration: Some((
-            HotPages::from_bitmap(vec![0b1011, 0, 1 << 63, 0]),
+            // One bit per page of the 16 MiB memory: 64 words.
+            HotPages::from_bitmap([vec![0b1011, 0, 1 << 63], vec![0; 61]].concat()),
             vec![Request {
                 headers: vec!["Host: localhost".into()],
                 warmup: true,
@@ -293,6 +294,33 @@ fn a_changed_setting_is_refused_by_name_a_time_limit_is_not() {
 }
 
 #[test]
+fn fetch_counters_are_not_settings() {
+    let cfg = (*Dir::new("fetchcount").cfg()).clone();
+    let before = super::identity::config_digest(&cfg);
+    cfg.fetch
+        .metrics
+        .count
+        .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+    let after = super::identity::config_digest(&cfg);
+    assert_eq!(super::identity::config_difference(&before, &after), None);
+}
+
+#[test]
+fn a_file_from_before_a_host_reboot_is_refused() {
+    let a = host("amd-zen4-pvm");
+    let mut b = a.clone();
+    assert_eq!(a.difference(&b), None);
+    b.boot_id = "another boot".into();
+    let why = a.difference(&b).expect("a reboot is a difference");
+    assert!(why.contains("booted again"), "{why}");
+    let mut c = a.clone();
+    c.tsc_khz = c.tsc_khz.map(|k| k + 150);
+    if a.tsc_khz.is_some() {
+        assert!(a.difference(&c).unwrap().contains("TSC clock rate"));
+    }
+}
+
+#[test]
 fn truncated_corrupt_and_old_files_are_refused() {
     let d = Dir::new("corrupt");
     let snap = snapshot(d.cfg(), process(), None);
@@ -362,10 +390,22 @@ fn writes_are_atomic_and_missing_files_say_so() {
     let e = read(&path, d.cfg(), &d.guest()).err().unwrap();
     assert!(matches!(e, PersistError::Missing(_)), "{e}");
     // A temporary file left by a writer that died (no such pid) is cleaned up.
-    let stale = d.0.join(".hello.snap.999999999.tmp");
+    let stale = d.0.join(".hello.snap.999999999.0.tmp");
     std::fs::write(&stale, b"half").unwrap();
+    // Only once nobody wrote it for a minute (a writer in another PID namespace).
+    let young = d.0.join(".hello.snap.999999998.0.tmp");
+    std::fs::write(&young, b"live").unwrap();
+    let minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(61);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(minute_ago)
+        .unwrap();
     write_atomically(&path, b"first").unwrap();
     assert!(!stale.exists());
+    assert!(young.exists(), "a temporary file written just now stays");
+    std::fs::remove_file(&young).unwrap();
     write_atomically(&path, b"second").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"second");
     let names: Vec<_> = std::fs::read_dir(&d.0)
@@ -377,4 +417,27 @@ fn writes_are_atomic_and_missing_files_say_so() {
         .err()
         .unwrap();
     assert!(matches!(e, PersistError::Io { .. }), "{e}");
+}
+
+#[test]
+fn files_changed_during_the_boot_are_not_written_under_the_new_identity() {
+    let d = Dir::new("during");
+    let path = d.0.join("during.snap");
+    let snap = snapshot(d.cfg(), process(), None);
+    // The app is edited while the program boots: the file is not written.
+    let before = boot_files(&d.cfg(), &path, &d.guest()).unwrap();
+    std::fs::write(d.app(), "export default { fetch() { return 1 } }").unwrap();
+    let e = write(&snap, &path, &d.guest(), &before).err().unwrap();
+    assert_eq!(e.reason(), "changed", "{e}");
+    assert!(!path.exists());
+    // The guest binary is replaced (by rename) while the program boots: not written.
+    let before = boot_files(&d.cfg(), &path, &d.guest()).unwrap();
+    std::fs::write(d.0.join("new"), vec![0x7fu8; 10_000]).unwrap();
+    std::fs::rename(d.0.join("new"), d.guest()).unwrap();
+    let e = write(&snap, &path, &d.guest(), &before).err().unwrap();
+    assert_eq!(e.reason(), "changed", "{e}");
+    // Nothing changed: written.
+    let before = boot_files(&d.cfg(), &path, &d.guest()).unwrap();
+    write(&snap, &path, &d.guest(), &before).unwrap();
+    assert!(path.exists());
 }
