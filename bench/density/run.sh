@@ -39,7 +39,7 @@ PY
     pid=$!
     for _ in $(seq 500); do curl -sf -o /dev/null http://127.0.0.1:$port/metrics && break; sleep 0.02; done
     sleep 1
-    before=$(cat /proc/meminfo)
+    cp /proc/meminfo "$dir/out/meminfo-$as-$c-before"
     for i in $(seq 0 $((n - 1))); do
       code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/p$i/)
       [ "$code" = 200 ] || { echo "p$i answered $code (see $dir/out/serve-$as-$c.log)" >&2; kill $pid; exit 1; }
@@ -53,12 +53,10 @@ PY
     done
     [ "$have" -ge "$want" ] || { echo "only $have of $want VMs started" >&2; kill $pid; exit 1; }
     sleep 2
-    after=$(cat /proc/meminfo)
+    cp /proc/meminfo "$dir/out/meminfo-$as-$c-after"
     pss=$(awk '/^Pss:/ {print $2}' /proc/$pid/smaps_rollup)
     kill $pid; wait $pid 2>/dev/null || true
     rows+=("$as $c $pss")
-    printf '%s\n' "$before" > "$dir/out/meminfo-$as-$c-before"
-    printf '%s\n' "$after" > "$dir/out/meminfo-$as-$c-after"
   done
 done
 python3 "$dir/report.py" "$n" "$dir/out" "${rows[@]}" | tee "$dir/results.md"
